@@ -1,0 +1,159 @@
+"""What every experiment shares: flags generated from the config dataclass, the workdir, error handling.
+
+Flags are generated from the config dataclass so that a flag and the setting it controls share one name and
+one default; the help text lives beside the experiment. The library never reads flags.
+"""
+
+import dataclasses
+import os
+import sys
+import typing
+
+from absl import app, flags, logging
+
+from gen_jax.errors import UserError
+
+FLAGS = flags.FLAGS
+
+COMMON_HELP = {
+    "seed": "Seed of every random draw (initialisation, data order, sampling).",
+    "dataset": "fashion_mnist (offline), mnist, npz:PATH, images:DIR or a TFDS catalog name.",
+    "data_dir": "TFDS data directory (default: TFDS's, ~/tensorflow_datasets).",
+    "num_train_examples": "Use only the first N training examples (0: all).",
+    "num_test_examples": "Use only the first N test examples (0: all).",
+    "image_size": "Resize images to this side (0: the dataset's own size).",
+    "binarization": "none, dynamic (fresh Bernoulli draw per batch) or static (one fixed draw).",
+    "batch_size": "Global batch size, split over all devices.",
+    "num_epochs": "Training epochs.",
+    "num_steps": "Training steps; > 0 overrides --num_epochs.",
+    "optimizer": "adam, adagrad or sgd.",
+    "learning_rate": "Peak learning rate.",
+    "lr_schedule": "constant, step (x lr_decay_factor every lr_decay_every_steps) or cosine (to 0).",
+    "compute_dtype": "float32, or bfloat16 for mixed precision (float32 parameters and loss).",
+    "log_every_steps": "Steps between train rows in metrics.jsonl.",
+    "eval_every_steps": "Steps between test evaluations (0: every epoch).",
+    "checkpoint_every_steps": "Steps between checkpoints (0: every epoch).",
+    "keep_checkpoints": "How many of the latest checkpoints to keep.",
+    "steps_per_dispatch": "Training steps fused into one jitted dispatch with lax.scan.",
+    "eval_batch_size": "Test examples per evaluation chunk.",
+    "num_samples": "Number of samples written to samples.npy at the end.",
+}
+
+flags.DEFINE_string("workdir", None, "Directory for everything the run writes; re-running resumes.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-host runs.")
+flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-host run.")
+flags.DEFINE_integer("process_id", None, "This process's index in a multi-host run.")
+
+
+def define_config_flags(config_class, help_texts):
+  """One flag per field of `config_class`, with its default and type."""
+  hints = typing.get_type_hints(config_class)
+  for field in dataclasses.fields(config_class):
+    name, default, hint = field.name, field.default, hints[field.name]
+    text = help_texts.get(name) or COMMON_HELP.get(name) or name.replace("_", " ")
+    if hint is bool:
+      flags.DEFINE_bool(name, default, text)
+    elif hint is int:
+      flags.DEFINE_integer(name, default, text)
+    elif hint is float:
+      flags.DEFINE_float(name, default, text)
+    elif typing.get_origin(hint) is tuple:
+      flags.DEFINE_list(name, [str(v) for v in default], text + " (comma-separated)")
+    else:
+      flags.DEFINE_string(name, default, text)
+
+
+def config_from_flags(config_class):
+  """The frozen config from the parsed flags; list flags become tuples of their element type."""
+  hints = typing.get_type_hints(config_class)
+  values = {}
+  for field in dataclasses.fields(config_class):
+    value = FLAGS[field.name].value
+    hint = hints[field.name]
+    if typing.get_origin(hint) is tuple:
+      element = typing.get_args(hint)[0]
+      try:
+        value = tuple(element(v) for v in value)
+      except ValueError:
+        raise UserError(f"--{field.name}={','.join(value)} is not allowed; allowed: a comma-separated list "
+                        f"of {element.__name__} values") from None
+    values[field.name] = value
+  return config_class(**values)
+
+
+def prepare_workdir(config_class):
+  """Creates --workdir and records the resolved flags in flags.txt; never removes what is there."""
+  workdir = FLAGS.workdir
+  if not workdir:
+    raise UserError("--workdir is missing; allowed: a directory path (created if needed)")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"--workdir={workdir} is a file; allowed: a directory (new or an earlier run's)")
+  os.makedirs(workdir, exist_ok=True)
+  names = ["workdir"] + [field.name for field in dataclasses.fields(config_class)]
+  resolved = "".join(FLAGS[name].serialize() + "\n" for name in names)
+  path = os.path.join(workdir, "flags.txt")
+  if _is_main_process():
+    if not os.path.exists(path):
+      with open(path, "w") as f:
+        f.write(resolved)
+    else:
+      with open(path) as f:
+        recorded = f.read()
+      if resolved not in recorded:  # Resumed with changed flags: keep the history, append the new set.
+        with open(path, "a") as f:
+          f.write("# --- resumed with these flags ---\n" + resolved)
+  return workdir
+
+
+def _is_main_process():
+  import jax
+  return jax.process_index() == 0
+
+
+def initialize_distributed():
+  """Starts JAX's distributed runtime for multi-host runs.
+
+  Explicit flags win; otherwise a SLURM job with several tasks, or a multi-host Cloud TPU, is detected by
+  JAX itself. A single process needs nothing.
+  """
+  import jax
+  if FLAGS.coordinator_address:
+    if FLAGS.num_processes is None or FLAGS.process_id is None:
+      raise UserError("--coordinator_address needs --num_processes and --process_id; allowed: all three")
+    if not 0 <= FLAGS.process_id < FLAGS.num_processes:
+      raise UserError(f"--process_id={FLAGS.process_id} is not allowed; allowed: 0 to {FLAGS.num_processes - 1}")
+    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
+    jax.distributed.initialize()
+
+
+def _parse_flags(argv):
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run(main):
+  """app.run(main), turning a user's mistake into one line on stderr and a non-zero exit."""
+  from gen_jax.train.loop import Preempted
+
+  def guarded_main(argv):
+    if len(argv) > 1:
+      print(f"error: unexpected arguments {argv[1:]}; allowed: --flag=value pairs only", file=sys.stderr)
+      sys.exit(2)
+    logging.set_verbosity(logging.WARNING)
+    try:
+      initialize_distributed()
+      main(argv)
+    except UserError as error:
+      print(f"error: {error}", file=sys.stderr)
+      sys.exit(2)
+    except Preempted as stop:
+      print(str(stop), file=sys.stderr)
+      sys.exit(stop.exit_code)
+
+  app.run(guarded_main, flags_parser=_parse_flags)

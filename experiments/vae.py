@@ -1,0 +1,32 @@
+"""Variational autoencoder (Kingma & Welling 2014) on images.
+
+  python -m experiments.vae --flagfile=experiments/configs/vae_fashion_mnist.cfg --workdir=runs/vae
+"""
+
+from experiments import common
+from gen_jax.train import vae
+
+common.define_config_flags(vae.VAEConfig, {
+    "architecture": "mlp or conv (convolutional encoder/decoder).",
+    "hidden_sizes": "Encoder hidden layer sizes; the decoder mirrors them.",
+    "latent_dim": "Dimension of z.",
+    "activation": "relu, tanh, leaky_relu or elu.",
+    "likelihood": "bernoulli, gaussian or continuous_bernoulli decoder.",
+    "gaussian_std": "Fixed decoder std for --likelihood=gaussian (0: learned per pixel).",
+    "init_std": "Weights drawn from N(0, init_std^2) (0: Flax's default init).",
+    "beta": "Weight of the KL term in the training loss (the reported ELBO is always the true bound).",
+    "kl_warmup_steps": "Steps of linear KL warm-up from 0 to beta (0: none).",
+    "conditional": "Condition encoder and decoder on the class label (CVAE).",
+    "num_images": "Images in each reconstruction/sample grid.",
+})
+
+
+def main(argv):
+  del argv
+  workdir = common.prepare_workdir(vae.VAEConfig)
+  config = common.config_from_flags(vae.VAEConfig)
+  vae.train_and_evaluate(config, workdir)
+
+
+if __name__ == "__main__":
+  common.run(main)

@@ -1,0 +1,131 @@
+"""Datasets as in-memory uint8 image arrays: `load_split(dataset, split) -> Split`.
+
+Dataset names (`--dataset`): see `DATASET_HELP`. `fashion_mnist` and `mnist` go through the
+project's own TFDS builders (`builders.py`, prepared once into the data dir, see `tfds_data.py` for
+their manual dirs and the env vars GEN_JAX_FASHION_MNIST_MANUAL_DIR / GEN_JAX_MNIST_MANUAL_DIR);
+other names go to the TFDS catalog; `npz:PATH` and `images:DIR` are the user's files (`user_data.py`).
+
+A source without a test split (an npz file without `x_test`, any `images:DIR`) keeps its first 90% for
+"train" and holds out the last 10% (at least one example) for "test", always the same examples.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from gen_jax.data import tfds_data
+from gen_jax.data import user_data
+from gen_jax.errors import UserError
+
+DATASET_HELP = ('fashion_mnist (offline), mnist, npz:PATH (key x, optional y / x_test / y_test), '
+                'images:DIR (PNG/JPEG files, resized to --image_size, default 64) or a TFDS catalog '
+                'name')
+SPLITS = ('train', 'test')
+DEFAULT_IMAGE_FOLDER_SIZE = 64
+# Fraction of a source without a test split that is held out as its test split.
+HOLDOUT_FRACTION = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """One split in memory. The arrays are read-only: they are shared by every caller (memoised)."""
+
+  images: np.ndarray  # (N, H, W, C) uint8 in [0, 255], C in {1, 3}
+  labels: np.ndarray | None  # (N,) int32, or None when the dataset has no labels
+  num_classes: int | None
+  name: str  # e.g. "fashion_mnist/train"
+
+
+# Whole splits loaded in this process, keyed by (dataset, split, data_dir, image_size).
+_LOADED: dict[tuple, Split] = {}
+
+
+def _holdout(train_and_test: dict, split: str, source: str):
+  """Returns `split` of a source, holding out its last 10% as test when it has no test split."""
+  if train_and_test['test'] is not None:
+    return train_and_test[split]
+  images, labels = train_and_test['train']
+  num_test = max(1, int(round(len(images) * HOLDOUT_FRACTION)))
+  if len(images) - num_test < 1:
+    raise UserError(f'{source} holds {len(images)} example(s); allowed: at least 2, so that '
+                    f'{HOLDOUT_FRACTION:.0%} can be held out for test')
+  part = slice(None, -num_test) if split == 'train' else slice(-num_test, None)
+  return images[part], None if labels is None else labels[part]
+
+
+def _num_classes(train_and_test: dict) -> int | None:
+  labels = [pair[1] for pair in train_and_test.values() if pair is not None]
+  if not labels or labels[0] is None:
+    return None
+  return int(max(int(y.max()) for y in labels if y.size)) + 1
+
+
+def _resize(images: np.ndarray, image_size: int, dataset: str) -> np.ndarray:
+  if images.shape[1:3] == (image_size, image_size):
+    return images
+  if images.shape[1] != images.shape[2]:
+    raise UserError(f'image_size {image_size} given for {dataset!r}, whose images are '
+                    f'{images.shape[1]}x{images.shape[2]}; allowed: no image_size for non-square data')
+  return user_data.resize_images(images, image_size)
+
+
+def _load_whole_split(dataset: str, split: str, data_dir: str | None,
+                      image_size: int | None) -> Split:
+  name = f'{dataset}/{split}'
+  if dataset.startswith('npz:'):
+    path = os.path.expanduser(dataset[len('npz:'):])
+    train_and_test = user_data.load_npz(path)
+    images, labels = _holdout(train_and_test, split, dataset)
+    num_classes = _num_classes(train_and_test)
+  elif dataset.startswith('images:'):
+    directory = os.path.expanduser(dataset[len('images:'):])
+    train_and_test = user_data.load_image_folder(directory,
+                                                 image_size or DEFAULT_IMAGE_FOLDER_SIZE)
+    images, labels = _holdout(train_and_test, split, dataset)
+    num_classes = None
+  elif dataset and all(c.isalnum() or c in '_/:.' for c in dataset):
+    images, labels, num_classes = tfds_data.load_tfds_split(dataset, split, data_dir)
+  else:
+    raise UserError(f'unknown dataset {dataset!r}; allowed: {DATASET_HELP}')
+  if image_size is not None:
+    images = _resize(images, image_size, dataset)
+  images.flags.writeable = False
+  if labels is not None:
+    labels.flags.writeable = False
+  return Split(images=images, labels=labels, num_classes=num_classes, name=name)
+
+
+def load_split(dataset: str, split: str, *, data_dir: str | None = None,
+               image_size: int | None = None, num_examples: int | None = None) -> Split:
+  """Loads one split of `dataset` into memory (memoised per process).
+
+  Args:
+    dataset: one of the forms in `DATASET_HELP`.
+    split: 'train' or 'test'.
+    data_dir: TFDS data dir; None means TFDS's default (TFDS_DATA_DIR or ~/tensorflow_datasets).
+    image_size: side of the square images returned. Required in effect for images:DIR (None means
+      64 there); elsewhere None keeps the native size and a value resizes (central square, bicubic).
+    num_examples: keep only the first n examples of the split (None: all of them).
+
+  Returns:
+    A `Split` with read-only arrays.
+
+  Raises:
+    UserError: for an unknown dataset or split, bad sizes, or data that cannot be used.
+  """
+  if split not in SPLITS:
+    raise UserError(f'unknown split {split!r}; allowed: {", ".join(SPLITS)}')
+  for flag, value in (('image_size', image_size), ('num_examples', num_examples)):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                              or value < 1):
+      raise UserError(f'{flag} {value!r} is not allowed; allowed: a positive integer')
+  key = (dataset, split, data_dir, image_size)
+  if key not in _LOADED:
+    _LOADED[key] = _load_whole_split(dataset, split, data_dir, image_size)
+  whole = _LOADED[key]
+  if num_examples is None or num_examples >= len(whole.images):
+    return whole
+  return dataclasses.replace(
+      whole, images=whole.images[:num_examples],
+      labels=None if whole.labels is None else whole.labels[:num_examples])

@@ -1,0 +1,172 @@
+"""Loading TFDS datasets into memory: the project's MNIST-family builders and catalog names.
+
+Decoding an ArrayRecord split through a TFDS data source costs ~2 s for the 60k Fashion-MNIST images
+even in bulk, so the first read of a split also writes its decoded arrays next to the prepared files
+(`<builder data_dir>/gen_jax-<split>.npz`, written atomically); later reads load that in ~0.1 s. When the
+prepared directory is read-only the cache is skipped and every read decodes.
+
+Manual dirs (where the IDX files are read from when a dataset is first prepared):
+  fashion_mnist: `manual_dir=`, else env var GEN_JAX_FASHION_MNIST_MANUAL_DIR, else Debian's
+    /usr/share/datasets/fashion-mnist (`apt-get install dataset-fashion-mnist`).
+  mnist: `manual_dir=`, else env var GEN_JAX_MNIST_MANUAL_DIR; when neither holds the four IDX files,
+    they are downloaded from `builders.MNIST_URL` (needs internet).
+"""
+
+import importlib.util
+import os
+import socket
+import tempfile
+import urllib.parse
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from gen_jax.data import builders
+from gen_jax.errors import UserError
+
+MANUAL_DIR_ENV = {'fashion_mnist': 'GEN_JAX_FASHION_MNIST_MANUAL_DIR',
+                  'mnist': 'GEN_JAX_MNIST_MANUAL_DIR'}
+_BUILDERS = {'fashion_mnist': builders.GenJaxFashionMnist, 'mnist': builders.GenJaxMnist}
+_DEFAULT_MANUAL_DIR = {'fashion_mnist': builders.FASHION_MNIST_MANUAL_DIR, 'mnist': None}
+
+
+def _host_resolves(url: str) -> bool:
+  """Whether the host of `url` has an address: offline, TFDS's download retries take minutes."""
+  try:
+    socket.getaddrinfo(urllib.parse.urlparse(url).hostname, 443)
+  except OSError:
+    return False
+  return True
+
+
+def prepare_idx_dataset(name: str, data_dir: str | None = None,
+                        manual_dir: str | None = None) -> tfds.core.DatasetBuilder:
+  """Returns the prepared builder of 'fashion_mnist' or 'mnist', preparing it on first use.
+
+  Args:
+    name: 'fashion_mnist' or 'mnist'.
+    data_dir: TFDS data dir; None means TFDS's default (TFDS_DATA_DIR or ~/tensorflow_datasets).
+    manual_dir: directory holding the four IDX .gz files; see the module docstring for the default.
+  """
+  builder = _BUILDERS[name](data_dir=data_dir)
+  if builder.is_prepared():
+    return builder
+  manual_dir = manual_dir or os.environ.get(MANUAL_DIR_ENV[name]) or _DEFAULT_MANUAL_DIR[name]
+  missing = builders.missing_idx_files(manual_dir)
+  if missing and name == 'fashion_mnist':
+    raise UserError(
+        f'fashion_mnist is not prepared in {builder.data_dir} and its IDX files are missing from '
+        f'{manual_dir} ({", ".join(missing)}); install them with `apt-get install '
+        f'dataset-fashion-mnist`, set {MANUAL_DIR_ENV[name]} to a folder holding them, or pass '
+        '--data_dir where it is prepared')
+  if missing and not _host_resolves(builders.MNIST_URL):
+    raise UserError(
+        f'{name} is not prepared in {builder.data_dir}, {MANUAL_DIR_ENV[name]} does not point to '
+        f'its four IDX .gz files, and {builders.MNIST_URL} cannot be reached (offline?); set '
+        f'{MANUAL_DIR_ENV[name]} to a folder holding them, or pass --data_dir where it is prepared')
+  config = tfds.download.DownloadConfig(manual_dir=None if missing else manual_dir)
+  try:
+    builder.download_and_prepare(download_config=config)
+  except Exception as e:  # Any failure here is the data's or the network's, not a bug of the caller.
+    message = str(e).splitlines()[0] if str(e) else ''
+    raise UserError(
+        f'{name} could not be prepared in {builder.data_dir} ({type(e).__name__}: {message}); '
+        f'without internet put the four IDX .gz files in a folder and set {MANUAL_DIR_ENV[name]} '
+        'to it, or pass --data_dir where it is prepared') from None
+  return builder
+
+
+def _catalog_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UserError(f'unknown dataset {name!r}; allowed: fashion_mnist, mnist, npz:PATH, images:DIR '
+                    'or a TFDS catalog name') from None
+  except Exception as e:  # E.g. a catalog module that needs TensorFlow to import.
+    message = str(e).splitlines()[0] if str(e) else ''
+    raise UserError(f'TFDS dataset {name!r} could not be loaded here ({type(e).__name__}: '
+                    f'{message[:200]}); use fashion_mnist, mnist, npz:PATH or images:DIR') from None
+  if not builder.is_prepared():
+    # TFDS encodes catalog images with TensorFlow; without it, fail now rather than after a download
+    # (whose retries take minutes when offline).
+    if importlib.util.find_spec('tensorflow') is None:
+      raise UserError(
+          f'TFDS dataset {name!r} is not prepared in {builder.data_dir} and preparing it needs '
+          'TensorFlow (not installed) and internet; prepare it elsewhere with `tfds build '
+          '--file_format=array_record` and pass --data_dir, or use npz:PATH')
+    try:
+      builder.download_and_prepare(file_format='array_record')
+    except Exception as e:  # Offline, most often.
+      message = str(e).splitlines()[0] if str(e) else ''
+      raise UserError(
+          f'TFDS dataset {name!r} could not be prepared in {builder.data_dir} '
+          f'({type(e).__name__}: {message[:200]}); it needs internet the first time, or pass '
+          '--data_dir where it is prepared') from None
+  return builder
+
+
+def _decode_split(builder, split: str) -> tuple[np.ndarray, np.ndarray | None, int | None]:
+  """Decodes a whole split through TFDS's data source (bulk `__getitems__`, one call)."""
+  image_key, label_key = builder.info.supervised_keys or ('image', None)
+  try:
+    source = builder.as_data_source(split)
+    examples = source.__getitems__(list(range(len(source))))
+  except Exception as e:  # E.g. an image feature whose decoding needs TensorFlow.
+    raise UserError(f'TFDS dataset {builder.name!r} split {split!r} could not be read without '
+                    f'TensorFlow ({type(e).__name__}); use npz:PATH instead') from None
+  images = np.stack([np.asarray(example[image_key]) for example in examples])
+  if images.ndim == 3:
+    images = images[..., None]
+  if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+    raise UserError(f'TFDS dataset {builder.name!r} has images {images.shape} {images.dtype}; '
+                    'allowed: uint8 (N,H,W,C) with C in {1,3}')
+  if label_key is None:
+    return images, None, None
+  labels = np.array([example[label_key] for example in examples], dtype=np.int32)
+  return images, labels, builder.info.features[label_key].num_classes
+
+
+def _write_atomically(path: str, arrays: dict) -> None:
+  """Writes an .npz so that readers see either nothing or the whole file."""
+  directory = os.path.dirname(path)
+  try:
+    fd, tmp_path = tempfile.mkstemp(dir=directory, suffix='.npz.tmp')
+  except OSError:  # A read-only prepared dataset: keep decoding on every read.
+    return
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      np.savez(f, **arrays)
+    os.chmod(tmp_path, 0o644)  # mkstemp's 0600 would hide the cache from others sharing the data dir.
+    os.replace(tmp_path, path)
+  except BaseException:
+    os.unlink(tmp_path)
+    raise
+
+
+def read_split(builder, split: str) -> tuple[np.ndarray, np.ndarray | None, int | None]:
+  """Returns (images (N,H,W,C) uint8, labels (N,) int32 or None, num_classes or None)."""
+  if split not in builder.info.splits:
+    raise UserError(f'TFDS dataset {builder.name!r} has no split {split!r}; '
+                    f'it has: {", ".join(sorted(builder.info.splits))}')
+  cache_path = os.path.join(os.fspath(builder.data_dir), f'gen_jax-{split}.npz')
+  if os.path.exists(cache_path):
+    with np.load(cache_path) as cached:
+      labels = cached['labels'] if 'labels' in cached.files else None
+      num_classes = int(cached['num_classes']) if 'num_classes' in cached.files else None
+      return cached['images'], labels, num_classes
+  images, labels, num_classes = _decode_split(builder, split)
+  arrays = {'images': images}
+  if labels is not None:
+    arrays.update(labels=labels, num_classes=np.int64(num_classes))
+  _write_atomically(cache_path, arrays)
+  return images, labels, num_classes
+
+
+def load_tfds_split(name: str, split: str, data_dir: str | None = None,
+                    manual_dir: str | None = None):
+  """Loads `split` of 'fashion_mnist', 'mnist' (the project's builders) or a TFDS catalog name."""
+  if name in _BUILDERS:
+    builder = prepare_idx_dataset(name, data_dir, manual_dir)
+  else:
+    builder = _catalog_builder(name, data_dir)
+  return read_split(builder, split)

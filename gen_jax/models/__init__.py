@@ -1,0 +1,1 @@
+"""Linen modules: encoders, decoders and the latent-variable models built from them."""

@@ -1,0 +1,66 @@
+"""Figures as PNG files, headless (matplotlib's Agg backend): image grids and metric curves."""
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+
+
+def image_grid(images, columns):
+  """(N, H, W, C) in [0, 1] -> one (rows·H, columns·W, C) array with 1-pixel gaps."""
+  images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+  count, height, width, channels = images.shape
+  rows = -(-count // columns)
+  grid = np.ones((rows * (height + 1) - 1, columns * (width + 1) - 1, channels), np.float32)
+  for index in range(count):
+    row, column = divmod(index, columns)
+    grid[row * (height + 1):row * (height + 1) + height,
+         column * (width + 1):column * (width + 1) + width] = images[index]
+  return grid
+
+
+def save_image_grid(path, images, columns=8):
+  grid = image_grid(images, columns)
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  if grid.shape[-1] == 1:
+    plt.imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+  else:
+    plt.imsave(path, grid)
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.endswith("\n")]
+
+
+def plot_curves(workdirs, path, metric="elbo", labels=None, reference_csv=None, log_x=True):
+  """`metric` against examples seen, train (dashed) and test (solid), one colour per workdir.
+
+  `reference_csv` (columns examples_seen,value with a header line) adds a published curve in black.
+  """
+  figure, axis = plt.subplots(figsize=(6, 4))
+  for index, workdir in enumerate(workdirs):
+    rows = [row for row in read_metrics(workdir) if isinstance(row.get(metric), (int, float))]
+    label = labels[index] if labels else os.path.basename(os.path.normpath(workdir))
+    for split, style in (("train", "--"), ("test", "-")):
+      points = [(row["examples_seen"], row[metric]) for row in rows if row["split"] == split]
+      if points:
+        x, y = zip(*points)
+        axis.plot(x, y, style, color=f"C{index}", label=f"{label} ({split})")
+  if reference_csv:
+    reference = np.loadtxt(reference_csv, delimiter=",", skiprows=1, ndmin=2)
+    axis.plot(reference[:, 0], reference[:, 1], "k:", label="published")
+  if log_x:
+    axis.set_xscale("log")
+  axis.set_xlabel("training examples seen")
+  axis.set_ylabel(f"{metric} (nats per example)" if metric in ("elbo", "log_likelihood") else metric)
+  axis.grid(alpha=0.3)
+  axis.legend(fontsize=7)
+  figure.tight_layout()
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  figure.savefig(path, dpi=120)
+  plt.close(figure)

@@ -1,0 +1,1 @@
+"""Training: train states, jitted steps, the shared loop, checkpoints and metric writers."""

@@ -1,0 +1,86 @@
+"""Settings every family shares, as a frozen dataclass whose field names are the flag names."""
+
+import dataclasses
+from typing import Optional
+
+from gen_jax.errors import UserError
+
+# Settings that may change when a run is resumed: they change when or how long, never what is computed.
+MAY_CHANGE_ON_RESUME = frozenset({
+    "num_epochs", "num_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+    "keep_checkpoints", "steps_per_dispatch", "data_dir", "eval_batch_size"})
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+  seed: int = 0
+  # Data.
+  dataset: str = "fashion_mnist"
+  data_dir: Optional[str] = None
+  num_train_examples: int = 0  # 0: the whole split.
+  num_test_examples: int = 0
+  image_size: int = 0  # 0: the dataset's own size (required for images:DIR).
+  binarization: str = "dynamic"  # none, dynamic (fresh draw per batch) or static (one fixed draw).
+  # Optimisation.
+  batch_size: int = 128
+  num_epochs: int = 10
+  num_steps: int = 0  # > 0 overrides num_epochs.
+  optimizer: str = "adam"
+  learning_rate: float = 1e-3
+  lr_schedule: str = "constant"
+  lr_decay_every_steps: int = 10000
+  lr_decay_factor: float = 0.1
+  adam_b1: float = 0.9
+  adam_b2: float = 0.999
+  adam_eps: float = 1e-8
+  momentum: float = 0.0
+  weight_decay: float = 0.0
+  grad_clip_norm: float = 0.0
+  compute_dtype: str = "float32"
+  # Cadence.
+  log_every_steps: int = 100
+  eval_every_steps: int = 0  # 0: after every epoch.
+  checkpoint_every_steps: int = 0  # 0: after every epoch.
+  keep_checkpoints: int = 3
+  steps_per_dispatch: int = 32
+  eval_batch_size: int = 1000
+  num_samples: int = 10000  # Size of samples.npy at the end.
+
+
+def check_positive(config, names):
+  """One line naming the first field that is not positive."""
+  for name in names:
+    value = getattr(config, name)
+    if not value > 0:
+      raise UserError(f"--{name}={value} is not allowed; allowed: a positive number")
+
+
+def check_choice(config, name, allowed):
+  value = getattr(config, name)
+  if value not in allowed:
+    raise UserError(f"--{name}={value!r} is unknown; allowed: {', '.join(allowed)}")
+
+
+def validate_common(config):
+  check_positive(config, ("batch_size", "learning_rate", "log_every_steps", "keep_checkpoints",
+                          "steps_per_dispatch", "eval_batch_size", "num_samples"))
+  for name in ("num_epochs", "num_steps", "num_train_examples", "num_test_examples", "image_size",
+               "eval_every_steps", "checkpoint_every_steps", "weight_decay", "grad_clip_norm", "momentum"):
+    if getattr(config, name) < 0:
+      raise UserError(f"--{name}={getattr(config, name)} is not allowed; allowed: zero or a positive number")
+  if config.num_epochs == 0 and config.num_steps == 0:
+    raise UserError("--num_epochs=0 with --num_steps=0 trains nothing; allowed: a positive value for one")
+  check_choice(config, "compute_dtype", COMPUTE_DTYPES)
+  from gen_jax.data.preprocessing import BINARIZATIONS
+  check_choice(config, "binarization", BINARIZATIONS)
+  from gen_jax.train.optim import OPTIMIZERS, SCHEDULES
+  check_choice(config, "optimizer", OPTIMIZERS)
+  check_choice(config, "lr_schedule", SCHEDULES)
+
+
+def as_flat_dict(config):
+  """The config as JSON-ready values (tuples as lists), for config.json and the resume check."""
+  return {key: list(value) if isinstance(value, tuple) else value
+          for key, value in dataclasses.asdict(config).items()}

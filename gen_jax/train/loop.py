@@ -1,0 +1,308 @@
+"""The training loop every model family shares: dispatch, metrics, evaluation, checkpoints, resume, signals.
+
+A family (VAE, CVAE, autoencoder, GAN) describes itself as a `Task`: how to initialise its state, its pure
+step `update(state, batch, key) -> (state, metrics)`, how a batch is formed on the device from the resident
+data, and how it evaluates. The loop owns everything else, so every family gets exact resume, data
+parallelism and the workdir contract for free.
+
+Determinism is what makes resume exact: the key for step t is fold_in(train_key, t) and the data order of
+epoch e is a permutation drawn from fold_in(data_key, e), so the whole run is a function of (seed, step)
+and a restored state replays bit-identically. Dispatch sizes are a function of the step too (see
+`_dispatch_plan`), so a resumed run also compiles and executes the same programs.
+"""
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from gen_jax.errors import UserError
+from gen_jax.train import checkpointing, metrics as metrics_lib, parallel
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """When things happen, in steps; `batch_size` is the global batch."""
+  num_steps: int
+  steps_per_epoch: int
+  batch_size: int
+  log_every_steps: int
+  eval_every_steps: int
+  checkpoint_every_steps: int
+  keep_checkpoints: int = 3
+  steps_per_dispatch: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What a model family hands the loop.
+
+  init_state(key) -> state: an unsharded pytree; its `step` field counts updates.
+  update(state, batch, key) -> (state, metrics): one optimisation step, pure; metrics include `loss`.
+  make_batch(data, step_input, key) -> batch: forms one batch on the device (gather, scale, binarise).
+  data: pytree of host arrays placed once, replicated, on every device (or None for sampled toy data).
+  step_inputs(first_step, count) -> host array (count, ...): the per-step input, e.g. example indices;
+    its axis 1 (the batch axis), if any, is sharded over devices.
+  evaluate(state) -> dict of test metrics over the whole test split.
+  on_evaluation(state, step): figures per evaluation (main process only).
+  finalize(state): end-of-run outputs such as samples.npy; must be idempotent (it reruns on resume).
+  """
+  init_state: Callable[[jax.Array], Any]
+  update: Callable[..., Any]
+  make_batch: Callable[..., Any]
+  data: Any
+  step_inputs: Callable[[int, int], np.ndarray]
+  evaluate: Callable[[Any], dict]
+  on_evaluation: Callable[[Any, int], None] = lambda state, step: None
+  finalize: Callable[[Any], None] = lambda state: None
+
+
+class Preempted(Exception):
+  """SIGTERM/SIGINT arrived; a checkpoint was saved. Carries the exit status and a resume hint."""
+
+  def __init__(self, signal_number, step):
+    self.exit_code = 128 + signal_number
+    name = signal.Signals(signal_number).name
+    super().__init__(f"stopped by {name} at step {step}; checkpoint saved; resume by re-running the same "
+                     "command with the same --workdir")
+
+
+class TrainingDiverged(UserError):
+  """A loss or metric became NaN or infinite; the run stops before saving the bad state."""
+
+
+class _StopSignals:
+  """Turns SIGTERM/SIGINT into a flag the loop checks between dispatches, so the stop is clean."""
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def __enter__(self):
+    for number in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[number] = signal.signal(number, self._handle)
+      except ValueError:  # Not the main thread (e.g. in a test harness): leave signals alone.
+        pass
+    return self
+
+  def _handle(self, number, frame):
+    del frame
+    self.received = number
+
+  def __exit__(self, *exc):
+    for number, handler in self._previous.items():
+      signal.signal(number, handler)
+
+
+def _dispatch_plan(step, schedule, event_steps):
+  """Steps to run in the next dispatch: up to `steps_per_dispatch`, never past the next event.
+
+  Below a full dispatch the largest power of two that fits is used, which bounds the number of compiled
+  scan lengths by log2(steps_per_dispatch) and makes the plan a function of the step alone.
+  """
+  next_event = min(s for s in event_steps(step))
+  remaining = min(next_event - step, schedule.steps_per_dispatch)
+  if remaining == schedule.steps_per_dispatch:
+    return remaining
+  return 1 << (remaining.bit_length() - 1)
+
+
+def _is_due(step, every):
+  return every > 0 and step % every == 0
+
+
+def _check_finite(step_metrics, first_step):
+  """Raises TrainingDiverged naming the first step and metric that is not finite."""
+  for offset in range(len(step_metrics["loss"])):
+    for name, values in step_metrics.items():
+      if not np.isfinite(values[offset]):
+        raise TrainingDiverged(f"{name} became {values[offset]} at step {first_step + offset + 1}; stopping "
+                               "(allowed: finite values; try a lower --learning_rate)")
+
+
+def check_resume_config(workdir, config, may_change):
+  """Refuses to resume a run whose shaping settings differ; records the config of a new run.
+
+  `config` is a flat dict of the run's settings (flag names); keys in `may_change` (e.g. num_epochs) may
+  differ on resume. The stored config.json is never rewritten: it documents how the run started.
+  """
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      stored = json.load(f)
+    differing = sorted(key for key in set(stored) | set(config)
+                       if key not in may_change and stored.get(key) != config.get(key))
+    if differing:
+      changes = ", ".join(f"--{key}={config.get(key)!r} (run has {stored.get(key)!r})" for key in differing)
+      raise UserError(f"workdir {workdir} holds a run with other settings: {changes}; allowed: the run's "
+                      f"own values, or a fresh --workdir")
+  elif parallel.is_main_process():
+    temporary = path + ".tmp"
+    with open(temporary, "w") as f:
+      json.dump(config, f, indent=1, sort_keys=True)
+    os.replace(temporary, path)
+
+
+def _mean_rows(step_metrics):
+  return {name: float(np.mean(values)) for name, values in step_metrics.items()}
+
+
+def train(task, schedule, workdir, seed, mesh):
+  """Runs (or resumes) training to `schedule.num_steps`; returns the final state."""
+  main = parallel.is_main_process()
+  parallel.check_batch_divisible(schedule.batch_size, mesh)
+  writer = metrics_lib.MetricWriter(workdir, enabled=main)
+  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), schedule.keep_checkpoints)
+  init_key, train_key = jax.random.split(jax.random.key(seed))
+
+  state = parallel.replicate_tree(task.init_state(init_key), mesh)
+  restored = checkpointer.restore_latest(checkpointing.abstract_like(state))
+  step, wall_time_before = 0, 0.0
+  if restored is not None:
+    state, progress = restored
+    step, wall_time_before = int(progress["step"]), float(progress["wall_time"])
+    expected_epoch = step // schedule.steps_per_epoch
+    if int(progress["epoch"]) != expected_epoch:
+      raise UserError(f"checkpoint at step {step} is from epoch {progress['epoch']} but --batch_size and the "
+                      f"data give epoch {expected_epoch}; allowed: the run's own data settings")
+    logging.info("resumed from step %d", step)
+    if main:
+      print(f"resuming from the checkpoint at step {step}", flush=True)
+  data = None if task.data is None else parallel.replicate_tree(task.data, mesh)
+
+  def run_steps(state, data, step_inputs):
+    def body(state, step_input):
+      data_key, update_key = jax.random.split(jax.random.fold_in(train_key, state.step))
+      batch = task.make_batch(data, step_input, data_key)
+      return task.update(state, batch, update_key)
+    return jax.lax.scan(body, state, step_inputs)
+
+  run_steps = jax.jit(run_steps, donate_argnums=(0,))
+
+  def event_steps(current):
+    candidates = [schedule.num_steps]
+    for every in (schedule.log_every_steps, schedule.eval_every_steps, schedule.checkpoint_every_steps):
+      if every > 0:
+        candidates.append((current // every + 1) * every)
+    return candidates
+
+  def progress_record(at_step):
+    return {"step": at_step, "epoch": at_step // schedule.steps_per_epoch,
+            "offset_in_epoch": (at_step % schedule.steps_per_epoch) * schedule.batch_size,
+            "examples_seen": at_step * schedule.batch_size,
+            "wall_time": wall_time_before + time.time() - start_time}
+
+  def base_row(at_step, split):
+    return {"step": at_step, "examples_seen": at_step * schedule.batch_size, "split": split,
+            "wall_time": round(wall_time_before + time.time() - start_time, 3)}
+
+  start_time = time.time()
+  pending, pending_first_step = [], step
+  interval_seconds, interval_start = 0.0, time.time()
+  last_saved = step if restored is not None else None
+  sample_input = task.step_inputs(0, 1)
+  inputs_sharding = parallel.batch_sharded(mesh, 1) if sample_input.ndim > 1 else parallel.replicated(mesh)
+
+  with _StopSignals() as stop:
+    while step < schedule.num_steps:
+      count = _dispatch_plan(step, schedule, event_steps)
+      step_inputs = parallel.global_array(task.step_inputs(step, count), inputs_sharding)
+      state, step_metrics = run_steps(state, data, step_inputs)
+      pending.append(step_metrics)
+      step += count
+
+      logging_due = _is_due(step, schedule.log_every_steps) or step == schedule.num_steps
+      evaluation_due = _is_due(step, schedule.eval_every_steps) or step == schedule.num_steps
+      checkpoint_due = _is_due(step, schedule.checkpoint_every_steps) or step == schedule.num_steps
+      if logging_due or evaluation_due or checkpoint_due or stop.received:
+        # Fetching the metrics synchronises; that is also when non-finite values are caught, before any
+        # checkpoint could store a diverged state.
+        fetched = jax.device_get(pending)
+        merged = {name: np.concatenate([np.atleast_1d(m[name]) for m in fetched]) for name in fetched[0]}
+        _check_finite(merged, pending_first_step)
+        if logging_due:
+          interval_seconds += time.time() - interval_start
+          row = base_row(step, "train") | _mean_rows(merged)
+          row["examples_per_sec"] = round(len(merged["loss"]) * schedule.batch_size / interval_seconds, 1)
+          writer.write(row)
+          _log_line(row, schedule)
+          pending, pending_first_step, interval_seconds = [], step, 0.0
+        else:
+          interval_seconds += time.time() - interval_start
+          pending = [{name: values for name, values in merged.items()}]
+        if evaluation_due:
+          test_metrics = task.evaluate(state)
+          writer.write(base_row(step, "test") | test_metrics)
+          logging.info("step %d test %s", step, _format_metrics(test_metrics))
+          if main:
+            task.on_evaluation(state, step)
+        if checkpoint_due or stop.received:
+          checkpointer.save(step, state, progress_record(step))
+          last_saved = step
+        interval_start = time.time()
+      if stop.received:
+        checkpointer.close()
+        writer.close()
+        raise Preempted(stop.received, step)
+
+  if last_saved != step:
+    checkpointer.save(step, state, progress_record(step))
+  checkpointer.close()
+  if main:
+    task.finalize(state)
+  writer.close()
+  return state
+
+
+def _format_metrics(values):
+  return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
+def _log_line(row, schedule):
+  step = row["step"]
+  epoch = step / schedule.steps_per_epoch
+  remaining = (schedule.num_steps - step) * schedule.batch_size / max(row["examples_per_sec"], 1e-9)
+  headline = next((k for k in ("elbo", "log_likelihood", "recon", "d_loss", "loss") if k in row), "loss")
+  message = (f"epoch {epoch:6.2f}  step {step:7d}  {headline} {row[headline]:10.4f}  "
+             f"{row['examples_per_sec']:10.0f} examples/s  ETA {remaining:6.0f}s")
+  logging.info(message)
+  if parallel.is_main_process():
+    print(message, flush=True)
+
+
+def epoch_permutation_indices(num_examples, batch_size, seed):
+  """step_inputs for in-memory data: example indices of each step's batch, shape (count, batch_size).
+
+  Epoch e uses a permutation drawn from fold_in(data_key(seed), e) with the remainder dropped, so the
+  indices of any step can be produced without replaying earlier epochs.
+  """
+  steps_per_epoch = num_examples // batch_size
+  if steps_per_epoch < 1:
+    raise UserError(f"--batch_size={batch_size} exceeds the {num_examples} training examples; allowed: at "
+                    f"most {num_examples}")
+  data_key = jax.random.fold_in(jax.random.key(seed), 0x5EED)
+  cache = {}
+
+  def permutation(epoch):
+    if epoch not in cache:
+      cache.clear()  # One epoch at a time is enough; dispatches never span more than two.
+      order = jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
+      cache[epoch] = np.asarray(jax.device_get(order), np.int32)
+    return cache[epoch]
+
+  def step_inputs(first_step, count):
+    rows = []
+    for step in range(first_step, first_step + count):
+      epoch, position = divmod(step, steps_per_epoch)
+      rows.append(permutation(epoch)[position * batch_size:(position + 1) * batch_size])
+    return np.stack(rows)
+
+  return step_inputs, steps_per_epoch

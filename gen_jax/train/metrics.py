@@ -1,0 +1,87 @@
+"""The run's record: `metrics.jsonl` rows, TensorBoard scalars and absl log lines.
+
+Rows follow the workdir contract (GUIDE §3): every row has `step`, `examples_seen`, `split` and
+`wall_time`. A resumed run replays the steps after its checkpoint and so recomputes rows that the killed
+run had already written; those rows are bit-identical apart from timing, so the writer recognises them
+by (split, step, metric names) and does not append them again. The file is only ever appended to, never
+rewritten; a last line cut short by a kill mid-write is the one thing removed.
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+from absl import logging
+
+TIMING_KEYS = ("wall_time", "examples_per_sec")
+
+
+def _row_identity(row):
+  return (row["split"], int(row["step"]), tuple(sorted(k for k in row if k not in TIMING_KEYS)))
+
+
+def _to_json_value(value):
+  value = np.asarray(value).item() if np.ndim(value) == 0 else np.asarray(value).tolist()
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)  # JSON has no NaN/inf; keep the row parseable and the fact visible.
+  return value
+
+
+def read_rows(path):
+  """All complete rows of a metrics.jsonl file (a torn last line is ignored)."""
+  rows = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        if line.endswith("\n"):
+          rows.append(json.loads(line))
+  return rows
+
+
+class MetricWriter:
+  """Appends rows to metrics.jsonl and TensorBoard; a no-op on processes other than 0."""
+
+  def __init__(self, workdir, enabled=True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._written = set()
+    self._tensorboard = None
+    if not enabled:
+      return
+    self._drop_torn_last_line()
+    self._written = {_row_identity(row) for row in read_rows(self.path)}
+    try:
+      from tensorboardX import SummaryWriter
+      self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    except ImportError:
+      logging.warning("tensorboardX is not installed; no TensorBoard event files")
+
+  def _drop_torn_last_line(self):
+    if not os.path.exists(self.path):
+      return
+    with open(self.path, "rb+") as f:
+      data = f.read()
+      if data and not data.endswith(b"\n"):
+        f.truncate(data.rfind(b"\n") + 1)
+
+  def write(self, row):
+    """Writes one row unless an identical one (timing aside) is already in the file."""
+    if not self.enabled:
+      return
+    row = {key: _to_json_value(value) for key, value in row.items()}
+    identity = _row_identity(row)
+    if identity in self._written:
+      return
+    self._written.add(identity)
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")  # One write per row: a kill leaves at most one torn line.
+    if self._tensorboard is not None:
+      for key, value in row.items():
+        if key not in ("step", "split") and isinstance(value, (int, float)):
+          self._tensorboard.add_scalar(f"{row['split']}/{key}", value, row["step"])
+      self._tensorboard.flush()
+
+  def close(self):
+    if self._tensorboard is not None:
+      self._tensorboard.close()

@@ -1,0 +1,229 @@
+"""The VAE family (and the conditional VAE, with labels): config, model, loss, jitted step, evaluation.
+
+`train_and_evaluate(config, workdir)` is the one entry point the experiment calls.
+"""
+
+import dataclasses
+import functools
+import os
+from typing import Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.training import train_state
+
+from gen_jax import objectives, plots
+from gen_jax.errors import UserError
+from gen_jax.models import networks
+from gen_jax.models.vae import VAE
+from gen_jax.train import config as config_lib, image_data, loop, optim, parallel
+
+ARCHITECTURES = ("mlp", "conv")
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig(config_lib.TrainingConfig):
+  architecture: str = "mlp"
+  hidden_sizes: Tuple[int, ...] = (512, 256)
+  latent_dim: int = 20
+  activation: str = "relu"
+  likelihood: str = "bernoulli"
+  gaussian_std: float = 0.0  # > 0: fixed decoder std; 0: learned per-pixel variance (gaussian only).
+  init_std: float = 0.0  # > 0: N(0, init_std²) weights (Kingma & Welling use 0.01); 0: Flax's default.
+  beta: float = 1.0
+  kl_warmup_steps: int = 0
+  conditional: bool = False  # The conditional VAE: q(z|x,y), p(x|z,y).
+  num_images: int = 64
+
+
+def validate(config):
+  config_lib.validate_common(config)
+  config_lib.check_positive(config, ("latent_dim", "num_images"))
+  if not config.hidden_sizes or min(config.hidden_sizes) <= 0:
+    raise UserError(f"--hidden_sizes={','.join(map(str, config.hidden_sizes))} is not allowed; allowed: a "
+                    "comma-separated list of positive sizes")
+  config_lib.check_choice(config, "architecture", ARCHITECTURES)
+  config_lib.check_choice(config, "activation", tuple(networks.ACTIVATIONS))
+  config_lib.check_choice(config, "likelihood", objectives.LIKELIHOODS)
+  for name in ("beta", "kl_warmup_steps", "gaussian_std", "init_std"):
+    if getattr(config, name) < 0:
+      raise UserError(f"--{name}={getattr(config, name)} is not allowed; allowed: zero or a positive number")
+
+
+def build_model(config, image_shape, num_classes=None):
+  dtype = jnp.dtype(config.compute_dtype)
+  outputs_per_pixel = 2 if config.likelihood == "gaussian" and config.gaussian_std == 0 else 1
+  if config.architecture == "mlp":
+    init_std = config.init_std or None
+    encoder = networks.MLPEncoder(config.hidden_sizes, config.latent_dim, config.activation, init_std, dtype)
+    decoder = networks.MLPDecoder(tuple(reversed(config.hidden_sizes)), image_shape, outputs_per_pixel,
+                                  config.activation, init_std, dtype)
+  else:
+    if image_shape[0] % 4 or image_shape[1] % 4:
+      raise UserError(f"--architecture=conv needs image sides divisible by 4, got {image_shape[:2]}; allowed: "
+                      "28, 32, 64 ... (set --image_size)")
+    encoder = networks.ConvEncoder(config.latent_dim, activation=config.activation, dtype=dtype)
+    decoder = networks.ConvDecoder(image_shape, outputs_per_pixel, activation=config.activation, dtype=dtype)
+  return VAE(encoder, decoder, num_classes if config.conditional else None)
+
+
+def _gaussian_std(config):
+  return config.gaussian_std or None
+
+
+def per_example_elbo(model, params, x, key, labels, config):
+  """(recon, kl) per example for one reparameterised sample each."""
+  output, mean, log_variance = model.apply({"params": params}, x, key, labels)
+  recon = objectives.log_likelihood(config.likelihood, output, x, gaussian_std=_gaussian_std(config))
+  return recon, objectives.kl_to_standard_normal(mean, log_variance)
+
+
+def train_step(state, batch, key, model, config):
+  """One optimisation step on the negative (β-weighted) ELBO; pure, jitted by the loop."""
+
+  def loss_fn(params):
+    recon, kl = per_example_elbo(model, params, batch["x"], key, batch.get("labels"), config)
+    weight = objectives.kl_weight_schedule(state.step, config.beta, config.kl_warmup_steps)
+    return objectives.elbo_terms(recon, kl, weight)
+
+  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  return state.apply_gradients(grads=grads), metrics | {"loss": loss}
+
+
+def _evaluation_sums(params, x, labels, mask, key, model, config):
+  recon, kl = per_example_elbo(model, params, x, key, labels, config)
+  return {"elbo": jnp.sum((recon - kl) * mask), "recon": jnp.sum(recon * mask), "kl": jnp.sum(kl * mask)}
+
+
+def make_evaluator(model, config, images, labels, mesh):
+  """evaluate(params) -> test elbo/recon/kl means over the whole split, one sample per example.
+
+  The key is fixed, so two evaluations of the same parameters agree exactly.
+  """
+  chunk_size = config.eval_batch_size
+  parallel.check_batch_divisible(chunk_size, mesh)
+  sharding = parallel.batch_sharded(mesh)
+  sums_fn = jax.jit(functools.partial(_evaluation_sums, model=model, config=config))
+  eval_key = jax.random.fold_in(jax.random.key(config.seed), 0xE7A1)
+
+  def evaluate(params):
+    totals = {}
+    for index, (start, stop) in enumerate(image_data.evaluation_chunks(len(images), chunk_size)):
+      x, mask = image_data.padded_chunk(images, start, stop, chunk_size)
+      chunk_labels = None if labels is None else image_data.padded_chunk(labels, start, stop, chunk_size)[0]
+      sums = sums_fn(params, image_data.unit_interval(parallel.global_array(x, sharding)),
+                     None if chunk_labels is None else parallel.global_array(chunk_labels, sharding),
+                     parallel.global_array(mask, sharding), jax.random.fold_in(eval_key, index))
+      for name, value in jax.device_get(sums).items():
+        totals[name] = totals.get(name, 0.0) + float(value)
+    return {name: value / len(images) for name, value in totals.items()}
+
+  return evaluate
+
+
+def _total_steps(config, steps_per_epoch):
+  return config.num_steps or config.num_epochs * steps_per_epoch
+
+
+def make_schedule(config, steps_per_epoch):
+  return loop.Schedule(
+      num_steps=_total_steps(config, steps_per_epoch), steps_per_epoch=steps_per_epoch,
+      batch_size=config.batch_size, log_every_steps=config.log_every_steps,
+      eval_every_steps=config.eval_every_steps or steps_per_epoch,
+      checkpoint_every_steps=config.checkpoint_every_steps or steps_per_epoch,
+      keep_checkpoints=config.keep_checkpoints, steps_per_dispatch=config.steps_per_dispatch)
+
+
+def train_and_evaluate(config, workdir):
+  """Trains a VAE (a CVAE when `config.conditional`) and writes the workdir; returns the final state."""
+  validate(config)
+  mesh = parallel.make_mesh()
+  data = image_data.load_image_data(config)
+  if config.conditional and data.train_labels is None:
+    raise UserError(f"--conditional needs labels, but --dataset={config.dataset} has none; allowed: a labelled "
+                    "dataset (fashion_mnist, mnist, npz with y)")
+  model = build_model(config, data.image_shape, data.num_classes)
+  step_inputs, steps_per_epoch = loop.epoch_permutation_indices(
+      len(data.train_images), config.batch_size, config.seed)
+  schedule = make_schedule(config, steps_per_epoch)
+  optimizer = optim.make_optimizer(config, schedule.num_steps)
+  labelled = config.conditional
+  test_labels = data.test_labels if labelled else None
+
+  def init_state(key):
+    x = jnp.zeros((1, *data.image_shape), jnp.float32)
+    labels = jnp.zeros((1,), jnp.int32) if labelled else None
+    params = model.init(key, x, jax.random.key(0), labels)["params"]
+    return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optimizer)
+
+  evaluate_params = make_evaluator(model, config, data.test_images, test_labels, mesh)
+  figures = _Figures(model, config, data, workdir)
+  task = loop.Task(
+      init_state=init_state,
+      update=functools.partial(train_step, model=model, config=config),
+      make_batch=image_data.make_batch_fn(config.binarization, with_labels=labelled),
+      data=data.device_data(with_labels=labelled),
+      step_inputs=step_inputs,
+      evaluate=lambda state: evaluate_params(state.params),
+      on_evaluation=figures.on_evaluation,
+      finalize=figures.finalize)
+  loop.check_resume_config(workdir, config_lib.as_flat_dict(config), config_lib.MAY_CHANGE_ON_RESUME)
+  return loop.train(task, schedule, workdir, config.seed, mesh)
+
+
+class _Figures:
+  """Reconstruction and sample grids per evaluation; samples.npy and the ELBO curve at the end."""
+
+  def __init__(self, model, config, data, workdir):
+    self.model, self.config, self.workdir = model, config, workdir
+    self.images_dir = os.path.join(workdir, "images")
+    count = min(config.num_images // 2, len(data.test_images))
+    self.test_x = image_data.unit_interval(data.test_images[:count])
+    self.test_labels = None if not config.conditional else jnp.asarray(data.test_labels[:count])
+    self.num_classes = data.num_classes
+    key = jax.random.fold_in(jax.random.key(config.seed), 0x5A3)
+    # The same prior draws at every evaluation, so the sample grids show the model changing, not the noise.
+    self.grid_z = jax.random.normal(key, (config.num_images, config.latent_dim))
+    self._decode_mean = jax.jit(self._decode_mean_impl)
+    self._reconstruct = jax.jit(self._reconstruct_impl)
+
+  def _labels_for(self, count):
+    if not self.config.conditional:
+      return None
+    return jnp.arange(count) % self.num_classes
+
+  def _decode_mean_impl(self, params, z, labels):
+    output = self.model.apply({"params": params}, z, labels, method=VAE.decode)
+    return objectives.decoder_mean(self.config.likelihood, output, _gaussian_std(self.config))
+
+  def _reconstruct_impl(self, params, x, labels):
+    mean, _ = self.model.apply({"params": params}, x, labels, method=VAE.encode)
+    return self._decode_mean_impl(params, mean, labels)
+
+  def on_evaluation(self, state, step):
+    params = jax.device_get(state.params)
+    reconstructions = self._reconstruct(params, self.test_x, self.test_labels)
+    pairs = np.stack([np.asarray(self.test_x), np.asarray(reconstructions)], axis=1)
+    pairs = pairs.reshape(-1, *pairs.shape[2:])  # Rows alternate: original, reconstruction.
+    plots.save_image_grid(os.path.join(self.images_dir, f"reconstructions_{step:08d}.png"), pairs, columns=8)
+    samples = self._decode_mean(params, self.grid_z, self._labels_for(len(self.grid_z)))
+    plots.save_image_grid(os.path.join(self.images_dir, f"samples_{step:08d}.png"), samples, columns=8)
+
+  def finalize(self, state):
+    params = jax.device_get(state.params)
+    key = jax.random.fold_in(jax.random.key(self.config.seed), 0xF1A1)
+    z = jax.random.normal(key, (self.config.num_samples, self.config.latent_dim))
+    samples = np.concatenate([
+        np.asarray(self._decode_mean(params, z[i:i + 1000], self._labels_for(len(z[i:i + 1000]))))
+        for i in range(0, len(z), 1000)])
+    write_samples(self.workdir, samples)
+    plots.plot_curves([self.workdir], os.path.join(self.images_dir, "elbo_curve.png"), metric="elbo",
+                      labels=["VAE"])
+
+
+def write_samples(workdir, samples):
+  """samples.npy, written atomically (a kill mid-write never leaves a torn file)."""
+  temporary = os.path.join(workdir, "samples.tmp.npy")
+  np.save(temporary, np.asarray(samples, np.float32))
+  os.replace(temporary, os.path.join(workdir, "samples.npy"))
