@@ -135,10 +135,13 @@ def make_schedule(config, steps_per_epoch):
       keep_checkpoints=config.keep_checkpoints, steps_per_dispatch=config.steps_per_dispatch)
 
 
-def train_and_evaluate(config, workdir):
-  """Trains a VAE (a CVAE when `config.conditional`) and writes the workdir; returns the final state."""
+def make_task(config, workdir, mesh):
+  """The VAE (a CVAE when `config.conditional`) as a loop.Task, with its schedule and loaded data.
+
+  Families built on the VAE (the conditional VAE's extra metrics, say) wrap the returned task's
+  `evaluate`/`finalize` with `dataclasses.replace` instead of copying this function.
+  """
   validate(config)
-  mesh = parallel.make_mesh()
   data = image_data.load_image_data(config)
   if config.conditional and data.train_labels is None:
     raise UserError(f"--conditional needs labels, but --dataset={config.dataset} has none; allowed: a labelled "
@@ -168,6 +171,13 @@ def train_and_evaluate(config, workdir):
       evaluate=lambda state: evaluate_params(state.params),
       on_evaluation=figures.on_evaluation,
       finalize=figures.finalize)
+  return task, schedule, model, data
+
+
+def train_and_evaluate(config, workdir):
+  """Trains a VAE (a CVAE when `config.conditional`) and writes the workdir; returns the final state."""
+  mesh = parallel.make_mesh()
+  task, schedule, _, _ = make_task(config, workdir, mesh)
   loop.check_resume_config(workdir, config_lib.as_flat_dict(config), config_lib.MAY_CHANGE_ON_RESUME)
   return loop.train(task, schedule, workdir, config.seed, mesh)
 

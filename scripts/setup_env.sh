@@ -1,0 +1,23 @@
+# Sourced by demo.sh and test.sh: makes .venv with the pinned packages and gen_jax installed (editable),
+# and makes sure Debian's Fashion-MNIST files are present. Each part is skipped when already done.
+FASHION_MNIST_DIR=/usr/share/datasets/fashion-mnist
+if [ ! -f "$FASHION_MNIST_DIR/train-images-idx3-ubyte.gz" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing Debian's dataset-fashion-mnist ..."
+    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null
+  else
+    echo "Fashion-MNIST files are missing from $FASHION_MNIST_DIR; install them with:" >&2
+    echo "  sudo apt-get install -y dataset-fashion-mnist" >&2
+    exit 1
+  fi
+fi
+STAMP=.venv/.installed-$(cat setup.cfg requirements.lock | sha1sum | cut -c1-12)
+if [ ! -f "$STAMP" ]; then
+  echo "setting up .venv (first run only) ..."
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -c requirements.lock -e '.[test]'
+  rm -f .venv/.installed-*
+  touch "$STAMP"
+fi
+export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::DeprecationWarning}
