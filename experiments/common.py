@@ -133,7 +133,8 @@ def _parse_flags(argv):
   try:
     return FLAGS(argv)
   except flags.Error as error:
-    print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+    message = str(error).splitlines()[0].replace("ERROR:: ", "")
+    print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
 

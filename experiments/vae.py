@@ -23,8 +23,9 @@ common.define_config_flags(vae.VAEConfig, {
 
 def main(argv):
   del argv
-  workdir = common.prepare_workdir(vae.VAEConfig)
   config = common.config_from_flags(vae.VAEConfig)
+  vae.validate(config)
+  workdir = common.prepare_workdir(vae.VAEConfig)
   vae.train_and_evaluate(config, workdir)
 
 

@@ -3,11 +3,15 @@
 import json
 import os
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
+
+def pyplot():
+  """matplotlib.pyplot on the headless Agg backend, imported on first use (it costs ~1 s at start-up)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
 
 
 def image_grid(images, columns):
@@ -25,6 +29,7 @@ def image_grid(images, columns):
 
 def save_image_grid(path, images, columns=8):
   grid = image_grid(images, columns)
+  plt = pyplot()
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   if grid.shape[-1] == 1:
     plt.imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
@@ -42,6 +47,7 @@ def plot_curves(workdirs, path, metric="elbo", labels=None, reference_csv=None, 
 
   `reference_csv` (columns examples_seen,value with a header line) adds a published curve in black.
   """
+  plt = pyplot()
   figure, axis = plt.subplots(figsize=(6, 4))
   for index, workdir in enumerate(workdirs):
     rows = [row for row in read_metrics(workdir) if isinstance(row.get(metric), (int, float))]

@@ -151,6 +151,23 @@ def check_resume_config(workdir, config, may_change):
     os.replace(temporary, path)
 
 
+def compile_steps(task, train_key):
+  """run_steps(state, data, step_inputs) -> (state, per-step metrics): len(step_inputs) steps, one dispatch.
+
+  The steps run inside `lax.scan`, so Python dispatch overhead is paid once per dispatch; the state is
+  donated so parameters and optimizer state are updated in place.
+  """
+
+  def run_steps(state, data, step_inputs):
+    def body(state, step_input):
+      data_key, update_key = jax.random.split(jax.random.fold_in(train_key, state.step))
+      batch = task.make_batch(data, step_input, data_key)
+      return task.update(state, batch, update_key)
+    return jax.lax.scan(body, state, step_inputs)
+
+  return jax.jit(run_steps, donate_argnums=(0,))
+
+
 def _mean_rows(step_metrics):
   return {name: float(np.mean(values)) for name, values in step_metrics.items()}
 
@@ -178,14 +195,7 @@ def train(task, schedule, workdir, seed, mesh):
       print(f"resuming from the checkpoint at step {step}", flush=True)
   data = None if task.data is None else parallel.replicate_tree(task.data, mesh)
 
-  def run_steps(state, data, step_inputs):
-    def body(state, step_input):
-      data_key, update_key = jax.random.split(jax.random.fold_in(train_key, state.step))
-      batch = task.make_batch(data, step_input, data_key)
-      return task.update(state, batch, update_key)
-    return jax.lax.scan(body, state, step_inputs)
-
-  run_steps = jax.jit(run_steps, donate_argnums=(0,))
+  run_steps = compile_steps(task, train_key)
 
   def event_steps(current):
     candidates = [schedule.num_steps]
