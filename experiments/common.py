@@ -122,8 +122,9 @@ def initialize_distributed():
       raise UserError("--coordinator_address needs --num_processes and --process_id; allowed: all three")
     if not 0 <= FLAGS.process_id < FLAGS.num_processes:
       raise UserError(f"--process_id={FLAGS.process_id} is not allowed; allowed: 0 to {FLAGS.num_processes - 1}")
-    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
-      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Cross-process collectives on the CPU backend go through gloo (GPU and TPU use their own); asking
+    # which backend is in use would initialise it too early, and the setting is harmless elsewhere.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
     jax.distributed.initialize()
@@ -146,7 +147,10 @@ def run(main):
     if len(argv) > 1:
       print(f"error: unexpected arguments {argv[1:]}; allowed: --flag=value pairs only", file=sys.stderr)
       sys.exit(2)
-    logging.set_verbosity(logging.WARNING)
+    if not FLAGS["verbosity"].present:
+      # Library chatter (TFDS's notes on its own folders, say) would bury the one line a user needs;
+      # --verbosity=0 (or -v 0) brings absl's info logging back.
+      logging.set_verbosity(logging.ERROR)
     try:
       initialize_distributed()
       main(argv)

@@ -102,6 +102,18 @@ class _StopSignals:
       signal.signal(number, handler)
 
 
+def _inject_fault(phase, step):
+  """Test hook: GEN_JAX_FAULT="phase:step" kills (or SIGTERMs) this process at that point.
+
+  Phases: `step` (after the dispatch that reaches the step), `save` (while that step's checkpoint is
+  being written), `eval` (during that step's evaluation, before its test row), `sigterm` (a SIGTERM to
+  itself after the dispatch). The resume tests use it to interrupt runs at exact, repeatable moments.
+  """
+  fault = os.environ.get("GEN_JAX_FAULT")
+  if fault and fault == f"{phase}:{step}":
+    os.kill(os.getpid(), signal.SIGTERM if phase == "sigterm" else signal.SIGKILL)
+
+
 def _dispatch_plan(step, schedule, event_steps):
   """Steps to run in the next dispatch: up to `steps_per_dispatch`, never past the next event.
 
@@ -186,6 +198,7 @@ def train(task, schedule, workdir, seed, mesh):
   if restored is not None:
     state, progress = restored
     step, wall_time_before = int(progress["step"]), float(progress["wall_time"])
+    carried = {name: np.asarray(values, np.float32) for name, values in progress["pending_metrics"].items()}
     expected_epoch = step // schedule.steps_per_epoch
     if int(progress["epoch"]) != expected_epoch:
       raise UserError(f"checkpoint at step {step} is from epoch {progress['epoch']} but --batch_size and the "
@@ -205,7 +218,10 @@ def train(task, schedule, workdir, seed, mesh):
     return candidates
 
   def progress_record(at_step):
-    return {"step": at_step, "epoch": at_step // schedule.steps_per_epoch,
+    # Per-step metrics since the last train row travel with the checkpoint, so that a run resumed from
+    # a step between two train rows writes the same next row as an uninterrupted run.
+    carried = {name: np.asarray(values).tolist() for name, values in pending[0].items()} if pending else {}
+    return {"step": at_step, "pending_metrics": carried, "epoch": at_step // schedule.steps_per_epoch,
             "offset_in_epoch": (at_step % schedule.steps_per_epoch) * schedule.batch_size,
             "examples_seen": at_step * schedule.batch_size,
             "wall_time": wall_time_before + time.time() - start_time}
@@ -215,7 +231,8 @@ def train(task, schedule, workdir, seed, mesh):
             "wall_time": round(wall_time_before + time.time() - start_time, 3)}
 
   start_time = time.time()
-  pending, pending_first_step = [], step
+  pending = [carried] if restored is not None and carried else []
+  pending_first_step = step - (len(carried["loss"]) if pending else 0)
   interval_seconds, interval_start = 0.0, time.time()
   last_saved = step if restored is not None else None
   sample_input = task.step_inputs(0, 1)
@@ -228,6 +245,8 @@ def train(task, schedule, workdir, seed, mesh):
       state, step_metrics = run_steps(state, data, step_inputs)
       pending.append(step_metrics)
       step += count
+      _inject_fault("step", step)
+      _inject_fault("sigterm", step)
 
       logging_due = _is_due(step, schedule.log_every_steps) or step == schedule.num_steps
       evaluation_due = _is_due(step, schedule.eval_every_steps) or step == schedule.num_steps
@@ -247,15 +266,17 @@ def train(task, schedule, workdir, seed, mesh):
           pending, pending_first_step, interval_seconds = [], step, 0.0
         else:
           interval_seconds += time.time() - interval_start
-          pending = [{name: values for name, values in merged.items()}]
+          pending = [merged]
         if evaluation_due:
           test_metrics = task.evaluate(state)
+          _inject_fault("eval", step)
           writer.write(base_row(step, "test") | test_metrics)
           logging.info("step %d test %s", step, _format_metrics(test_metrics))
           if main:
             task.on_evaluation(state, step)
         if checkpoint_due or stop.received:
           checkpointer.save(step, state, progress_record(step))
+          _inject_fault("save", step)
           last_saved = step
         interval_start = time.time()
       if stop.received:

@@ -1,0 +1,57 @@
+"""Shared test helpers: running an experiment the way a user does, as a subprocess.
+
+Subprocess runs are the real check of the command-line contract (exit status, one-line errors, no
+traceback), but each costs a JAX start-up, so tests use them only where that contract is the point and
+run independent ones concurrently.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A VAE small enough for a subprocess run in a few seconds: 512 examples, 8 steps an epoch.
+TINY_VAE_FLAGS = (
+    "--flagfile=experiments/configs/vae_pytorch_example.cfg", "--num_train_examples=512",
+    "--num_test_examples=200", "--eval_batch_size=100", "--batch_size=64", "--hidden_sizes=32",
+    "--latent_dim=4", "--num_samples=16", "--num_images=8", "--log_every_steps=4",
+    "--steps_per_dispatch=4")
+
+
+def experiment_command(module, *flags):
+  return [sys.executable, "-m", f"experiments.{module}", *flags]
+
+
+def start_experiment(module, *flags, env=None):
+  """Starts `python -m experiments.<module> flags...` from the repository root; returns the Popen."""
+  full_env = dict(os.environ, **(env or {}))
+  full_env.pop("XLA_FLAGS", None) if env is None or "XLA_FLAGS" not in env else None
+  return subprocess.Popen(experiment_command(module, *flags), cwd=REPO, env=full_env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process, timeout=240):
+  stdout, stderr = process.communicate(timeout=timeout)
+  return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def run_experiment(module, *flags, env=None, timeout=240):
+  return finish(start_experiment(module, *flags, env=env), timeout)
+
+
+def assert_one_line_error(result, *fragments):
+  """Non-zero exit, exactly one line on stderr, no traceback, and the line names each fragment."""
+  assert result.returncode != 0, result.stdout
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1, result.stderr
+  assert "Traceback" not in result.stderr
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="session")
+def repo():
+  return REPO

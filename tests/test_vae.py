@@ -1,0 +1,117 @@
+"""The VAE experiment end to end: the workdir contract, the flagfiles, and every bad input of issue 2."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import (TINY_VAE_FLAGS, assert_one_line_error, finish, run_experiment,
+                      start_experiment)
+
+REQUIRED_KEYS = {"step", "examples_seen", "split", "wall_time"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """Two epochs of a tiny VAE through the real command line."""
+  workdir = tmp_path_factory.mktemp("vae") / "run"
+  result = run_experiment("vae", *TINY_VAE_FLAGS, "--num_epochs=2", f"--workdir={workdir}")
+  assert result.returncode == 0, result.stderr
+  return workdir, result
+
+
+def _rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_workdir_holds_every_output_of_the_contract(tiny_run):
+  workdir, result = tiny_run
+  rows = _rows(workdir)
+  train = [row for row in rows if row["split"] == "train"]
+  test = [row for row in rows if row["split"] == "test"]
+  assert all(REQUIRED_KEYS <= set(row) for row in rows)
+  assert [row["step"] for row in train] == [4, 8, 12, 16]
+  assert all("examples_per_sec" in row and row["examples_per_sec"] > 0 for row in train)
+  assert [row["step"] for row in test] == [8, 16]  # After every epoch (8 steps of 64 of 512 examples).
+  for row in rows:
+    assert row["examples_seen"] == 64 * row["step"]
+    assert row["elbo"] == pytest.approx(row["recon"] - row["kl"], rel=1e-5)
+    assert row["kl"] >= 0 and row["elbo"] < 0
+  assert test[1]["elbo"] > test[0]["elbo"]  # It learns.
+
+  flags_text = (workdir / "flags.txt").read_text()
+  assert "--latent_dim=4" in flags_text and "--batch_size=64" in flags_text
+  samples = np.load(workdir / "samples.npy")
+  assert samples.shape == (16, 28, 28, 1) and samples.dtype == np.float32
+  assert 0.0 <= samples.min() and samples.max() <= 1.0
+  images = set(os.listdir(workdir / "images"))
+  assert {"reconstructions_00000008.png", "samples_00000016.png", "elbo_curve.png"} <= images
+  assert any(name.startswith("events") for name in os.listdir(workdir / "tensorboard"))
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["16", "8"]
+  assert "step      16" in result.stdout and "examples/s" in result.stdout and "ETA" in result.stdout
+
+
+def test_rerunning_a_finished_run_changes_nothing(tiny_run):
+  workdir, _ = tiny_run
+  before = (workdir / "metrics.jsonl").read_text()
+  result = run_experiment("vae", *TINY_VAE_FLAGS, "--num_epochs=2", f"--workdir={workdir}")
+  assert result.returncode == 0, result.stderr
+  assert (workdir / "metrics.jsonl").read_text() == before
+
+
+def test_default_flagfile_runs_on_a_subset(tmp_path):
+  """vae_fashion_mnist.cfg as shipped, shortened by flags given after the flagfile."""
+  result = run_experiment(
+      "vae", "--flagfile=experiments/configs/vae_fashion_mnist.cfg", f"--workdir={tmp_path / 'run'}",
+      "--num_train_examples=256", "--num_test_examples=100", "--eval_batch_size=100", "--num_steps=4",
+      "--batch_size=64", "--num_samples=8", "--log_every_steps=2", "--steps_per_dispatch=2")
+  assert result.returncode == 0, result.stderr
+  rows = _rows(tmp_path / "run")
+  assert rows[-1]["split"] == "test" and rows[-1]["step"] == 4
+  flags_text = (tmp_path / "run" / "flags.txt").read_text()
+  assert "--binarization=dynamic" in flags_text and "--hidden_sizes=512,256" in flags_text
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path):
+  # Weights of scale 1e30 overflow the first matmul, so the very first loss is NaN.
+  result = run_experiment("vae", *TINY_VAE_FLAGS, "--num_steps=4", "--init_std=1e30",
+                          f"--workdir={tmp_path / 'run'}")
+  assert_one_line_error(result, "nan", "at step 1")
+  assert not os.path.exists(tmp_path / "run" / "checkpoints" / "4")
+
+
+def _bad_npz_files(directory):
+  np.savez(directory / "wrong_shape.npz", x=np.zeros((10, 5), np.uint8))
+  np.savez(directory / "wrong_dtype.npz", x=np.array([["a"] * 4] * 10))
+  return directory
+
+
+def test_bad_input_gets_one_line_and_keeps_the_workdir(tmp_path):
+  """Every bad input of issue 2, run concurrently: exit != 0, one line naming the value, no traceback."""
+  _bad_npz_files(tmp_path)
+  (tmp_path / "a_file").write_text("not a directory")
+  existing = tmp_path / "existing"
+  existing.mkdir()
+  (existing / "metrics.jsonl").write_text('{"step": 1}\n')
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  workdir = f"--workdir={existing}"
+  cases = [
+      (("--dataset=cifar_unknown_name", workdir), "cifar_unknown_name", {}),
+      (("--batch_size=0", workdir), "--batch_size=0", {}),
+      (("--learning_rate=-1", workdir), "--learning_rate=-1", {}),
+      (("--latent_dim=-3", workdir), "--latent_dim=-3", {}),
+      (("--flagfile=no/such.cfg", workdir), "no/such.cfg", {}),
+      (("--batch_size=many", workdir), "many", {}),
+      (("--workdir=" + str(tmp_path / "a_file"),), "a_file", {}),
+      ((f"--dataset=npz:{tmp_path / 'wrong_shape.npz'}", workdir), "wrong_shape.npz", {}),
+      ((f"--dataset=npz:{tmp_path / 'wrong_dtype.npz'}", workdir), "wrong_dtype.npz", {}),
+      ((f"--dataset=npz:{tmp_path / 'missing.npz'}", workdir), "missing.npz", {}),
+      ((f"--data_dir={empty}", workdir), "fashion", {"GEN_JAX_FASHION_MNIST_MANUAL_DIR": str(empty)}),
+  ]
+  processes = [(start_experiment("vae", *flags, env=env), fragment) for flags, fragment, env in cases]
+  for process, fragment in processes:
+    assert_one_line_error(finish(process), fragment)
+  assert (existing / "metrics.jsonl").read_text() == '{"step": 1}\n'
