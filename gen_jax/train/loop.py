@@ -235,6 +235,7 @@ def train(task, schedule, workdir, seed, mesh):
   pending_first_step = step - (len(carried["loss"]) if pending else 0)
   interval_seconds, interval_start = 0.0, time.time()
   last_saved = step if restored is not None else None
+  first_step, save_seconds = step, 0.0  # Time training waited for checkpoint saves (the async part is free).
   sample_input = task.step_inputs(0, 1)
   inputs_sharding = parallel.batch_sharded(mesh, 1) if sample_input.ndim > 1 else parallel.replicated(mesh)
 
@@ -275,7 +276,9 @@ def train(task, schedule, workdir, seed, mesh):
           if main:
             task.on_evaluation(state, step)
         if checkpoint_due or stop.received:
+          save_start = time.time()
           checkpointer.save(step, state, progress_record(step))
+          save_seconds += time.time() - save_start
           _inject_fault("save", step)
           last_saved = step
         interval_start = time.time()
@@ -286,7 +289,13 @@ def train(task, schedule, workdir, seed, mesh):
 
   if last_saved != step:
     checkpointer.save(step, state, progress_record(step))
+  save_start = time.time()
   checkpointer.close()
+  save_seconds += time.time() - save_start
+  if main and step > first_step:
+    total = time.time() - start_time
+    print(f"trained steps {first_step}-{step} in {total:.1f}s; checkpoint saves held training for "
+          f"{save_seconds:.2f}s ({save_seconds / total:.1%})", flush=True)
   if main:
     task.finalize(state)
   writer.close()
