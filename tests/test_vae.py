@@ -115,3 +115,27 @@ def test_bad_input_gets_one_line_and_keeps_the_workdir(tmp_path):
   for process, fragment in processes:
     assert_one_line_error(finish(process), fragment)
   assert (existing / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+@pytest.mark.parametrize("architecture,likelihood,gaussian_std", [
+    ("conv", "bernoulli", 0.0), ("mlp", "gaussian", 0.0), ("mlp", "gaussian", 0.1),
+    ("mlp", "continuous_bernoulli", 0.0)])
+def test_every_decoder_and_architecture_takes_a_finite_training_step(architecture, likelihood, gaussian_std):
+  import jax
+  import jax.numpy as jnp
+  from flax.training import train_state
+  from gen_jax.train import optim, vae as vae_family
+  config = vae_family.VAEConfig(architecture=architecture, likelihood=likelihood, gaussian_std=gaussian_std,
+                                hidden_sizes=(16,), latent_dim=3)
+  model = vae_family.build_model(config, (28, 28, 1))
+  x = jax.random.uniform(jax.random.key(0), (8, 28, 28, 1))
+  params = model.init(jax.random.key(1), x[:1], jax.random.key(2))["params"]
+  state = train_state.TrainState.create(apply_fn=model.apply, params=params,
+                                        tx=optim.make_optimizer(config, total_steps=10))
+  new_state, metrics = vae_family.train_step(state, {"x": x}, jax.random.key(3), model, config)
+  assert all(np.isfinite(float(value)) for value in metrics.values())
+  assert float(metrics["kl"]) >= 0
+  assert metrics["elbo"] == pytest.approx(float(metrics["recon"] - metrics["kl"]), rel=1e-5)
+  assert int(new_state.step) == 1
+  changed = jax.tree.map(lambda new, old: not jnp.array_equal(new, old), new_state.params, state.params)
+  assert all(jax.tree.leaves(changed))  # Every parameter moved.
