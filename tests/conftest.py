@@ -13,6 +13,13 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# JAX's persistent compilation cache, shared by this process and every experiment it starts: the suite
+# compiles the same tiny programs in many runs, and a cache hit costs milliseconds instead of seconds.
+# Set before any test module imports jax (conftest is imported first), inherited by subprocesses.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(REPO, ".cache", "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+
 # A VAE small enough for a subprocess run in a few seconds: 512 examples, 8 steps an epoch.
 TINY_VAE_FLAGS = (
     "--flagfile=experiments/configs/vae_pytorch_example.cfg", "--num_train_examples=512",
