@@ -1,0 +1,94 @@
+"""The shared training loop on a toy task: data order, dispatch plan, recompiles, metrics rows."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax.training import train_state
+
+from gen_jax.errors import UserError
+from gen_jax.train import loop, parallel
+
+
+def test_epoch_permutations_cover_each_epoch_once_and_do_not_depend_on_how_they_are_asked_for():
+  step_inputs, steps_per_epoch = loop.epoch_permutation_indices(num_examples=50, batch_size=8, seed=3)
+  assert steps_per_epoch == 6  # The remainder of 2 examples is dropped each epoch.
+  all_at_once = step_inputs(0, 18)
+  piecewise = np.concatenate([step_inputs(0, 5), step_inputs(5, 7), step_inputs(12, 6)])
+  np.testing.assert_array_equal(all_at_once, piecewise)
+  for epoch in range(3):
+    seen = all_at_once[epoch * 6:(epoch + 1) * 6].ravel()
+    assert len(set(seen.tolist())) == 48 and seen.max() < 50
+  assert not np.array_equal(all_at_once[:6], all_at_once[6:12])  # A fresh order every epoch.
+  again, _ = loop.epoch_permutation_indices(num_examples=50, batch_size=8, seed=3)
+  np.testing.assert_array_equal(again(7, 3), all_at_once[7:10])
+  with pytest.raises(UserError, match="--batch_size=64"):
+    loop.epoch_permutation_indices(num_examples=50, batch_size=64, seed=0)
+
+
+def test_dispatch_plan_stops_at_every_event_and_uses_few_lengths():
+  schedule = loop.Schedule(num_steps=100, steps_per_epoch=7, batch_size=1, log_every_steps=10,
+                           eval_every_steps=7, checkpoint_every_steps=25, steps_per_dispatch=8)
+  events = {s for s in range(1, 101) if s % 10 == 0 or s % 7 == 0 or s % 25 == 0} | {100}
+
+  def event_steps(current):
+    return [100] + [(current // every + 1) * every for every in (10, 7, 25)]
+
+  step, lengths, boundaries = 0, set(), set()
+  while step < 100:
+    count = loop._dispatch_plan(step, schedule, event_steps)
+    lengths.add(count)
+    step += count
+    boundaries.add(step)
+  assert events <= boundaries
+  assert lengths <= {8, 4, 2, 1}  # Powers of two below a full dispatch: at most log2(8) + 1 programs.
+
+
+class _CountingTask:
+  """Fits y = 3x by SGD on sampled data; counts how often its step is traced (compiled)."""
+
+  def __init__(self):
+    self.traces = 0
+
+  def update(self, state, batch, key):
+    del key
+    self.traces += 1
+
+    def loss_fn(params):
+      return jnp.mean((batch["x"] * params["w"] - batch["y"])**2)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    return state.apply_gradients(grads=grads), {"loss": loss}
+
+  def task(self):
+    def make_batch(data, step_input, key):
+      del data, step_input
+      x = jax.random.normal(key, (16,))
+      return {"x": x, "y": 3.0 * x}
+
+    def init_state(key):
+      del key
+      return train_state.TrainState.create(apply_fn=None, params={"w": jnp.zeros(())}, tx=optax.sgd(0.1))
+
+    return loop.Task(init_state=init_state, update=self.update, make_batch=make_batch, data=None,
+                     step_inputs=lambda first, count: np.arange(first, first + count),
+                     evaluate=lambda state: {"w": float(state.params["w"])})
+
+
+def test_loop_compiles_each_dispatch_length_once_and_writes_the_rows(tmp_path):
+  counting = _CountingTask()
+  schedule = loop.Schedule(num_steps=60, steps_per_epoch=20, batch_size=16, log_every_steps=10,
+                           eval_every_steps=20, checkpoint_every_steps=30, steps_per_dispatch=8)
+  state = loop.train(counting.task(), schedule, str(tmp_path), seed=0, mesh=parallel.make_mesh())
+  # Dispatches: 8+2 up to each multiple of 10 -> two lengths, two compilations for 60 steps.
+  assert counting.traces == 2
+  assert float(state.params["w"]) == pytest.approx(3.0, abs=1e-3)
+  rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [(r["split"], r["step"]) for r in rows] == [
+      ("train", 10), ("train", 20), ("test", 20), ("train", 30), ("train", 40), ("test", 40), ("train", 50),
+      ("train", 60), ("test", 60)]
+  assert rows[-1]["w"] == pytest.approx(3.0, abs=1e-3)
+  assert rows[0]["loss"] > rows[-2]["loss"]
