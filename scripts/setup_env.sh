@@ -15,8 +15,13 @@ STAMP=.venv/.installed-$(cat setup.cfg requirements.lock | sha1sum | cut -c1-12)
 if [ ! -f "$STAMP" ]; then
   echo "setting up .venv (first run only) ..."
   [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -c requirements.lock -e '.[test]'
+  # pip's own chatter goes to a log, shown only if the install fails.
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -c requirements.lock -e '.[test]'; } > .venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2
+    echo "installing the packages failed (log above, also in .venv/pip.log)" >&2
+    exit 1
+  fi
   rm -f .venv/.installed-*
   touch "$STAMP"
 fi
