@@ -37,6 +37,8 @@ common.define_config_flags(gan.GANConfig, {
     "conditional": "Class-conditional GAN: the label goes to both networks.",
     "num_eval_samples": "Samples scored per evaluation (toys: mode coverage, 2500 in the protocol; images: "
                         "FCD/precision/recall, 0: only at the end).",
+    "score_sample_quality": "Images: score FCD, precision and recall with the dataset's classifier (trained "
+                            "and cached on first use; skipped for unlabelled data).",
     "num_images": "Images in each sample grid.",
 })
 

@@ -7,7 +7,7 @@ from experiments import common
 from gen_jax.train import vae
 
 common.define_config_flags(vae.VAEConfig, {
-    "architecture": "mlp or conv (convolutional encoder/decoder).",
+    "architecture": "mlp, conv (convolutional encoder/decoder) or two_layer (two stochastic layers, IWAE).",
     "hidden_sizes": "Encoder hidden layer sizes; the decoder mirrors them.",
     "latent_dim": "Dimension of z.",
     "activation": "relu, tanh, leaky_relu or elu.",
@@ -18,6 +18,11 @@ common.define_config_flags(vae.VAEConfig, {
     "kl_warmup_steps": "Steps of linear KL warm-up from 0 to beta (0: none).",
     "conditional": "Condition encoder and decoder on the class label (CVAE).",
     "num_images": "Images in each reconstruction/sample grid.",
+    "objective": "elbo (k-sample average ELBO; k=1 is the VAE) or iwae (importance-weighted bound L_k).",
+    "num_importance_samples": "k: samples of z per example in the training objective.",
+    "top_hidden_sizes": "two_layer: hidden sizes between h1 (--latent_dim) and h2 (--top_latent_dim).",
+    "top_latent_dim": "two_layer: dimension of the top stochastic layer h2 (the prior's).",
+    "final_iwae_k": "k of the test log-likelihood (L_k over the test split) in the last test row (0: none).",
 })
 
 

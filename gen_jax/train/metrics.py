@@ -17,8 +17,13 @@ from absl import logging
 TIMING_KEYS = ("wall_time", "examples_per_sec")
 
 
+# Setting values that tell apart rows with the same metric names (evaluations of one checkpoint with two k's).
+IDENTITY_VALUE_KEYS = ("iwae_k",)
+
+
 def _row_identity(row):
-  return (row["split"], int(row["step"]), tuple(sorted(k for k in row if k not in TIMING_KEYS)))
+  return (row["split"], int(row["step"]), tuple(sorted(k for k in row if k not in TIMING_KEYS)),
+          tuple(row.get(k) for k in IDENTITY_VALUE_KEYS))
 
 
 def _to_json_value(value):

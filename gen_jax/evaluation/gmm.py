@@ -1,0 +1,134 @@
+"""A diagonal mixture baseline fitted by EM: a mixture of Gaussians or of Bernoullis, in JAX.
+
+The lecture's point: a VAE is an infinite mixture p(x) = ∫ p(x|z) p(z) dz, so a finite mixture with K
+components is the natural baseline for its test log-likelihood (same data, same nats per example).
+
+Likelihoods (per component k, pixels d independent):
+  bernoulli: p(x | k) = Π_d μ_kd^x_d (1 − μ_kd)^(1−x_d), for binarised data;
+  gaussian:  p(x | k) = Π_d N(x_d; μ_kd, σ²_kd), for continuous data.
+Both are linear in x (and x²) inside the log, so the E-step is one or two matmuls of the data with the
+component parameters and the M-step accumulates Σ r, Σ r·x (and Σ r·x²) over data chunks.
+
+Every parameter has a conjugate prior worth `pseudo_count` (c) examples, and EM maximises the posterior
+(MAP-EM), which keeps components that see no data, and pixels that are always 0 in a component, finite:
+  π ~ Dirichlet(1 + c):                      π_k = (N_k + c) / (N + K c)
+  μ_kd ~ Beta(c·m_d + 1, c·(1 − m_d) + 1):   μ_kd = (Σ r x + c m_d) / (N_k + c)           (bernoulli)
+  μ_kd | σ² ~ N(m_d, σ²/c), σ² with weight c around v_d:
+                                            μ_kd = (Σ r x + c m_d) / (N_k + c),
+                                            σ²_kd = (Σ r (x − μ)² + c (μ − m_d)² + c v_d) / (N_k + c)
+with m, v the data's per-pixel mean and variance. Each M-step is the exact maximiser of the expected
+complete-data log posterior, so `objective` (mean log-likelihood + log prior / N) never decreases.
+"""
+
+import math
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+_LOG_2PI = math.log(2.0 * math.pi)
+# A floor on the prior variance v_d: a pixel that is constant in the data (a border pixel is always 0)
+# would otherwise let σ² → 0 and the density of the continuous model grow without bound.
+MIN_PRIOR_VARIANCE = 1e-3
+
+
+@flax.struct.dataclass
+class MixtureState:
+  """The fitted mixture; `step` counts EM iterations (the training loop keys and checkpoints by it)."""
+  step: jax.Array
+  log_mixing: jax.Array  # (K,) log π
+  means: jax.Array  # (K, D) μ (probabilities for bernoulli)
+  variances: jax.Array  # (K, D) σ² (gaussian; ones for bernoulli)
+  prior_means: jax.Array  # (D,) m
+  prior_variances: jax.Array  # (D,) v
+
+
+@flax.struct.dataclass
+class _Statistics:
+  count: jax.Array  # (K,) Σ_n r_nk
+  sum_x: jax.Array  # (K, D) Σ_n r_nk x_n
+  sum_x2: jax.Array  # (K, D) Σ_n r_nk x_n² (gaussian only; zeros for bernoulli)
+  log_likelihood: jax.Array  # () Σ_n log p(x_n)
+
+
+def initialize(key, x, num_components, likelihood):
+  """π uniform; μ at K distinct random data points (pulled half-way to the data mean for bernoulli, so
+  no probability starts at 0 or 1); σ² at the prior variance."""
+  # Bernoulli: (Σx + 1)/(N + 2), strictly inside (0, 1), so a pixel never on in the data keeps μ > 0.
+  prior_means = (jnp.sum(x, axis=0) + 1.0) / (x.shape[0] + 2.0) if likelihood == "bernoulli" else jnp.mean(x, 0)
+  prior_variances = jnp.var(x, axis=0) + MIN_PRIOR_VARIANCE
+  picks = jax.random.choice(key, x.shape[0], (num_components,), replace=num_components > x.shape[0])
+  means = x[picks]
+  if likelihood == "bernoulli":
+    means = 0.5 * means + 0.5 * jnp.clip(prior_means, 0.05, 0.95)
+  variances = jnp.broadcast_to(prior_variances, means.shape)
+  return MixtureState(jnp.zeros((), jnp.int32), jnp.full((num_components,), -math.log(num_components)),
+                      means, variances, prior_means, prior_variances)
+
+
+def component_log_densities(state, x, likelihood):
+  """log p(x_n | k), shape (n, K), as matmuls of x (and x²) with the component parameters."""
+  if likelihood == "bernoulli":
+    log_on, log_off = jnp.log(state.means), jnp.log1p(-state.means)
+    return x @ (log_on - log_off).T + jnp.sum(log_off, axis=-1)
+  precision = 1.0 / state.variances
+  constant = jnp.sum(state.means**2 * precision + jnp.log(state.variances) + _LOG_2PI, axis=-1)
+  return -0.5 * ((x**2) @ precision.T - 2.0 * x @ (state.means * precision).T + constant)
+
+
+def log_likelihood(state, x, likelihood):
+  """log p(x_n) = log Σ_k π_k p(x_n | k) per example."""
+  return jax.nn.logsumexp(state.log_mixing + component_log_densities(state, x, likelihood), axis=-1)
+
+
+def _chunk_statistics(state, x, weights, likelihood):
+  """E-step on one chunk; `weights` masks padding rows (0) out of every sum."""
+  joint = state.log_mixing + component_log_densities(state, x, likelihood)
+  per_example = jax.nn.logsumexp(joint, axis=-1)
+  responsibilities = jnp.exp(joint - per_example[:, None]) * weights[:, None]
+  sum_x2 = responsibilities.T @ x**2 if likelihood == "gaussian" else jnp.zeros_like(state.means)
+  return _Statistics(jnp.sum(responsibilities, axis=0), responsibilities.T @ x, sum_x2,
+                     jnp.sum(per_example * weights))
+
+
+def log_prior(state, pseudo_count, likelihood):
+  """log p(π, μ, σ²) up to a constant, for the priors in the module docstring."""
+  c = pseudo_count
+  total = c * jnp.sum(state.log_mixing)
+  if likelihood == "bernoulli":
+    m = state.prior_means
+    return total + c * jnp.sum(m * jnp.log(state.means) + (1.0 - m) * jnp.log1p(-state.means))
+  deviation = c * (state.means - state.prior_means)**2 + c * state.prior_variances
+  return total - 0.5 * jnp.sum(c * jnp.log(state.variances) + deviation / state.variances)
+
+
+def em_step(state, chunks, weights, pseudo_count, likelihood):
+  """One EM iteration over data `chunks` (num_chunks, n, D) with masks `weights` (num_chunks, n).
+
+  Returns the new state and the metrics of the *incoming* parameters (the E-step is where their
+  likelihood is computed): `log_likelihood` (mean nats per example) and `objective` (+ log prior / N).
+  """
+  def accumulate(totals, chunk):
+    statistics = _chunk_statistics(state, chunk[0], chunk[1], likelihood)
+    return jax.tree.map(jnp.add, totals, statistics), None
+
+  num_components, num_dims = state.means.shape
+  zeros = _Statistics(jnp.zeros(num_components), jnp.zeros((num_components, num_dims)),
+                      jnp.zeros((num_components, num_dims)), jnp.zeros(()))
+  totals, _ = jax.lax.scan(accumulate, zeros, (chunks, weights))
+  num_examples = jnp.sum(weights)
+  c = pseudo_count
+  log_mixing = jnp.log(totals.count + c) - jnp.log(num_examples + num_components * c)
+  count = totals.count[:, None]
+  means = (totals.sum_x + c * state.prior_means) / (count + c)
+  variances = state.variances
+  if likelihood == "gaussian":
+    squared_deviations = totals.sum_x2 - 2.0 * means * totals.sum_x + means**2 * count
+    variances = ((jnp.maximum(squared_deviations, 0.0) + c * (means - state.prior_means)**2
+                  + c * state.prior_variances) / (count + c))
+  mean_log_likelihood = totals.log_likelihood / num_examples
+  metrics = {"log_likelihood": mean_log_likelihood,
+             "objective": mean_log_likelihood + log_prior(state, c, likelihood) / num_examples}
+  new_state = state.replace(step=state.step + 1, log_mixing=log_mixing, means=means, variances=variances)
+  return new_state, metrics

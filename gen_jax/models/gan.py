@@ -1,0 +1,172 @@
+"""Generators and discriminators: MLPs for vectors, DCGAN-style convolutional networks for images.
+
+Decisions written down:
+- Generators end in `output_activation` ("tanh" for images scaled to [−1, 1], "none" for toy points);
+  discriminators return one raw output per example (a logit or a critic score; the loss interprets it).
+- Batch normalisation (`normalization="batch"`) always normalises with the statistics of the batch at
+  hand, at training and at sampling time, as the DCGAN reference code does in practice. Running averages
+  would have to be kept in step with the EMA of the generator's weights used for evaluation; batch
+  statistics need nothing of the sort (samples are drawn in chunks of hundreds). Flax still records
+  running averages in the `batch_stats` collection; the trainer discards them.
+- Spectral normalisation (Miyato et al. 2018) wraps every discriminator layer with `nn.SpectralNorm`,
+  whose power-iteration vectors live in the `batch_stats` collection and advance only when
+  `update_stats=True` (the discriminator's own step), so a frozen discriminator stays bit-identical.
+- Conditional variants: with `num_classes` set, the one-hot label is concatenated to z in the generator,
+  and to the input of the discriminator (as constant feature maps for images), so both networks see it.
+- PacGAN packing (Lin et al. 2018): with `packing=m` the discriminator judges m examples at once, given as
+  consecutive rows of its input (batch divisible by m): vectors are concatenated, images are stacked along
+  the channel axis. It returns one output per pack.
+"""
+
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gen_jax.models.networks import ACTIVATIONS
+
+NORMALIZATIONS = ("none", "batch")
+OUTPUT_ACTIVATIONS = {"none": lambda x: x, "tanh": jnp.tanh}
+
+
+def _with_label(h, labels, num_classes):
+  if num_classes is None:
+    return h
+  return jnp.concatenate([h, jax.nn.one_hot(labels, num_classes, dtype=h.dtype)], axis=-1)
+
+
+def _normalize(h, normalization, dtype):
+  if normalization == "batch":
+    return nn.BatchNorm(use_running_average=False, dtype=dtype)(h)
+  return h
+
+
+def _pack(h, packing):
+  """(B, *shape) -> (B/m, m, *shape): consecutive examples form a pack."""
+  return h.reshape(h.shape[0] // packing, packing, *h.shape[1:])
+
+
+def _layer(layer, spectral_norm, update_stats):
+  """`layer` as a callable, wrapped in spectral normalisation when asked."""
+  if not spectral_norm:
+    return layer
+  normalized = nn.SpectralNorm(layer)
+  return lambda h: normalized(h, update_stats=update_stats)
+
+
+class MLPGenerator(nn.Module):
+  """z (and a label) -> an example of `output_shape` through dense layers."""
+  hidden_sizes: Sequence[int]
+  output_shape: Sequence[int]
+  activation: str = "relu"
+  output_activation: str = "none"
+  normalization: str = "none"
+  num_classes: Optional[int] = None
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, z, labels=None):
+    h = _with_label(z.astype(self.dtype), labels, self.num_classes)
+    for size in self.hidden_sizes:
+      h = ACTIVATIONS[self.activation](_normalize(nn.Dense(size, dtype=self.dtype)(h), self.normalization,
+                                                  self.dtype))
+    size = 1
+    for side in self.output_shape:
+      size *= side
+    out = nn.Dense(size, dtype=self.dtype)(h).astype(jnp.float32)
+    return OUTPUT_ACTIVATIONS[self.output_activation](out).reshape(z.shape[0], *self.output_shape)
+
+
+class MLPDiscriminator(nn.Module):
+  """An example (or a pack of m) -> one raw output, through dense layers."""
+  hidden_sizes: Sequence[int]
+  activation: str = "leaky_relu"
+  normalization: str = "none"
+  spectral_norm: bool = False
+  packing: int = 1
+  num_classes: Optional[int] = None
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, labels=None, update_stats=False):
+    h = _with_label(x.reshape(x.shape[0], -1).astype(self.dtype), labels, self.num_classes)
+    h = _pack(h, self.packing).reshape(h.shape[0] // self.packing, -1)
+    for size in self.hidden_sizes:
+      h = _layer(nn.Dense(size, dtype=self.dtype), self.spectral_norm, update_stats)(h)
+      h = ACTIVATIONS[self.activation](_normalize(h, self.normalization, self.dtype))
+    out = _layer(nn.Dense(1, dtype=self.dtype), self.spectral_norm, update_stats)(h)
+    return out[:, 0].astype(jnp.float32)
+
+
+def num_resolution_levels(side):
+  """How many stride-2 stages take an image side down to the DCGAN's small starting map.
+
+  Halve while the side is even and above 8: 28 -> 14 -> 7 (2), 32 -> 16 -> 8 (2), 64 -> 32 -> 16 -> 8 (3).
+  """
+  levels = 0
+  while side % 2 == 0 and side > 8:
+    side //= 2
+    levels += 1
+  return levels
+
+
+class DCGANGenerator(nn.Module):
+  """Radford et al. 2016: dense to a small map, stride-2 4×4 transposed convolutions, tanh output.
+
+  Widths halve at each doubling of resolution, ending in `base_features` before the output layer: for
+  28×28 (base 64) dense -> 7×7×128 -> 14×14×64 -> 28×28×C. Normalisation and ReLU after every layer but
+  the last.
+  """
+  image_shape: Sequence[int]
+  base_features: int = 64
+  normalization: str = "batch"
+  num_classes: Optional[int] = None
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, z, labels=None):
+    height, width, channels = self.image_shape
+    levels = num_resolution_levels(min(height, width))
+    if levels == 0:
+      raise ValueError(f"image shape {tuple(self.image_shape)} has no even side above 8 to upsample to")
+    features = self.base_features * 2**(levels - 1)
+    h = _with_label(z.astype(self.dtype), labels, self.num_classes)
+    h = nn.Dense((height >> levels) * (width >> levels) * features, dtype=self.dtype)(h)
+    h = nn.relu(_normalize(h, self.normalization, self.dtype))
+    h = h.reshape(h.shape[0], height >> levels, width >> levels, features)
+    for level in range(levels - 1):
+      h = nn.ConvTranspose(features >> (level + 1), (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h)
+      h = nn.relu(_normalize(h, self.normalization, self.dtype))
+    out = nn.ConvTranspose(channels, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h)
+    return jnp.tanh(out.astype(jnp.float32))
+
+
+class DCGANDiscriminator(nn.Module):
+  """Stride-2 4×4 convolutions with LeakyReLU(0.2), widths doubling from `base_features`, then one output.
+
+  No normalisation on the first layer (DCGAN's choice: it would erase the input's own scale).
+  """
+  base_features: int = 64
+  normalization: str = "batch"
+  spectral_norm: bool = False
+  packing: int = 1
+  num_classes: Optional[int] = None
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, labels=None, update_stats=False):
+    h = x.astype(self.dtype)
+    if self.num_classes is not None:
+      onehot = jax.nn.one_hot(labels, self.num_classes, dtype=h.dtype)
+      h = jnp.concatenate([h, jnp.broadcast_to(onehot[:, None, None, :], (*h.shape[:3], self.num_classes))], -1)
+    packs = _pack(h, self.packing)  # (B/m, m, H, W, C): stack the pack's images along the channels.
+    h = jnp.moveaxis(packs, 1, -2).reshape(*packs.shape[:1], *packs.shape[2:4], -1)
+    for level in range(num_resolution_levels(min(x.shape[1], x.shape[2]))):
+      conv = nn.Conv(self.base_features * 2**level, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)
+      h = _layer(conv, self.spectral_norm, update_stats)(h)
+      if level > 0:
+        h = _normalize(h, self.normalization, self.dtype)
+      h = nn.leaky_relu(h, 0.2)
+    out = _layer(nn.Dense(1, dtype=self.dtype), self.spectral_norm, update_stats)(h.reshape(h.shape[0], -1))
+    return out[:, 0].astype(jnp.float32)

@@ -1,0 +1,113 @@
+"""ELBO (or another metric) against training examples seen, from runs' metrics.jsonl, into one PNG.
+
+  .venv/bin/python scripts/plot_curves.py --workdirs=runs/a,runs/b --output=curves.png \
+      [--labels=A,B] [--metric=elbo] [--panels] [--reference_csv=published.csv] [--ylim=-150,-100]
+
+Train rows are dashed, test rows solid; a run's test `log_likelihood` (the k-sample bound, written after
+training or by scripts/evaluate.py) is drawn as a star on the ELBO plot. `--panels` gives each run its own
+panel with a shared y-axis, like Kingma & Welling's Fig. 2 (one panel per latent size). The reference CSV
+(header line, then examples_seen,value rows) adds a published curve in black to every panel.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+
+from experiments import common  # noqa: E402
+from gen_jax import plots  # noqa: E402
+from gen_jax.errors import UserError  # noqa: E402
+
+flags.DEFINE_list("workdirs", None, "Run directories (each with a metrics.jsonl).")
+flags.DEFINE_list("labels", None, "Legend / panel title per workdir (default: the directory names).")
+flags.DEFINE_string("metric", "elbo", "Metric to plot (elbo, log_likelihood, recon, kl, ...).")
+flags.DEFINE_string("output", "curves.png", "PNG file to write.")
+flags.DEFINE_string("reference_csv", None, "Published curve: header line, then examples_seen,value rows.")
+flags.DEFINE_bool("panels", False, "One panel per workdir (shared y-axis) instead of one axis for all.")
+flags.DEFINE_bool("log_x", True, "Logarithmic x-axis (training examples seen).")
+flags.DEFINE_list("ylim", None, "low,high for the y-axis.")
+FLAGS = flags.FLAGS
+
+
+def _read(workdir):
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.isfile(path):
+    raise UserError(f"--workdirs entry {workdir} has no metrics.jsonl; allowed: run directories")
+  return plots.read_metrics(workdir)
+
+
+def _draw(axis, rows, metric, colour, label):
+  """Train (dashed) and test (solid) curves of `metric`, and the test log-likelihood stars on an ELBO plot."""
+  for split, style in (("train", "--"), ("test", "-")):
+    points = [(r["examples_seen"], r[metric]) for r in rows
+              if r["split"] == split and isinstance(r.get(metric), (int, float))]
+    if points:
+      x, y = zip(*points)
+      axis.plot(x, y, style, color=colour, label=f"{label} ({split})")
+  if metric == "elbo":
+    stars = [(r["examples_seen"], r["log_likelihood"], r["iwae_k"]) for r in rows if "log_likelihood" in r]
+    for x, y, k in stars:
+      axis.plot([x], [y], "*", color=colour, markersize=9)
+    if stars:
+      axis.plot([], [], "*", color=colour, label=f"{label} (test log p(x), k={stars[-1][2]})")
+
+
+def plot(workdirs, output, metric="elbo", labels=None, reference_csv=None, panels=False, log_x=True, ylim=None):
+  labels = labels or [os.path.basename(os.path.normpath(w)) for w in workdirs]
+  if len(labels) != len(workdirs):
+    raise UserError(f"--labels has {len(labels)} entries for {len(workdirs)} workdirs; allowed: one per workdir")
+  reference = None
+  if reference_csv:
+    if not os.path.isfile(reference_csv):
+      raise UserError(f"--reference_csv={reference_csv} does not exist; allowed: a CSV file")
+    reference = np.loadtxt(reference_csv, delimiter=",", skiprows=1, ndmin=2)
+  count = len(workdirs) if panels else 1
+  figure, axes = plt.subplots(1, count, figsize=(3.2 * count + 1.5, 3.6), sharey=True, squeeze=False)
+  for index, (workdir, label) in enumerate(zip(workdirs, labels)):
+    axis = axes[0, index if panels else 0]
+    _draw(axis, _read(workdir), metric, f"C{0 if panels else index}", label)
+    if panels:
+      axis.set_title(label, fontsize=9)
+  for axis in axes[0]:
+    if reference is not None:
+      axis.plot(reference[:, 0], reference[:, 1], "k:", label="published")
+    if log_x:
+      axis.set_xscale("log")
+    if ylim:
+      axis.set_ylim(*ylim)
+    axis.set_xlabel("training examples seen")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=6)
+  axes[0, 0].set_ylabel(f"{metric} (nats per example)")
+  figure.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  figure.savefig(output, dpi=120)
+  plt.close(figure)
+
+
+def main(argv):
+  del argv
+  if not FLAGS.workdirs:
+    raise UserError("--workdirs is missing; allowed: a comma-separated list of run directories")
+  ylim = None
+  if FLAGS.ylim:
+    try:
+      ylim = tuple(float(v) for v in FLAGS.ylim)
+    except ValueError:
+      ylim = ()
+    if len(ylim) != 2:
+      raise UserError(f"--ylim={','.join(FLAGS.ylim)} is not allowed; allowed: two numbers low,high")
+  plot(FLAGS.workdirs, FLAGS.output, FLAGS.metric, FLAGS.labels, FLAGS.reference_csv, FLAGS.panels,
+       FLAGS.log_x, ylim)
+  print(f"wrote {FLAGS.output}")
+
+
+if __name__ == "__main__":
+  common.run(main)

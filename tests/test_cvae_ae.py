@@ -1,0 +1,165 @@
+"""The conditional VAE and the autoencoder baseline: their maths, their scores and their label checks.
+
+The flagfile runs of both families (the workdir contract) are in test_figures.py, whose figures are drawn
+from those same tiny runs, so each trains once per session.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run_experiment
+from gen_jax.errors import UserError
+from gen_jax.train import autoencoder, cvae, parallel, vae
+
+IMAGE_SHAPE = (8, 8, 1)
+NUM_CLASSES = 3
+
+
+def _tiny_config(config_class=vae.VAEConfig, **overrides):
+  settings = dict(hidden_sizes=(6,), latent_dim=2, num_epochs=1, batch_size=4) | overrides
+  return config_class(**settings)
+
+
+def _without_label_inputs(cvae_params, vae_shapes):
+  """The CVAE's parameters cut to the VAE's shapes: the label's one-hot inputs (appended last to the
+  dense inputs, or as the last input channels of the convolution) are dropped."""
+  return jax.tree.map(lambda leaf, shape: leaf[tuple(slice(0, size) for size in shape.shape)],
+                      cvae_params, vae_shapes)
+
+
+def _zero_label_weights(cvae_params, vae_shapes):
+  """The CVAE's parameters with every weight on a label input set to zero."""
+  return jax.tree.map(
+      lambda leaf, shape: jnp.pad(leaf[tuple(slice(0, size) for size in shape.shape)],
+                                  [(0, full - size) for size, full in zip(shape.shape, leaf.shape)]),
+      cvae_params, vae_shapes)
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+def test_cvae_elbo_is_the_vae_elbo_when_the_label_weights_are_zero(architecture):
+  vae_config = _tiny_config(architecture=architecture)
+  cvae_config = dataclasses.replace(vae_config, conditional=True)
+  vae_model = vae.build_model(vae_config, IMAGE_SHAPE, NUM_CLASSES)
+  cvae_model = vae.build_model(cvae_config, IMAGE_SHAPE, NUM_CLASSES)
+  x = jax.random.bernoulli(jax.random.key(1), 0.4, (5, *IMAGE_SHAPE)).astype(jnp.float32)
+  labels = jnp.array([0, 1, 2, 1, 0])
+  cvae_params = cvae_model.init(jax.random.key(3), x, jax.random.key(0), labels)["params"]
+  vae_shapes = jax.eval_shape(vae_model.init, jax.random.key(2), x, jax.random.key(0))["params"]
+  vae_params = _without_label_inputs(cvae_params, vae_shapes)
+  ignoring_labels = _zero_label_weights(cvae_params, vae_shapes)
+
+  key = jax.random.key(4)
+  vae_recon, vae_kl = vae.per_example_elbo(vae_model, vae_params, x, key, None, vae_config)
+  for shown_labels in (labels, jnp.array([2, 2, 0, 0, 1])):  # The label is ignored: any label, same bound.
+    recon, kl = vae.per_example_elbo(cvae_model, ignoring_labels, x, key, shown_labels, cvae_config)
+    np.testing.assert_allclose(recon, vae_recon, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(kl, vae_kl, rtol=1e-5, atol=1e-6)
+  # With its own (non-zero) label weights the CVAE's bound does depend on the label.
+  own = vae.per_example_elbo(cvae_model, cvae_params, x, key, labels, cvae_config)[0]
+  other = vae.per_example_elbo(cvae_model, cvae_params, x, key, (labels + 1) % NUM_CLASSES, cvae_config)[0]
+  assert np.max(np.abs(np.asarray(own - other))) > 1e-3
+
+
+def test_autoencoder_objective_matches_a_hand_computation():
+  config = autoencoder.as_vae_config(
+      _tiny_config(autoencoder.AutoencoderConfig, hidden_sizes=(3,), activation="tanh"))
+  model = vae.build_model(config, IMAGE_SHAPE)
+  x = jax.random.bernoulli(jax.random.key(5), 0.5, (4, *IMAGE_SHAPE)).astype(jnp.float32)
+  params = jax.jit(model.init)(jax.random.key(6), x, jax.random.key(0))["params"]
+  p = jax.tree.map(lambda leaf: np.asarray(leaf, np.float64), params)
+
+  flat = np.asarray(x, np.float64).reshape(4, -1)
+  hidden = np.tanh(flat @ p["encoder"]["Dense_0"]["kernel"] + p["encoder"]["Dense_0"]["bias"])
+  code = (hidden @ p["encoder"]["Dense_1"]["kernel"] + p["encoder"]["Dense_1"]["bias"])[:, :2]  # μ only.
+  hidden = np.tanh(code @ p["decoder"]["Dense_0"]["kernel"] + p["decoder"]["Dense_0"]["bias"])
+  logits = hidden @ p["decoder"]["Dense_1"]["kernel"] + p["decoder"]["Dense_1"]["bias"]
+  by_hand = np.sum(flat * np.log(1 / (1 + np.exp(-logits))) + (1 - flat) * np.log(1 / (1 + np.exp(logits))),
+                   axis=1)
+
+  def objective(params):
+    recon = autoencoder.reconstruction_log_likelihood(model, params, x, config)
+    loss, metrics = autoencoder.autoencoder_loss(recon)
+    return loss, (recon, metrics)
+
+  (loss, (recon, metrics)), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(params)
+  np.testing.assert_allclose(recon, by_hand, rtol=1e-5)
+  assert float(loss) == pytest.approx(-by_hand.mean(), rel=1e-5)
+  assert set(metrics) == {"recon"} and float(metrics["recon"]) == pytest.approx(by_hand.mean(), rel=1e-5)
+  # The code is deterministic: the log-variance half of the encoder's output gets no gradient.
+  kernel_grad = np.asarray(grads["encoder"]["Dense_1"]["kernel"])
+  assert np.all(kernel_grad[:, 2:] == 0.0) and np.any(kernel_grad[:, :2] != 0.0)
+
+
+class _AlwaysSays:
+  """A stand-in classifier that labels every image `label`."""
+
+  def __init__(self, label):
+    self.label = label
+
+  def predict(self, images):
+    return np.full(len(images), self.label, np.int32)
+
+
+def test_conditional_accuracy_counts_per_class():
+  config = _tiny_config(cvae.CVAEConfig, conditional_samples_per_class=7, eval_batch_size=3)
+  model = vae.build_model(config, IMAGE_SHAPE, NUM_CLASSES)
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)), jax.random.key(0),
+                               jnp.zeros((1,), jnp.int32))["params"]
+  scores = cvae.make_conditional_accuracy(model, config, _AlwaysSays(1), NUM_CLASSES)(params)
+  assert scores == {"conditional_accuracy": pytest.approx(1 / 3), "conditional_accuracy_0": 0.0,
+                    "conditional_accuracy_1": 1.0, "conditional_accuracy_2": 0.0}
+
+
+def _npz(tmp_path, name, **arrays):
+  path = tmp_path / name
+  np.savez(path, **arrays)
+  return f"npz:{path}"
+
+
+def _cvae_task(dataset, tmp_path):
+  config = _tiny_config(cvae.CVAEConfig, dataset=dataset, binarization="none", classifier="unused")
+  return cvae.make_task(config, str(tmp_path / "run"), parallel.make_mesh())
+
+
+def _assert_user_error(function, *fragments):
+  with pytest.raises(UserError) as info:
+    function()
+  message = str(info.value)
+  assert "\n" not in message
+  for fragment in fragments:
+    assert fragment in message, message
+
+
+def test_labels_that_cannot_train_a_cvae_are_one_line_errors(tmp_path):
+  images = np.zeros((20, *IMAGE_SHAPE), np.uint8)
+  # A test label (3) that the training labels never hold: the decoder could not learn to write it.
+  dataset = _npz(tmp_path, "unseen.npz", x=images, y=np.arange(20) % 3, x_test=images[:4],
+                 y_test=np.array([0, 1, 2, 3]))
+  _assert_user_error(lambda: _cvae_task(dataset, tmp_path), "class label(s) 3", "allowed: labels 0..3")
+  # A gap in the labels (no class 1).
+  dataset = _npz(tmp_path, "gap.npz", x=images, y=np.where(np.arange(20) % 2, 2, 0))
+  _assert_user_error(lambda: _cvae_task(dataset, tmp_path), "class label(s) 1", "never occur")
+  # No labels at all.
+  dataset = _npz(tmp_path, "unlabelled.npz", x=images)
+  _assert_user_error(lambda: _cvae_task(dataset, tmp_path), "needs labels", "unlabelled.npz")
+  _assert_user_error(lambda: cvae.validate(_tiny_config(cvae.CVAEConfig, conditional=False)),
+                     "--conditional=false", "experiments.vae")
+
+
+def test_cvae_command_without_labels_ends_in_one_line(tmp_path):
+  dataset = _npz(tmp_path, "unlabelled.npz", x=np.zeros((20, 28, 28), np.uint8))
+  workdir = tmp_path / "run"
+  result = run_experiment("cvae", "--flagfile=experiments/configs/cvae_fashion_mnist.cfg",
+                          f"--dataset={dataset}", f"--workdir={workdir}", "--batch_size=4")
+  assert_one_line_error(result, "--conditional needs labels", "unlabelled.npz")
+
+
+def test_autoencoder_command_with_a_bad_size_ends_in_one_line(tmp_path):
+  result = run_experiment("autoencoder", "--flagfile=experiments/configs/autoencoder_fashion_mnist.cfg",
+                          f"--workdir={tmp_path / 'run'}", "--latent_dim=0")
+  assert_one_line_error(result, "--latent_dim=0", "allowed: a positive number")
+  assert not (tmp_path / "run").exists()  # Refused before anything was written.

@@ -1,0 +1,285 @@
+"""Tests of the GAN family: the losses against their formulas, the penalties against finite differences,
+the alternating step's freezing and D:G counting, the mode-coverage scorer, divergence, and the flagfiles.
+
+Networks are tiny (hidden layers of 8) and each jitted function compiles once per test.
+"""
+
+import glob
+import json
+import os
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gen_jax import objectives
+from gen_jax.data import toys
+from gen_jax.errors import UserError
+from gen_jax.evaluation import mode_coverage
+from gen_jax.train import gan, loop, parallel
+from conftest import finish, start_experiment
+
+# Outputs spanning confident rejection, indecision and confident acceptance.
+REAL_OUTPUTS = jnp.array([-3.0, -0.5, 0.0, 0.7, 4.0])
+FAKE_OUTPUTS = jnp.array([-5.0, -1.0, 0.2, 1.5, 2.0])
+
+
+def _log_sigmoid(x):
+  return np.log(1.0 / (1.0 + np.exp(-np.asarray(x, np.float64))))
+
+
+def _formulas(loss, real, fake):
+  """(d_loss_real, d_loss_fake, g_loss) written directly from the papers' definitions, in float64 numpy."""
+  real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+  if loss in ("minimax", "non_saturating"):
+    d_real, d_fake = -np.mean(_log_sigmoid(real)), -np.mean(np.log(1.0 - 1.0 / (1.0 + np.exp(-fake))))
+    if loss == "minimax":
+      g = np.mean(np.log(1.0 - 1.0 / (1.0 + np.exp(-fake))))
+    else:
+      g = -np.mean(_log_sigmoid(fake))
+    return d_real, d_fake, g
+  if loss == "hinge":
+    return np.mean(np.maximum(0, 1 - real)), np.mean(np.maximum(0, 1 + fake)), -np.mean(fake)
+  if loss == "least_squares":
+    return np.mean(0.5 * (real - 1)**2), np.mean(0.5 * fake**2), np.mean(0.5 * (fake - 1)**2)
+  if loss == "wasserstein":
+    return -np.mean(real), np.mean(fake), -np.mean(fake)
+  raise AssertionError(loss)
+
+
+@pytest.mark.parametrize("loss", objectives.GAN_LOSSES)
+def test_losses_match_their_formulas(loss):
+  d_loss, d_metrics = objectives.discriminator_loss(loss, REAL_OUTPUTS, FAKE_OUTPUTS)
+  g_loss, g_metrics = objectives.generator_loss(loss, FAKE_OUTPUTS)
+  d_real, d_fake, g = _formulas(loss, REAL_OUTPUTS, FAKE_OUTPUTS)
+  np.testing.assert_allclose(d_metrics["d_loss_real"], d_real, rtol=1e-5)
+  np.testing.assert_allclose(d_metrics["d_loss_fake"], d_fake, rtol=1e-5)
+  np.testing.assert_allclose(d_loss, d_real + d_fake, rtol=1e-5)
+  np.testing.assert_allclose(d_metrics["d_loss"], d_loss)
+  np.testing.assert_allclose(g_loss, g, rtol=1e-5)
+  np.testing.assert_allclose(g_metrics["g_loss"], g_loss)
+  probability = loss in ("minimax", "non_saturating")
+  expected_real = np.mean(1 / (1 + np.exp(-np.asarray(REAL_OUTPUTS)))) if probability else np.mean(REAL_OUTPUTS)
+  np.testing.assert_allclose(d_metrics["d_real"], expected_real, rtol=1e-5)
+
+
+def test_the_optimal_discriminator_scores_half_at_equilibrium():
+  """With p_g = p_data, D* = ½ and the minimax D loss is 2 log 2 (Goodfellow et al., Theorem 1)."""
+  d_loss, metrics = objectives.discriminator_loss("minimax", jnp.zeros(4), jnp.zeros(4))
+  np.testing.assert_allclose(d_loss, 2 * np.log(2), rtol=1e-6)
+  assert float(metrics["d_real"]) == float(metrics["d_fake"]) == 0.5
+
+
+def test_saturating_generator_gradient_vanishes_where_non_saturating_does_not():
+  """D confidently rejects the fakes (logit −20, D(G(z)) ≈ 2e-9): the minimax G loss gives no signal."""
+  rejected = jnp.full((4,), -20.0)
+  saturating = jax.grad(lambda o: objectives.generator_loss("minimax", o)[0])(rejected)
+  non_saturating = jax.grad(lambda o: objectives.generator_loss("non_saturating", o)[0])(rejected)
+  assert np.all(np.abs(saturating) < 1e-8)  # −σ(−20)/4
+  np.testing.assert_allclose(non_saturating, -0.25, rtol=1e-6)  # −(1 − σ(−20))/4
+  # Both push the same way where D is undecided (logit 0): −½ per example, over 4 examples.
+  undecided = jnp.zeros(4)
+  for loss in ("minimax", "non_saturating"):
+    np.testing.assert_allclose(jax.grad(lambda o, l=loss: objectives.generator_loss(l, o)[0])(undecided), -0.125)
+
+
+def _smooth_critic(x):
+  """A fixed nonlinear critic of 3-D inputs, one output per example."""
+  weights = jnp.array([[0.7, -1.2, 0.4], [0.3, 0.9, -0.8]])
+  return jnp.sum(jnp.tanh(x.reshape(x.shape[0], -1) @ weights.T + 0.1) * jnp.array([1.5, -2.0]), axis=-1)
+
+
+def _finite_difference_gradients(critic, x, step=1e-3):
+  x = np.asarray(x, np.float64)
+  gradients = np.zeros_like(x)
+  for index in np.ndindex(*x.shape[1:]):
+    shift = np.zeros_like(x)
+    shift[(slice(None),) + index] = step
+    plus = np.asarray(critic(jnp.asarray(x + shift, jnp.float32)), np.float64)
+    minus = np.asarray(critic(jnp.asarray(x - shift, jnp.float32)), np.float64)
+    gradients[(slice(None),) + index] = (plus - minus) / (2 * step)
+  return gradients.reshape(len(x), -1)
+
+
+def test_gradient_penalty_and_r1_match_finite_differences():
+  real = jax.random.normal(jax.random.key(1), (6, 3))
+  fake = jax.random.normal(jax.random.key(2), (6, 3)) + 1.0
+  key = jax.random.key(3)
+  penalty = objectives.gradient_penalty(_smooth_critic, real, fake, key)
+  epsilon = jax.random.uniform(key, (6, 1))  # The same draw the penalty makes.
+  interpolates = epsilon * real + (1 - epsilon) * fake
+  norms = np.linalg.norm(_finite_difference_gradients(_smooth_critic, interpolates), axis=1)
+  np.testing.assert_allclose(penalty, (norms - 1.0)**2, rtol=2e-3, atol=1e-5)
+  r1 = objectives.r1_penalty(_smooth_critic, real)
+  np.testing.assert_allclose(r1, np.sum(_finite_difference_gradients(_smooth_critic, real)**2, axis=1),
+                             rtol=2e-3)
+
+
+def test_gradient_penalty_is_zero_for_a_unit_slope_critic():
+  """D(x) = w·x with ‖w‖ = 1 has ‖∇D‖ = 1 everywhere: the 1-Lipschitz optimum the penalty asks for."""
+  unit = jnp.array([0.6, 0.8, 0.0])
+  x = jax.random.normal(jax.random.key(0), (5, 3))
+  penalty = objectives.gradient_penalty(lambda v: v @ unit, x, -x, jax.random.key(1))
+  np.testing.assert_allclose(penalty, 0.0, atol=1e-6)
+
+
+def test_mode_coverage_on_hand_made_point_sets():
+  grid = toys.load_toy("grid")
+  perfect = mode_coverage.score(np.repeat(grid.means, 4, axis=0), grid.means, grid.std)
+  assert perfect == {"modes": 25, "high_quality": 1.0, "reverse_kl": 0.0}
+  collapsed = mode_coverage.score(np.repeat(grid.means[:1], 10, axis=0), grid.means, grid.std)
+  assert collapsed["modes"] == 1
+  np.testing.assert_allclose(collapsed["reverse_kl"], np.log(25))
+  # Two modes, 3 points in one and 1 in the other; plus points at 2.9 and 3.1 std (one in, one out).
+  points = np.concatenate([np.repeat(grid.means[:1], 3, 0), grid.means[1:2],
+                           grid.means[2:3] + [2.9 * grid.std, 0.0], grid.means[3:4] + [0.0, 3.1 * grid.std]])
+  scores = mode_coverage.score(points, grid.means, grid.std)
+  assert scores["modes"] == 3 and scores["high_quality"] == 5 / 6
+  shares = np.array([3, 1, 1]) / 5
+  np.testing.assert_allclose(scores["reverse_kl"], np.sum(shares * np.log(shares * 25)))
+  nowhere = mode_coverage.score(np.full((5, 2), 1.0), grid.means, grid.std)  # Between modes, > 3 std away.
+  assert nowhere["modes"] == 0 and nowhere["high_quality"] == 0.0 and np.isnan(nowhere["reverse_kl"])
+
+
+def test_toy_samplers_follow_the_protocol():
+  ring = toys.load_toy("ring")
+  points = np.asarray(ring.sample(jax.random.key(0), 4000))
+  np.testing.assert_allclose(np.linalg.norm(ring.means, axis=1), 1.0)
+  scores = mode_coverage.score(points, ring.means, ring.std)
+  assert scores["modes"] == 8 and scores["high_quality"] > 0.98 and scores["reverse_kl"] < 0.01
+  assert toys.load_toy("grid").num_modes == 25
+  mixture = toys.load_toy("mixture_1d")
+  x = np.linspace(-8, 8, 4001)[:, None]
+  np.testing.assert_allclose(np.sum(mixture.density(x)) * (x[1, 0] - x[0, 0]), 1.0, rtol=1e-4)
+
+
+def _tiny_config(**overrides):
+  values = dict(dataset="ring", num_steps=4, batch_size=8, latent_dim=2, g_hidden_sizes=(8, 8),
+                d_hidden_sizes=(8, 8), g_normalization="batch", spectral_norm=True, packing=2,
+                learning_rate=1e-2, num_eval_samples=50, num_samples=20, log_every_steps=2, eval_every_steps=4,
+                checkpoint_every_steps=4, steps_per_dispatch=2)
+  return gan.GANConfig(**(values | overrides))
+
+
+def _assert_trees_identical(a, b):
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b) and leaves_a
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _assert_trees_differ(a, b):
+  assert any(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _network_part(state, name):
+  """Everything of one network: parameters, collections, and its own optimizer's state."""
+  opt_state = state.d_opt_state if name == "discriminator" else state.g_opt_state
+  return (state.params[name], state.model_state[name], opt_state)
+
+
+def test_each_step_leaves_the_other_network_bit_identical_and_steps_are_counted(tmp_path):
+  config = _tiny_config(d_steps_per_g_step=3)
+  task, _, networks = gan.make_task(config, str(tmp_path), parallel.make_mesh())
+  d_tx, g_tx = gan.make_optimizers(config, config.num_steps, gan.TOY_STEPS_PER_EPOCH)
+  state = task.init_state(jax.random.key(0))
+  # Both networks have non-parameter state here: spectral-norm vectors in D, batch-norm averages in G.
+  assert jax.tree.leaves(state.model_state["discriminator"]) and jax.tree.leaves(state.model_state["generator"])
+  batch = {"x": toys.load_toy("ring").sample(jax.random.key(1), 3 * config.batch_size).reshape(3, 8, 2)}
+
+  one_d_step = jax.jit(lambda s: gan.discriminator_step(s, {"x": batch["x"][0]}, jax.random.key(2), networks,
+                                                       config, d_tx))
+  after_d, _ = one_d_step(state)
+  _assert_trees_identical(_network_part(after_d, "generator"), _network_part(state, "generator"))
+  _assert_trees_identical(after_d.ema_generator, state.ema_generator)
+  _assert_trees_differ(after_d.params["discriminator"], state.params["discriminator"])
+  _assert_trees_differ(after_d.d_opt_state, state.d_opt_state)
+  _assert_trees_differ(after_d.model_state["discriminator"], state.model_state["discriminator"])
+
+  after_g, _ = jax.jit(lambda s: gan.generator_step(s, jax.random.key(3), networks, config, g_tx, 8))(after_d)
+  _assert_trees_identical(_network_part(after_g, "discriminator"), _network_part(after_d, "discriminator"))
+  _assert_trees_differ(after_g.params["generator"], after_d.params["generator"])
+  _assert_trees_differ(after_g.g_opt_state, after_d.g_opt_state)
+  _assert_trees_differ(after_g.ema_generator, after_d.ema_generator)
+
+  # The fused step: --d_steps_per_g_step=3 D updates, then one G update, per loop step.
+  update = jax.jit(task.update)
+  for step in range(2):
+    state, metrics = update(state, batch, jax.random.key(10 + step))
+  assert (int(state.step), int(state.d_steps), int(state.g_steps)) == (2, 6, 2)
+  assert {"d_loss", "d_loss_real", "d_loss_fake", "g_loss", "d_real", "d_fake", "loss"} <= set(metrics)
+  # Adam's own step counters agree: D's optimizer counted 6 updates, G's 2.
+  counts = [int(leaf) for leaf in jax.tree.leaves(state.d_opt_state) if np.ndim(leaf) == 0]
+  assert counts and set(counts) == {6}
+  counts = [int(leaf) for leaf in jax.tree.leaves(state.g_opt_state) if np.ndim(leaf) == 0]
+  assert counts and set(counts) == {2}
+
+
+def test_a_huge_learning_rate_stops_with_the_step_and_the_loss_named(tmp_path):
+  config = _tiny_config(learning_rate=1e30, loss="least_squares", spectral_norm=False, g_normalization="none",
+                        packing=1, num_steps=8, log_every_steps=8, eval_every_steps=8, checkpoint_every_steps=8)
+  with pytest.raises(loop.TrainingDiverged, match=r"became (nan|inf|-inf) at step \d+"):
+    gan.train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / "checkpoints" / "8")  # The diverged state is never saved.
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(packing=3, batch_size=128), "--batch_size=128 is not a multiple of --packing=3"),
+    (dict(loss="wgan"), "--loss='wgan' is unknown; allowed: minimax, non_saturating"),
+    (dict(d_normalization="batch", gradient_penalty_weight=10.0), "--d_normalization='batch' with a gradient"),
+    (dict(architecture="dcgan"), "--architecture=dcgan on the toy --dataset=ring; allowed: mlp"),
+    (dict(ema_decay=1.0), "--ema_decay=1.0 is not allowed; allowed: 0 <= value < 1"),
+])
+def test_bad_settings_are_one_line_user_errors(overrides, message):
+  with pytest.raises(UserError) as info:
+    gan.validate(_tiny_config(**overrides))
+  assert message in str(info.value) and "\n" not in str(info.value)
+
+
+# One short run of each flagfile: it parses, trains, evaluates and writes the workdir contract. The four
+# runs are independent, so they start together (one JAX start-up's wait instead of four).
+SHORT_RUN = ["--num_steps=2", "--log_every_steps=1", "--eval_every_steps=2", "--checkpoint_every_steps=2",
+             "--steps_per_dispatch=1", "--num_samples=40", "--num_eval_samples=40", "--d_steps_per_g_step=2"]
+FLAGFILE_RUNS = {
+    "gan_1d": SHORT_RUN,
+    "gan_ring": SHORT_RUN,
+    "gan_grid": SHORT_RUN,
+    "dcgan_fashion_mnist": SHORT_RUN + ["--num_train_examples=64", "--num_test_examples=16", "--batch_size=16",
+                                        "--base_features=4", "--num_images=4", "--score_sample_quality=false"],
+}
+
+
+def _check_workdir(name, workdir):
+  rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  assert {row["split"] for row in rows} == {"train", "test"}
+  train_rows = [row for row in rows if row["split"] == "train"]
+  assert [row["step"] for row in train_rows] == [1, 2]
+  flags = dict(line.strip().split("=", 1) for line in open(workdir / "flags.txt") if "=" in line)
+  batch_size = int(flags["--batch_size"])
+  assert train_rows[-1]["examples_seen"] == 2 * 2 * batch_size  # Real examples the discriminator consumed.
+  for key in ("d_loss", "d_loss_real", "d_loss_fake", "g_loss", "d_real", "d_fake"):
+    assert np.isfinite(train_rows[-1][key])
+  samples = np.load(workdir / "samples.npy")
+  assert len(samples) == 40 and np.all(np.isfinite(samples))
+  assert os.listdir(workdir / "checkpoints")
+  images = {os.path.basename(path) for path in glob.glob(str(workdir / "images" / "*"))}
+  if name == "dcgan_fashion_mnist":
+    assert samples.shape == (40, 28, 28, 1) and samples.min() >= 0 and samples.max() <= 1
+    assert {"samples_00000002.png", "interpolation_00000002.png"} <= images
+    return
+  assert {"modes", "high_quality", "reverse_kl"} <= set(rows[-1])
+  if name == "gan_1d":
+    assert {"frame_00000002.png", "training.gif"} <= images
+    assert "d_mean_abs_deviation_from_half" in rows[-1]
+  else:
+    assert {"scatter_00000002.png", "training.gif"} <= images
+
+
+def test_every_flagfile_on_a_short_run(tmp_path):
+  processes = {name: start_experiment("gan", f"--flagfile=experiments/configs/{name}.cfg",
+                                      f"--workdir={tmp_path / name}", *flags)
+               for name, flags in FLAGFILE_RUNS.items()}
+  results = {name: finish(process, timeout=300) for name, process in processes.items()}
+  for name, result in results.items():
+    assert result.returncode == 0, (name, result.stderr[-2000:])
+    _check_workdir(name, tmp_path / name)

@@ -1,0 +1,91 @@
+"""The EM mixture baseline: exact component densities, a never-decreasing EM objective, the workdir run."""
+
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gen_jax.evaluation import gmm
+
+from conftest import assert_one_line_error, finish, run_experiment, start_experiment
+
+
+def _data(likelihood):
+  """Three well-separated clusters in 12 dimensions, binary or continuous, in 3 chunks of 40 (last padded)."""
+  rng = np.random.default_rng(0)
+  centres = rng.random((3, 12))
+  labels = rng.integers(0, 3, size=100)
+  if likelihood == "bernoulli":
+    x = (rng.random((100, 12)) < centres[labels]).astype(np.float32)
+  else:
+    x = (centres[labels] + 0.1 * rng.normal(size=(100, 12))).astype(np.float32)
+  padded = np.zeros((120, 12), np.float32)
+  padded[:100] = x
+  weights = np.zeros(120, np.float32)
+  weights[:100] = 1.0
+  return x, padded.reshape(3, 40, 12), weights.reshape(3, 40)
+
+
+@pytest.mark.parametrize("likelihood", gmm.LIKELIHOODS)
+def test_component_densities_match_brute_force(likelihood):
+  x, _, _ = _data(likelihood)
+  state = gmm.initialize(jax.random.key(0), jnp.asarray(x), 4, likelihood)
+  got = np.asarray(gmm.component_log_densities(state, jnp.asarray(x[:5]), likelihood))
+  mu, var = np.asarray(state.means, np.float64), np.asarray(state.variances, np.float64)
+  for n in range(5):
+    for k in range(4):
+      if likelihood == "bernoulli":
+        want = np.sum(x[n] * np.log(mu[k]) + (1 - x[n]) * np.log(1 - mu[k]))
+      else:
+        want = np.sum(-0.5 * (math.log(2 * math.pi) + np.log(var[k]) + (x[n] - mu[k])**2 / var[k]))
+      assert got[n, k] == pytest.approx(want, rel=1e-4, abs=1e-3)
+
+
+@pytest.mark.parametrize("likelihood", gmm.LIKELIHOODS)
+def test_em_objective_never_decreases(likelihood):
+  x, chunks, weights = _data(likelihood)
+  # The prior strength is traced, not static: one compilation serves both strengths.
+  step = jax.jit(lambda s, c: gmm.em_step(s, chunks, weights, c, likelihood))
+  for pseudo_count in (1.0, 1e-3):
+    _check_monotone(step, gmm.initialize(jax.random.key(1), jnp.asarray(x), 5, likelihood), pseudo_count, x,
+                    likelihood)
+
+
+def _check_monotone(step, state, pseudo_count, x, likelihood):
+  objectives, log_likelihoods = [], []
+  for _ in range(25):
+    state, metrics = step(state, pseudo_count)
+    objectives.append(float(metrics["objective"]))
+    log_likelihoods.append(float(metrics["log_likelihood"]))
+  # MAP-EM's objective (log-likelihood + log prior) never decreases, up to float32 rounding.
+  assert all(b >= a - 1e-4 * abs(a) for a, b in zip(objectives, objectives[1:])), objectives
+  assert objectives[-1] > objectives[0] + 1.0
+  if pseudo_count < 0.01:  # A negligible prior: the log-likelihood itself climbs monotonically too.
+    assert all(b >= a - 1e-3 for a, b in zip(log_likelihoods, log_likelihoods[1:])), log_likelihoods
+  # The padded rows counted nowhere: the reported mean is over the 100 real examples.
+  exact = float(jnp.mean(gmm.log_likelihood(state, jnp.asarray(x), likelihood)))
+  _, metrics = step(state, pseudo_count)
+  assert float(metrics["log_likelihood"]) == pytest.approx(exact, rel=1e-5)
+
+
+def test_gmm_experiment_writes_test_log_likelihood(tmp_path):
+  workdir = str(tmp_path / "gmm")
+  bad = start_experiment("gmm", f"--workdir={tmp_path / 'bad'}", "--num_components=0")  # Runs alongside.
+  result = run_experiment("gmm", "--flagfile=experiments/configs/gmm_fashion_mnist.cfg", f"--workdir={workdir}",
+                          "--num_components=3", "--num_epochs=4", "--eval_every_steps=2",
+                          "--num_train_examples=300", "--num_test_examples=100", "--num_samples=10")
+  assert result.returncode == 0, result.stderr
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  train = [row for row in rows if row["split"] == "train"]
+  test = [row for row in rows if row["split"] == "test"]
+  assert [row["step"] for row in train] == [1, 2, 3, 4] and [row["step"] for row in test] == [2, 4]
+  assert all(b["objective"] >= a["objective"] - 1e-3 for a, b in zip(train, train[1:]))
+  assert test[-1]["log_likelihood"] < 0 and test[-1]["bits_per_dim"] == pytest.approx(
+      -test[-1]["log_likelihood"] / (784 * math.log(2)))
+  assert np.load(os.path.join(workdir, "samples.npy")).shape == (10, 28, 28, 1)
+  assert_one_line_error(finish(bad), "--num_components=0")
