@@ -9,13 +9,7 @@ from gen_jax.train import autoencoder
 
 common.define_config_flags(autoencoder.AutoencoderConfig, {
     "architecture": "mlp or conv (convolutional encoder/decoder).",
-    "hidden_sizes": "Encoder hidden layer sizes; the decoder mirrors them.",
-    "latent_dim": "Dimension of the code z.",
-    "activation": "relu, tanh, leaky_relu or elu.",
     "likelihood": "bernoulli, gaussian or continuous_bernoulli decoder (the loss is -log p(x|z)).",
-    "gaussian_std": "Fixed decoder std for --likelihood=gaussian (0: learned per pixel).",
-    "init_std": "Weights drawn from N(0, init_std^2) (0: Flax's default init).",
-    "num_images": "Images in each reconstruction/sample grid.",
 })
 
 

@@ -37,6 +37,16 @@ COMMON_HELP = {
     "steps_per_dispatch": "Training steps fused into one jitted dispatch with lax.scan.",
     "eval_batch_size": "Test examples per evaluation chunk.",
     "num_samples": "Number of samples written to samples.npy at the end.",
+    # The encoder/decoder settings that the VAE, the CVAE and the autoencoder share.
+    "hidden_sizes": "Encoder hidden layer sizes; the decoder mirrors them.",
+    "latent_dim": "Dimension of the code z.",
+    "activation": "relu, tanh, leaky_relu or elu.",
+    "likelihood": "Decoder likelihood p(x|z): bernoulli, gaussian or continuous_bernoulli.",
+    "gaussian_std": "Fixed decoder std for --likelihood=gaussian (0: learned per pixel).",
+    "init_std": "Weights drawn from N(0, init_std^2) (0: Flax's default init).",
+    "beta": "Weight of the KL term in the training loss (the reported ELBO is always the true bound).",
+    "kl_warmup_steps": "Steps of linear KL warm-up from 0 to beta (0: none).",
+    "num_images": "Images in each reconstruction/sample grid.",
 }
 
 flags.DEFINE_string("workdir", None, "Directory for everything the run writes; re-running resumes.")

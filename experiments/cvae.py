@@ -8,14 +8,7 @@ from gen_jax.train import cvae
 
 common.define_config_flags(cvae.CVAEConfig, {
     "architecture": "mlp or conv (convolutional encoder/decoder); the one-hot label enters both.",
-    "hidden_sizes": "Encoder hidden layer sizes; the decoder mirrors them.",
     "latent_dim": "Dimension of the style code z.",
-    "activation": "relu, tanh, leaky_relu or elu.",
-    "likelihood": "bernoulli, gaussian or continuous_bernoulli decoder.",
-    "gaussian_std": "Fixed decoder std for --likelihood=gaussian (0: learned per pixel).",
-    "init_std": "Weights drawn from N(0, init_std^2) (0: Flax's default init).",
-    "beta": "Weight of the KL term in the training loss (the reported ELBO is always the true bound).",
-    "kl_warmup_steps": "Steps of linear KL warm-up from 0 to beta (0: none).",
     "conditional": "Must stay true here (experiments.vae trains the unconditional VAE).",
     "num_images": "Images in each reconstruction/sample grid (samples cycle through the classes).",
     "conditional_samples_per_class": "Samples per class the classifier labels for conditional_accuracy.",

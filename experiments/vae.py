@@ -8,16 +8,7 @@ from gen_jax.train import vae
 
 common.define_config_flags(vae.VAEConfig, {
     "architecture": "mlp, conv (convolutional encoder/decoder) or two_layer (two stochastic layers, IWAE).",
-    "hidden_sizes": "Encoder hidden layer sizes; the decoder mirrors them.",
-    "latent_dim": "Dimension of z.",
-    "activation": "relu, tanh, leaky_relu or elu.",
-    "likelihood": "bernoulli, gaussian or continuous_bernoulli decoder.",
-    "gaussian_std": "Fixed decoder std for --likelihood=gaussian (0: learned per pixel).",
-    "init_std": "Weights drawn from N(0, init_std^2) (0: Flax's default init).",
-    "beta": "Weight of the KL term in the training loss (the reported ELBO is always the true bound).",
-    "kl_warmup_steps": "Steps of linear KL warm-up from 0 to beta (0: none).",
     "conditional": "Condition encoder and decoder on the class label (CVAE).",
-    "num_images": "Images in each reconstruction/sample grid.",
     "objective": "elbo (k-sample average ELBO; k=1 is the VAE) or iwae (importance-weighted bound L_k).",
     "num_importance_samples": "k: samples of z per example in the training objective.",
     "top_hidden_sizes": "two_layer: hidden sizes between h1 (--latent_dim) and h2 (--top_latent_dim).",

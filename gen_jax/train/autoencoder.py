@@ -19,7 +19,6 @@ the autoencoder here differs from the VAE in the objective only. Decisions:
 import dataclasses
 import functools
 import os
-from typing import Tuple
 
 import jax
 import jax.numpy as jnp
@@ -31,16 +30,8 @@ from gen_jax.train import config as config_lib, loop, parallel, vae
 
 
 @dataclasses.dataclass(frozen=True)
-class AutoencoderConfig(config_lib.TrainingConfig):
+class AutoencoderConfig(vae.NetworkConfig):
   """The VAE's network settings without its KL settings (β, warm-up) or labels."""
-  architecture: str = "mlp"
-  hidden_sizes: Tuple[int, ...] = (512, 256)
-  latent_dim: int = 20
-  activation: str = "relu"
-  likelihood: str = "bernoulli"
-  gaussian_std: float = 0.0  # > 0: fixed decoder std; 0: learned per-pixel variance (gaussian only).
-  init_std: float = 0.0  # > 0: N(0, init_std²) weights; 0: Flax's default.
-  num_images: int = 64
 
 
 def as_vae_config(config):

@@ -32,7 +32,8 @@ MAY_CHANGE_ON_RESUME = config_lib.MAY_CHANGE_ON_RESUME | {"final_iwae_k"}
 
 
 @dataclasses.dataclass(frozen=True)
-class VAEConfig(config_lib.TrainingConfig):
+class NetworkConfig(config_lib.TrainingConfig):
+  """The encoder/decoder settings every latent-code family shares (VAE, CVAE, autoencoder)."""
   architecture: str = "mlp"
   hidden_sizes: Tuple[int, ...] = (512, 256)
   latent_dim: int = 20
@@ -40,10 +41,14 @@ class VAEConfig(config_lib.TrainingConfig):
   likelihood: str = "bernoulli"
   gaussian_std: float = 0.0  # > 0: fixed decoder std; 0: learned per-pixel variance (gaussian only).
   init_std: float = 0.0  # > 0: N(0, init_std²) weights (Kingma & Welling use 0.01); 0: Flax's default.
+  num_images: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig(NetworkConfig):
   beta: float = 1.0
   kl_warmup_steps: int = 0
   conditional: bool = False  # The conditional VAE: q(z|x,y), p(x|z,y).
-  num_images: int = 64
   objective: str = "elbo"
   num_importance_samples: int = 1  # k: samples per example for the k-sample ELBO or L_k.
   top_hidden_sizes: Tuple[int, ...] = (100, 100)  # two_layer only: between h1 (latent_dim) and h2.
