@@ -6,23 +6,21 @@ Image grids reuse `gen_jax.plots.save_image_grid`; what is here has no use outsi
 import glob
 import os
 
-import matplotlib
 import numpy as np
 from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from gen_jax.plots import pyplot
 
 
 def _save(figure, path):
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   figure.savefig(path, dpi=90)
-  plt.close(figure)
+  pyplot().close(figure)
 
 
 def save_scatter(path, real, generated, title, limits):
   """Real points (grey) under generated ones (blue) on fixed axes, so frames of a run line up."""
-  figure, axis = plt.subplots(figsize=(4.2, 4.2))
+  figure, axis = pyplot().subplots(figsize=(4.2, 4.2))
   axis.scatter(real[:, 0], real[:, 1], s=2, c="0.7", label="data")
   axis.scatter(generated[:, 0], generated[:, 1], s=2, c="C0", alpha=0.5, label="generator")
   axis.set_xlim(limits[0][0], limits[1][0])
@@ -48,7 +46,7 @@ def save_density_frame(path, x, data_density, generator_density, discriminator, 
   D shares the axis when it is a probability (the dashed line at ½ is the optimum); a raw critic score gets
   its own axis on the right.
   """
-  figure, axis = plt.subplots(figsize=(6, 3.2))
+  figure, axis = pyplot().subplots(figsize=(6, 3.2))
   axis.plot(x, data_density, "k:", linewidth=2, label="data density")
   axis.plot(x, generator_density, "g-", label="generator density (KDE)")
   axis.set_ylim(0.0, max(1.05, 1.1 * float(np.max(data_density)), 1.1 * float(np.max(generator_density))))
