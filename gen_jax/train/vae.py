@@ -247,15 +247,22 @@ def make_evaluator(model, config, images, labels, mesh, evaluation_sums=_evaluat
   sums_fn = jax.jit(functools.partial(evaluation_sums, model=model, config=config))
   eval_key = jax.random.fold_in(jax.random.key(config.seed), 0xE7A1)
 
+  # The padded chunks go to the devices once, not at every evaluation.
+  chunks = []
+  for start, stop in image_data.evaluation_chunks(len(images), chunk_size):
+    x, mask = image_data.padded_chunk(images, start, stop, chunk_size)
+    chunk_labels = None if labels is None else image_data.padded_chunk(labels, start, stop, chunk_size)[0]
+    chunks.append((parallel.global_array(x, sharding),
+                   None if chunk_labels is None else parallel.global_array(chunk_labels, sharding),
+                   parallel.global_array(mask, sharding)))
+
   def evaluate(params):
+    # Every chunk is dispatched before any result is fetched, so the devices never wait on the host.
+    sums = [sums_fn(params, image_data.unit_interval(x), chunk_labels, mask, jax.random.fold_in(eval_key, index))
+            for index, (x, chunk_labels, mask) in enumerate(chunks)]
     totals = {}
-    for index, (start, stop) in enumerate(image_data.evaluation_chunks(len(images), chunk_size)):
-      x, mask = image_data.padded_chunk(images, start, stop, chunk_size)
-      chunk_labels = None if labels is None else image_data.padded_chunk(labels, start, stop, chunk_size)[0]
-      sums = sums_fn(params, image_data.unit_interval(parallel.global_array(x, sharding)),
-                     None if chunk_labels is None else parallel.global_array(chunk_labels, sharding),
-                     parallel.global_array(mask, sharding), jax.random.fold_in(eval_key, index))
-      for name, value in jax.device_get(sums).items():
+    for chunk_sums in jax.device_get(sums):
+      for name, value in chunk_sums.items():
         totals[name] = totals.get(name, 0.0) + float(value)
     return {name: value / len(images) for name, value in totals.items()}
 
