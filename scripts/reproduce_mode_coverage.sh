@@ -7,10 +7,11 @@
 #   scripts/reproduce_mode_coverage.sh [RUNS_DIR [TABLE.md]]      (default runs/mode_coverage, its table.md)
 #
 # Environment: SEEDS (default "0 1 2 3 4"), DATASETS (default "ring grid"), VARIANTS (default: all names
-# below), EXTRA_FLAGS (added to every run, e.g. "--num_steps=2000" for a quick look). A finished run is not
-# repeated and an unfinished one resumes from its checkpoint, so the script can be stopped and restarted.
-# Budget (measured here, 2 shared cores): a grid seed takes ~3-6 wall-minutes, a ring seed ~1-3; all
-# variants x 5 seeds x 2 datasets is several hours: run subsets with the variables above.
+# below), JOBS (runs at once, default 1), EXTRA_FLAGS (added to every run, e.g. "--num_steps=2000" for a quick
+# look). A finished run is not repeated and an unfinished one resumes from its checkpoint, so the script can
+# be stopped and restarted. Each run's wall and CPU seconds go to its seconds.txt and the table.
+# Budget (measured here, 2 cores, JOBS=1): a ring seed ~1 wall-minute, a grid seed ~BUDGET_GRID; the whole
+# table is BUDGET_ALL: run subsets with the variables above.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs/mode_coverage}
@@ -19,35 +20,48 @@ SEEDS=${SEEDS:-0 1 2 3 4}
 DATASETS=${DATASETS:-ring grid}
 PYTHON=${PYTHON:-.venv/bin/python}
 
-# name -> flags on top of the flagfile. The flagfiles use the non-saturating loss (the grid's with packing 2).
+# name -> flags on top of the flagfile. `flagfile` is the flagfile itself (non-saturating; the grid's with
+# packing 2); the loss variants keep the flagfile's packing; a packing variant the flagfile already has is
+# the `flagfile` row and is not run twice.
 declare -A FLAGS=(
+  [flagfile]=""
   [minimax]="--loss=minimax"
-  [non_saturating]="--loss=non_saturating"
   [hinge]="--loss=hinge"
   [least_squares]="--loss=least_squares"
   [wgan_gp]="--loss=wasserstein --gradient_penalty_weight=10"
-  [r1]="--loss=non_saturating --r1_weight=1"
+  [r1]="--r1_weight=1"
   [packing1]="--packing=1"
   [packing2]="--packing=2"
   [packing4]="--packing=4"
 )
-VARIANTS=${VARIANTS:-minimax non_saturating hinge least_squares wgan_gp r1 packing1 packing2 packing4}
+VARIANTS=${VARIANTS:-flagfile minimax hinge least_squares wgan_gp r1 packing1 packing2 packing4}
+JOBS=${JOBS:-1}
 
+run_one() {  # dataset variant seed
+  local workdir="$RUNS/$1/$2/seed$3" TIMEFORMAT="%R %U %S"  # seconds.txt: wall, user CPU, system CPU.
+  echo "== $1 $2 seed $3"
+  mkdir -p "$workdir"
+  # shellcheck disable=SC2086  # The variant's flags are meant to split.
+  if ! { time "$PYTHON" -m experiments.gan --flagfile="experiments/configs/gan_$1.cfg" --workdir="$workdir" \
+      --seed="$3" ${FLAGS[$2]} ${EXTRA_FLAGS:-} > "$workdir/log.txt" 2>&1; } 2> "$workdir/seconds.txt"; then
+    echo "   failed: see $workdir/log.txt"
+  fi
+}
+
+running=0
 for dataset in $DATASETS; do
   for variant in $VARIANTS; do
+    if [[ $variant == packing* ]] && grep -qxF -- "${FLAGS[$variant]}" "experiments/configs/gan_$dataset.cfg"; then
+      continue  # The flagfile's own packing: the `flagfile` row.
+    fi
     for seed in $SEEDS; do
-      workdir="$RUNS/$dataset/$variant/seed$seed"
-      if [[ -f "$workdir/samples.npy" ]]; then continue; fi
-      echo "== $dataset $variant seed $seed"
-      mkdir -p "$workdir"
-      start=$(date +%s)
-      # shellcheck disable=SC2086  # The variant's flags are meant to split.
-      "$PYTHON" -m experiments.gan --flagfile="experiments/configs/gan_$dataset.cfg" --workdir="$workdir" \
-        --seed="$seed" ${FLAGS[$variant]} ${EXTRA_FLAGS:-} > "$workdir/log.txt" 2>&1 || echo "   failed: see $workdir/log.txt"
-      echo $(( $(date +%s) - start )) > "$workdir/seconds.txt"
+      if [[ -f "$RUNS/$dataset/$variant/seed$seed/samples.npy" ]]; then continue; fi
+      run_one "$dataset" "$variant" "$seed" &
+      if (( ++running >= JOBS )); then wait -n || true; running=$((running - 1)); fi
     done
   done
 done
+wait
 
 "$PYTHON" - "$RUNS" "$TABLE" <<'EOF'
 """Averages the last test row of every run into the table; published rows from GUIDE §6 beside."""
@@ -66,11 +80,14 @@ PUBLISHED = {
              ("VEEGAN", "24.6", "40", "")],
 }
 NUM_MODES = {"ring": 8, "grid": 25}
-lines = ["| data | method | modes | high quality (%) | reverse KL | seeds | wall s / seed |", "|---|---|---|---|---|---|---|"]
+ORDER = ["flagfile", "minimax", "hinge", "least_squares", "wgan_gp", "r1", "packing1", "packing2", "packing4"]
+lines = ["| data | method | modes | seeds with all modes | high quality (%) | reverse KL | wall / CPU s per seed |",
+         "|---|---|---|---|---|---|---|"]
 for dataset in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
   if dataset not in NUM_MODES:
     continue
-  for variant in sorted(os.listdir(os.path.join(runs, dataset))):
+  variants = os.listdir(os.path.join(runs, dataset))
+  for variant in [v for v in ORDER if v in variants] + sorted(set(variants) - set(ORDER)):
     results, seconds = [], []
     for seed_dir in sorted(os.listdir(os.path.join(runs, dataset, variant))):
       path = os.path.join(runs, dataset, variant, seed_dir)
@@ -79,17 +96,19 @@ for dataset in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
       rows = [json.loads(l) for l in open(os.path.join(path, "metrics.jsonl")) if l.endswith("\n")]
       last = [r for r in rows if r["split"] == "test" and "modes" in r][-1]
       results.append((last["modes"], 100 * last["high_quality"], float(last["reverse_kl"])))
-      if os.path.exists(os.path.join(path, "seconds.txt")):
-        seconds.append(float(open(os.path.join(path, "seconds.txt")).read()))
+      if os.path.exists(os.path.join(path, "seconds.txt")):  # wall [user system]
+        times = [float(t) for t in open(os.path.join(path, "seconds.txt")).read().split()]
+        seconds.append((times[0], sum(times[1:]) if len(times) == 3 else np.nan))
     if not results:
       continue
     values = np.array(results)
-    per_seed = f"{np.mean(seconds):.0f}" if seconds else "—"
+    per_seed = "{:.0f} / {:.0f}".format(*np.mean(seconds, axis=0)) if seconds else "—"
     cell = lambda column, digits: f"{np.nanmean(values[:, column]):.{digits}f} ± {np.nanstd(values[:, column]):.{digits}f}"
-    lines.append(f"| {dataset} | {variant} (measured) | {cell(0, 1)} / {NUM_MODES[dataset]} | {cell(1, 1)} | "
-                 f"{cell(2, 3)} | {len(values)} | {per_seed} |")
+    all_modes = int(np.sum(values[:, 0] == NUM_MODES[dataset]))
+    lines.append(f"| {dataset} | {variant} (measured) | {cell(0, 1)} / {NUM_MODES[dataset]} | "
+                 f"{all_modes} of {len(values)} | {cell(1, 1)} | {cell(2, 3)} | {per_seed} |")
   for name, modes, quality, kl in PUBLISHED.get(dataset, []):
-    lines.append(f"| {dataset} | {name} (published) | {modes} | {quality or '—'} | {kl or '—'} | | |")
+    lines.append(f"| {dataset} | {name} (published) | {modes} | | {quality or '—'} | {kl or '—'} | |")
 os.makedirs(os.path.dirname(table) or ".", exist_ok=True)
 with open(table, "w") as f:
   f.write("Mode coverage, 2500 samples per run, mean ± std over seeds (PacGAN/VEEGAN protocol, GUIDE §6).\n\n")

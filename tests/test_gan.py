@@ -7,6 +7,9 @@ Networks are tiny (hidden layers of 8) and each jitted function compiles once pe
 import glob
 import json
 import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -283,3 +286,21 @@ def test_every_flagfile_on_a_short_run(tmp_path):
   for name, result in results.items():
     assert result.returncode == 0, (name, result.stderr[-2000:])
     _check_workdir(name, tmp_path / name)
+
+
+def test_mode_coverage_script_runs_each_variant_once_and_writes_the_table(tmp_path, repo):
+  """The table script on two tiny variants: packing 1 is the ring flagfile's own setting, so it is not run
+  again; every run that ran is a row with its seed count."""
+  tiny = ("--num_steps=2 --g_hidden_sizes=8 --d_hidden_sizes=8 --steps_per_dispatch=1 --log_every_steps=1 "
+          "--eval_every_steps=2 --checkpoint_every_steps=2 --num_samples=40 --num_eval_samples=40")
+  env = dict(os.environ, SEEDS="0 1", DATASETS="ring", VARIANTS="flagfile packing1 hinge", JOBS="2",
+             EXTRA_FLAGS=tiny, PYTHON=sys.executable)
+  result = subprocess.run(["bash", "scripts/reproduce_mode_coverage.sh", str(tmp_path), str(tmp_path / "t.md")],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert sorted(os.listdir(tmp_path / "ring")) == ["flagfile", "hinge"]
+  table = (tmp_path / "t.md").read_text()
+  rows = [line for line in table.splitlines() if "(measured)" in line]
+  assert [row.split("|")[2].strip() for row in rows] == ["flagfile (measured)", "hinge (measured)"]
+  assert all(" of 2 |" in row for row in rows)
+  assert "PacGAN2 (PacGAN paper)" in table
