@@ -464,7 +464,7 @@ def _image_batch_fn(with_labels, d_steps):
   return make_batch
 
 
-def _toy_batch_fn(toy, batch_size, d_steps):
+def toy_batch_fn(toy, batch_size, d_steps):
   def make_batch(data, step_input, key):
     del data, step_input
     return {"x": toy.sample(key, d_steps * batch_size).reshape(d_steps, batch_size, toy.dim)}
@@ -481,7 +481,7 @@ def make_task(config, workdir, mesh):
     data_shape, num_classes, steps_per_epoch = (toy.dim,), None, TOY_STEPS_PER_EPOCH
     data = None
     step_inputs = lambda first, count: np.arange(first, first + count)
-    make_batch = _toy_batch_fn(toy, config.batch_size, d_steps)
+    make_batch = toy_batch_fn(toy, config.batch_size, d_steps)
   else:
     toy = None
     images = image_data.load_image_data(config)
