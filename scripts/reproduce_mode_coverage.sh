@@ -38,12 +38,14 @@ VARIANTS=${VARIANTS:-flagfile minimax hinge least_squares wgan_gp r1 packing1 pa
 JOBS=${JOBS:-1}
 
 run_one() {  # dataset variant seed
-  local workdir="$RUNS/$1/$2/seed$3" TIMEFORMAT="%R %U %S"  # seconds.txt: wall, user CPU, system CPU.
+  # seconds.txt: a line of wall, user CPU and system CPU seconds per invocation that finished; a resumed
+  # run adds a line, and the time of an invocation that was killed is lost.
+  local workdir="$RUNS/$1/$2/seed$3" TIMEFORMAT="%R %U %S"
   echo "== $1 $2 seed $3"
   mkdir -p "$workdir"
   # shellcheck disable=SC2086  # The variant's flags are meant to split.
   if ! { time "$PYTHON" -m experiments.gan --flagfile="experiments/configs/gan_$1.cfg" --workdir="$workdir" \
-      --seed="$3" ${FLAGS[$2]} ${EXTRA_FLAGS:-} > "$workdir/log.txt" 2>&1; } 2> "$workdir/seconds.txt"; then
+      --seed="$3" ${FLAGS[$2]} ${EXTRA_FLAGS:-} >> "$workdir/log.txt" 2>&1; } 2>> "$workdir/seconds.txt"; then
     echo "   failed: see $workdir/log.txt"
   fi
 }
@@ -96,9 +98,9 @@ for dataset in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
       rows = [json.loads(l) for l in open(os.path.join(path, "metrics.jsonl")) if l.endswith("\n")]
       last = [r for r in rows if r["split"] == "test" and "modes" in r][-1]
       results.append((last["modes"], 100 * last["high_quality"], float(last["reverse_kl"])))
-      if os.path.exists(os.path.join(path, "seconds.txt")):  # wall [user system]
-        times = [float(t) for t in open(os.path.join(path, "seconds.txt")).read().split()]
-        seconds.append((times[0], sum(times[1:]) if len(times) == 3 else np.nan))
+      if os.path.exists(os.path.join(path, "seconds.txt")):  # Lines of "wall user system" (old runs: wall).
+        lines = [[float(t) for t in line.split()] for line in open(os.path.join(path, "seconds.txt")) if line.strip()]
+        seconds.append((sum(t[0] for t in lines), sum(sum(t[1:]) if len(t) == 3 else np.nan for t in lines)))
     if not results:
       continue
     values = np.array(results)
