@@ -99,8 +99,8 @@ for dataset in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
       last = [r for r in rows if r["split"] == "test" and "modes" in r][-1]
       results.append((last["modes"], 100 * last["high_quality"], float(last["reverse_kl"])))
       if os.path.exists(os.path.join(path, "seconds.txt")):  # Lines of "wall user system" (old runs: wall).
-        lines = [[float(t) for t in line.split()] for line in open(os.path.join(path, "seconds.txt")) if line.strip()]
-        seconds.append((sum(t[0] for t in lines), sum(sum(t[1:]) if len(t) == 3 else np.nan for t in lines)))
+        calls = [[float(t) for t in line.split()] for line in open(os.path.join(path, "seconds.txt")) if line.strip()]
+        seconds.append((sum(t[0] for t in calls), sum(sum(t[1:]) if len(t) == 3 else np.nan for t in calls)))
     if not results:
       continue
     values = np.array(results)
