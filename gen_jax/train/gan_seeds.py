@@ -20,10 +20,9 @@ from gen_jax.train import gan
 EVALUATION_SALT = 0xE7A1  # The salt of experiments.gan's per-evaluation draw, so a seed scores the same z.
 
 
-def _compile(config, toy, steps_per_call):
+def _compile(config, toy, total_steps, steps_per_call):
   """(init(seed keys) -> states, advance(states, train keys) -> states, sample(states, keys) -> points)."""
   networks = gan.build_networks(config, (toy.dim,))
-  total_steps = config.num_steps or config.num_epochs * gan.TOY_STEPS_PER_EPOCH
   d_tx, g_tx = gan.make_optimizers(config, total_steps, gan.TOY_STEPS_PER_EPOCH)
   init = functools.partial(gan.init_state, networks=networks, data_shape=(toy.dim,), d_tx=d_tx, g_tx=g_tx,
                            batch_size=config.packing)
@@ -41,7 +40,7 @@ def _compile(config, toy, steps_per_call):
     return gan.generate(networks, gan.evaluation_generator(state, config), state.model_state["generator"], z)[0]
 
   return (jax.jit(jax.vmap(init)), jax.jit(jax.vmap(one_seed), donate_argnums=(0,)),
-          jax.jit(jax.vmap(sample)), total_steps)
+          jax.jit(jax.vmap(sample)))
 
 
 def train_toy_seeds(config, seeds, on_scores=None):
@@ -57,8 +56,9 @@ def train_toy_seeds(config, seeds, on_scores=None):
     raise UserError("--seeds is empty; allowed: a comma-separated list of integers")
   toy = toys.load_toy(config.dataset)
   every = config.eval_every_steps or gan.TOY_STEPS_PER_EPOCH
-  steps_per_call = np.gcd(every, config.num_steps or config.num_epochs * gan.TOY_STEPS_PER_EPOCH)
-  init, advance, sample, total_steps = _compile(config, toy, int(steps_per_call))
+  total_steps = config.num_steps or config.num_epochs * gan.TOY_STEPS_PER_EPOCH
+  steps_per_call = int(np.gcd(every, total_steps))  # Evaluations fall on call boundaries.
+  init, advance, sample = _compile(config, toy, total_steps, steps_per_call)
   keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(np.asarray(seeds)))
   states = init(keys[:, 0])
   eval_keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.key(seed), EVALUATION_SALT))(np.asarray(seeds))
