@@ -472,6 +472,14 @@ def toy_batch_fn(toy, batch_size, d_steps):
   return make_batch
 
 
+def bind_steps(config, networks, data_shape, total_steps, steps_per_epoch):
+  """(init(key) -> GANState, update(state, batch, key)) for `networks` under the config's two optimizers."""
+  d_tx, g_tx = make_optimizers(config, total_steps, steps_per_epoch)
+  init = functools.partial(init_state, networks=networks, data_shape=data_shape, d_tx=d_tx, g_tx=g_tx,
+                           batch_size=config.packing)
+  return init, functools.partial(update, networks=networks, config=config, d_tx=d_tx, g_tx=g_tx)
+
+
 def make_task(config, workdir, mesh):
   """The GAN as a loop.Task, with its schedule and its networks."""
   validate(config)
@@ -500,16 +508,14 @@ def make_task(config, workdir, mesh):
       log_every_steps=config.log_every_steps, eval_every_steps=config.eval_every_steps or steps_per_epoch,
       checkpoint_every_steps=config.checkpoint_every_steps or steps_per_epoch,
       keep_checkpoints=config.keep_checkpoints, steps_per_dispatch=config.steps_per_dispatch)
-  d_tx, g_tx = make_optimizers(config, total_steps, steps_per_epoch)
+  init, step = bind_steps(config, networks, data_shape, total_steps, steps_per_epoch)
   if toy is not None:
     evaluation = _ToyEvaluation(networks, config, toy, workdir)
   else:
     evaluation = _ImageEvaluation(networks, config, workdir, total_steps, labelled=num_classes is not None)
   task = loop.Task(
       # Jitted: one compilation instead of an eager dispatch (and compilation) per initialiser operation.
-      init_state=jax.jit(functools.partial(init_state, networks=networks, data_shape=data_shape, d_tx=d_tx,
-                                           g_tx=g_tx, batch_size=config.packing)),
-      update=functools.partial(update, networks=networks, config=config, d_tx=d_tx, g_tx=g_tx),
+      init_state=jax.jit(init), update=step,
       make_batch=make_batch, data=data, step_inputs=step_inputs, evaluate=evaluation.evaluate,
       on_evaluation=evaluation.on_evaluation, finalize=evaluation.finalize)
   return task, schedule, networks

@@ -7,8 +7,6 @@ vmapped arithmetic may round differently, so its scores match that run's in dist
 No workdir, checkpoints or figures: only the mode-coverage scores, which is what a search compares.
 """
 
-import functools
-
 import jax
 import numpy as np
 
@@ -23,10 +21,7 @@ EVALUATION_SALT = 0xE7A1  # The salt of experiments.gan's per-evaluation draw, s
 def _compile(config, toy, total_steps, steps_per_call):
   """(init(seed keys) -> states, advance(states, train keys) -> states, sample(states, keys) -> points)."""
   networks = gan.build_networks(config, (toy.dim,))
-  d_tx, g_tx = gan.make_optimizers(config, total_steps, gan.TOY_STEPS_PER_EPOCH)
-  init = functools.partial(gan.init_state, networks=networks, data_shape=(toy.dim,), d_tx=d_tx, g_tx=g_tx,
-                           batch_size=config.packing)
-  update = functools.partial(gan.update, networks=networks, config=config, d_tx=d_tx, g_tx=g_tx)
+  init, update = gan.bind_steps(config, networks, (toy.dim,), total_steps, gan.TOY_STEPS_PER_EPOCH)
   make_batch = gan.toy_batch_fn(toy, config.batch_size, config.d_steps_per_g_step)
 
   def one_seed(state, train_key):
