@@ -100,7 +100,8 @@ for dataset in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
       results.append((last["modes"], 100 * last["high_quality"], float(last["reverse_kl"])))
       if os.path.exists(os.path.join(path, "seconds.txt")):  # Lines of "wall user system" (old runs: wall).
         calls = [[float(t) for t in line.split()] for line in open(os.path.join(path, "seconds.txt")) if line.strip()]
-        seconds.append((sum(t[0] for t in calls), sum(sum(t[1:]) if len(t) == 3 else np.nan for t in calls)))
+        if calls:  # Empty while a run is going, or after an invocation was killed: its time is unknown.
+          seconds.append((sum(t[0] for t in calls), sum(sum(t[1:]) if len(t) == 3 else np.nan for t in calls)))
     if not results:
       continue
     values = np.array(results)
