@@ -305,6 +305,9 @@ def make_sampler(networks):
   return sample
 
 
+EVALUATION_SALT = 0xE7A1  # The key salt of the generated samples every evaluation scores (and gan_seeds).
+
+
 def _fixed_key(config, salt):
   """The same draws at every evaluation, so figures and scores show the model changing, not the noise."""
   return jax.random.fold_in(jax.random.key(config.seed), salt)
@@ -328,7 +331,7 @@ class _ToyEvaluation:
                        _fixed_key(self.config, key_salt), count)
 
   def evaluate(self, state):
-    generated = self._samples(state, 0xE7A1, self.config.num_eval_samples)
+    generated = self._samples(state, EVALUATION_SALT, self.config.num_eval_samples)
     metrics = mode_coverage.score(generated, self.toy.means, self.toy.std)
     if self.probability_of_real:
       # At the optimum D = p_data / (p_data + p_g) = ½ wherever the data are; report how far it is.
@@ -338,7 +341,7 @@ class _ToyEvaluation:
     return metrics
 
   def on_evaluation(self, state, step):
-    generated = self._samples(state, 0xE7A1, self.config.num_eval_samples)
+    generated = self._samples(state, EVALUATION_SALT, self.config.num_eval_samples)
     scores = mode_coverage.score(generated, self.toy.means, self.toy.std)
     title = (f"step {step}: {scores['modes']}/{self.toy.num_modes} modes, "
              f"{100 * scores['high_quality']:.1f}% high quality")
@@ -413,7 +416,7 @@ class _ImageEvaluation:
     if int(jax.device_get(state.step)) >= self.total_steps:
       samples = self._final_samples(state)
     elif self.config.num_eval_samples > 0:
-      samples = to_unit_interval(self.sample(*self._g(state), _fixed_key(self.config, 0xE7A1),
+      samples = to_unit_interval(self.sample(*self._g(state), _fixed_key(self.config, EVALUATION_SALT),
                                              self.config.num_eval_samples))
     else:
       return {}

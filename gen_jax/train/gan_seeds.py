@@ -15,9 +15,6 @@ from gen_jax.errors import UserError
 from gen_jax.evaluation import mode_coverage
 from gen_jax.train import gan
 
-EVALUATION_SALT = 0xE7A1  # The salt of experiments.gan's per-evaluation draw, so a seed scores the same z.
-
-
 def _compile(config, toy, total_steps, steps_per_call):
   """(init(seed keys) -> states, advance(states, train keys) -> states, sample(states, keys) -> points)."""
   networks = gan.build_networks(config, (toy.dim,))
@@ -56,7 +53,7 @@ def train_toy_seeds(config, seeds, on_scores=None):
   init, advance, sample = _compile(config, toy, total_steps, steps_per_call)
   keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(np.asarray(seeds)))
   states = init(keys[:, 0])
-  eval_keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.key(seed), EVALUATION_SALT))(np.asarray(seeds))
+  eval_keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.key(seed), gan.EVALUATION_SALT))(np.asarray(seeds))
   scores = None
   for step in range(steps_per_call, total_steps + 1, steps_per_call):
     states = advance(states, keys[:, 1])
