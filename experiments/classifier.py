@@ -10,17 +10,17 @@ import os
 
 from absl import flags
 
-from experiments import common
+from experiments import main as experiment_main
 from gen_jax.errors import UserError
 from gen_jax.evaluation import classifier as classifier_lib
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("dataset", "fashion_mnist", common.COMMON_HELP["dataset"])
-flags.DEFINE_string("data_dir", None, common.COMMON_HELP["data_dir"] + " The classifier is cached in its "
+flags.DEFINE_string("dataset", "fashion_mnist", experiment_main.COMMON_HELP["dataset"])
+flags.DEFINE_string("data_dir", None, experiment_main.COMMON_HELP["data_dir"] + " The classifier is cached in its "
                     f"{classifier_lib.CACHE_FOLDER}/.")
-flags.DEFINE_integer("image_size", 0, common.COMMON_HELP["image_size"])
-flags.DEFINE_integer("num_train_examples", 0, common.COMMON_HELP["num_train_examples"])
+flags.DEFINE_integer("image_size", 0, experiment_main.COMMON_HELP["image_size"])
+flags.DEFINE_integer("num_train_examples", 0, experiment_main.COMMON_HELP["num_train_examples"])
 flags.DEFINE_integer("num_epochs", classifier_lib.DEFAULT_NUM_EPOCHS, "Training epochs.")
 flags.DEFINE_integer("seed", 0, "Seed of the initialisation and the data order.")
 flags.DEFINE_string("cache_dir", None, "Folder of classifier folders (default: the data dir's "
@@ -45,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run(main)
+  experiment_main.run(main)

@@ -8,12 +8,13 @@ Conventions: `x` is data in [0, 1] with shape (batch, *event_shape); decoder out
 shape. Log-densities are summed over the event dimensions.
 """
 
+import dataclasses
 import math
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 
-LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -86,49 +87,72 @@ def _log_normalizer_continuous_bernoulli(logits):
   return jnp.where(small, taylor, exact)
 
 
-def log_likelihood(likelihood, decoder_output, x, batch_ndim=1, gaussian_std=None):
-  """log p(x | z) for each example, summed over the event axes.
+def _bernoulli(decoder_output, x, gaussian_std):
+  del gaussian_std
+  return x * decoder_output - softplus(decoder_output)
 
-  - "bernoulli": `decoder_output` are logits; log p = x·η − softplus(η). Also valid for x in [0, 1], where
-    it is the negative binary cross-entropy (the pytorch/examples VAE objective).
-  - "continuous_bernoulli": logits of the continuous Bernoulli (Loaiza-Ganem & Cunningham 2019), a proper
-    density on [0, 1]: the Bernoulli term plus log C(λ).
-  - "gaussian": with `gaussian_std` set, `decoder_output` is the mean and the standard deviation is fixed;
-    otherwise `decoder_output` stacks (mean, log-variance) on its last axis (learned per-pixel variance).
-  """
-  x = x.astype(jnp.float32)
-  decoder_output = decoder_output.astype(jnp.float32)
-  if likelihood == "bernoulli":
-    log_p = x * decoder_output - softplus(decoder_output)
-  elif likelihood == "continuous_bernoulli":
-    log_p = (x * decoder_output - softplus(decoder_output)
-             + _log_normalizer_continuous_bernoulli(decoder_output))
-  elif likelihood == "gaussian":
-    if gaussian_std is None:
-      mean, log_variance = jnp.split(decoder_output, 2, axis=-1)
-    else:
-      mean, log_variance = decoder_output, jnp.full_like(decoder_output, 2.0 * math.log(gaussian_std))
-    log_p = -0.5 * (_LOG_2PI + log_variance + (x - mean)**2 * jnp.exp(-log_variance))
-  else:
-    raise ValueError(f"unknown likelihood {likelihood!r}; allowed: {', '.join(LIKELIHOODS)}")
+
+def _continuous_bernoulli(decoder_output, x, gaussian_std):
+  return _bernoulli(decoder_output, x, gaussian_std) + _log_normalizer_continuous_bernoulli(decoder_output)
+
+
+def _gaussian_mean_and_log_variance(decoder_output, gaussian_std):
+  if gaussian_std is None:
+    return jnp.split(decoder_output, 2, axis=-1)
+  return decoder_output, jnp.full_like(decoder_output, 2.0 * math.log(gaussian_std))
+
+
+def _gaussian(decoder_output, x, gaussian_std):
+  mean, log_variance = _gaussian_mean_and_log_variance(decoder_output, gaussian_std)
+  return -0.5 * (_LOG_2PI + log_variance + (x - mean)**2 * jnp.exp(-log_variance))
+
+
+def _continuous_bernoulli_mean(decoder_output, gaussian_std):
+  """λ/(2λ−1) + 1/(2·atanh(1−2λ)) = sigmoid(η)/tanh(η/2) − 1/η; 0/0 at η = 0, where it is ½ + η/12."""
+  del gaussian_std
+  small = jnp.abs(decoder_output) < 1e-2
+  safe = jnp.where(small, 1.0, decoder_output)
+  exact = jax.nn.sigmoid(safe) / jnp.tanh(0.5 * safe) - 1.0 / safe
+  return jnp.where(small, 0.5 + decoder_output / 12.0, exact)
+
+
+@dataclasses.dataclass(frozen=True)
+class Likelihood:
+  """A decoder likelihood p(x | z): per-element log p(decoder_output, x, gaussian_std) and the mean E[x | z]."""
+  log_prob: Callable[..., jax.Array]
+  mean: Callable[..., jax.Array]
+
+
+# - bernoulli: the outputs are logits; log p = x·η − softplus(η). Also valid for x in [0, 1], where it is the
+#   negative binary cross-entropy (the pytorch/examples VAE objective).
+# - continuous_bernoulli (Loaiza-Ganem & Cunningham 2019): a proper density on [0, 1], the Bernoulli term
+#   plus log C(λ).
+# - gaussian: with `gaussian_std` set the outputs are the mean and the standard deviation is fixed;
+#   otherwise they stack (mean, log-variance) on their last axis (learned per-pixel variance).
+LIKELIHOODS = {
+    "bernoulli": Likelihood(_bernoulli, lambda output, gaussian_std: jax.nn.sigmoid(output)),
+    "gaussian": Likelihood(_gaussian, lambda output, gaussian_std: jnp.clip(
+        _gaussian_mean_and_log_variance(output, gaussian_std)[0], 0.0, 1.0)),
+    "continuous_bernoulli": Likelihood(_continuous_bernoulli, _continuous_bernoulli_mean),
+}
+
+
+def _likelihood(name):
+  if name not in LIKELIHOODS:
+    raise ValueError(f"unknown likelihood {name!r}; allowed: {', '.join(LIKELIHOODS)}")
+  return LIKELIHOODS[name]
+
+
+def log_likelihood(likelihood, decoder_output, x, batch_ndim=1, gaussian_std=None):
+  """log p(x | z) for each example under the decoder likelihood `likelihood`, summed over the event axes."""
+  log_p = _likelihood(likelihood).log_prob(decoder_output.astype(jnp.float32), x.astype(jnp.float32),
+                                           gaussian_std)
   return _sum_event(log_p, batch_ndim)
 
 
 def decoder_mean(likelihood, decoder_output, gaussian_std=None):
   """E[x | z] in data space, for pictures of reconstructions and samples."""
-  decoder_output = decoder_output.astype(jnp.float32)
-  if likelihood == "bernoulli":
-    return jax.nn.sigmoid(decoder_output)
-  if likelihood == "continuous_bernoulli":
-    # Mean λ/(2λ−1) + 1/(2·atanh(1−2λ)) = sigmoid(η)/tanh(η/2) − 1/η; 0/0 at η = 0, where it is ½ + η/12.
-    small = jnp.abs(decoder_output) < 1e-2
-    safe = jnp.where(small, 1.0, decoder_output)
-    exact = jax.nn.sigmoid(safe) / jnp.tanh(0.5 * safe) - 1.0 / safe
-    return jnp.where(small, 0.5 + decoder_output / 12.0, exact)
-  if likelihood == "gaussian":
-    mean = decoder_output if gaussian_std is not None else jnp.split(decoder_output, 2, axis=-1)[0]
-    return jnp.clip(mean, 0.0, 1.0)
-  raise ValueError(f"unknown likelihood {likelihood!r}; allowed: {', '.join(LIKELIHOODS)}")
+  return _likelihood(likelihood).mean(decoder_output.astype(jnp.float32), gaussian_std)
 
 
 def elbo_terms(recon, kl, kl_weight=1.0):
@@ -171,6 +195,15 @@ def iwae_terms(log_weights, recon, kl):
                 "iwae_bound": jnp.mean(bound)}
 
 
+# name -> (log_weights (k, batch), recon, kl, kl_weight) -> (loss, metrics): what `--objective` trains.
+# elbo: the k-sample average of log w (k = 1: the VAE), the KL weighted by β and warm-up;
+# iwae: the importance-weighted bound L_k (β does not apply: the trainer refuses it).
+TRAINING_OBJECTIVES = {
+    "elbo": lambda log_weights, recon, kl, kl_weight: elbo_terms(recon, kl, kl_weight),
+    "iwae": lambda log_weights, recon, kl, kl_weight: iwae_terms(log_weights, recon, kl),
+}
+
+
 # --- GAN losses ---------------------------------------------------------------------------------------
 #
 # Every GAN loss is written on the discriminator's raw outputs (logits for the probabilistic losses,
@@ -181,77 +214,67 @@ def iwae_terms(log_weights, recon, kl):
 # the estimate of p_data / (p_data + p_g), ½ at the optimum). The two functions are separate because the
 # generator step needs only the fakes' outputs; computing the real ones there would waste a forward pass.
 
-GAN_LOSSES = ("minimax", "non_saturating", "hinge", "least_squares", "wasserstein")
+@dataclasses.dataclass(frozen=True)
+class GANLoss:
+  """One GAN loss on raw outputs, per example: D's terms on real and on generated examples, G's term, and
+  D's estimate of P(real) where the loss defines one (None otherwise)."""
+  discriminator_real: Callable[[jax.Array], jax.Array]
+  discriminator_fake: Callable[[jax.Array], jax.Array]
+  generator: Callable[[jax.Array], jax.Array]
+  probability: Optional[Callable[[jax.Array], jax.Array]]
+
+
+# - minimax, non_saturating (Goodfellow et al. 2014; the same D loss): −log D(x) − log(1 − D(G(z))), with
+#   log D = −softplus(−logit) and log(1 − D) = −softplus(logit), stable for any logit. G: minimax minimises
+#   log(1 − D(G(z))) = −softplus(logit), the original saturating objective, whose gradient −sigmoid(logit)
+#   vanishes exactly when D confidently rejects the fakes (logit → −∞); non_saturating minimises
+#   −log D(G(z)) = softplus(−logit), gradient −(1 − sigmoid(logit)) → −1 there;
+# - hinge (Lim & Ye 2017; Miyato et al. 2018): max(0, 1 − D(x)) + max(0, 1 + D(G(z))); G: −D(G(z));
+# - least_squares (Mao et al. 2017, targets a=0, b=1): ½(D(x) − 1)² + ½D(G(z))²; G: ½(D(G(z)) − 1)². With
+#   these targets the optimal output is itself p_data / (p_data + p_g), ½ at the optimum;
+# - wasserstein (Arjovsky et al. 2017): −D(x) + D(G(z)); G: −D(G(z)). The Lipschitz constraint comes from
+#   the gradient penalty (`gradient_penalty`, Gulrajani et al. 2017) or spectral normalisation.
+GAN_LOSSES = {
+    "minimax": GANLoss(lambda real: jax.nn.softplus(-real), jax.nn.softplus,
+                       lambda fake: -jax.nn.softplus(fake), jax.nn.sigmoid),
+    "non_saturating": GANLoss(lambda real: jax.nn.softplus(-real), jax.nn.softplus,
+                              lambda fake: jax.nn.softplus(-fake), jax.nn.sigmoid),
+    "hinge": GANLoss(lambda real: jax.nn.relu(1.0 - real), lambda fake: jax.nn.relu(1.0 + fake),
+                     lambda fake: -fake, None),
+    "least_squares": GANLoss(lambda real: 0.5 * (real - 1.0)**2, lambda fake: 0.5 * fake**2,
+                             lambda fake: 0.5 * (fake - 1.0)**2, lambda outputs: outputs),
+    "wasserstein": GANLoss(lambda real: -real, lambda fake: fake, lambda fake: -fake, None),
+}
+
+
+def _gan_loss(loss):
+  if loss not in GAN_LOSSES:
+    raise ValueError(f"unknown GAN loss {loss!r}; allowed: {', '.join(GAN_LOSSES)}")
+  return GAN_LOSSES[loss]
 
 
 def discriminator_probability(loss, outputs):
   """D's estimate of P(real) from its raw outputs, where the loss defines one (else None)."""
-  if loss in ("minimax", "non_saturating"):
-    return jax.nn.sigmoid(outputs)
-  if loss == "least_squares":  # With targets real=1, fake=0 the optimal output is p_data / (p_data + p_g).
-    return outputs
-  return None
-
-
-def _discriminator_means(loss, real_outputs, fake_outputs):
-  real = discriminator_probability(loss, real_outputs)
-  fake = discriminator_probability(loss, fake_outputs)
-  real = real_outputs if real is None else real
-  fake = fake_outputs if fake is None else fake
-  return jnp.mean(real), jnp.mean(fake)
+  probability = _gan_loss(loss).probability
+  return None if probability is None else probability(outputs)
 
 
 def discriminator_loss(loss, real_outputs, fake_outputs):
-  """The discriminator's loss on one batch of real and one of generated examples.
-
-  - minimax, non_saturating (Goodfellow et al. 2014; the same D loss): −log D(x) − log(1 − D(G(z))),
-    with log D = −softplus(−logit) and log(1 − D) = −softplus(logit), stable for any logit;
-  - hinge (Lim & Ye 2017; Miyato et al. 2018): max(0, 1 − D(x)) + max(0, 1 + D(G(z)));
-  - least_squares (Mao et al. 2017, targets a=0, b=1): ½(D(x) − 1)² + ½D(G(z))²;
-  - wasserstein (Arjovsky et al. 2017): −D(x) + D(G(z)); the Lipschitz constraint comes from the gradient
-    penalty (`gradient_penalty`, Gulrajani et al. 2017) or spectral normalisation, added by the caller.
-  """
+  """The discriminator's loss on one batch of real and one of generated examples (see GAN_LOSSES)."""
+  terms = _gan_loss(loss)
   real_outputs = real_outputs.astype(jnp.float32)
   fake_outputs = fake_outputs.astype(jnp.float32)
-  if loss in ("minimax", "non_saturating"):
-    per_real, per_fake = jax.nn.softplus(-real_outputs), jax.nn.softplus(fake_outputs)
-  elif loss == "hinge":
-    per_real, per_fake = jax.nn.relu(1.0 - real_outputs), jax.nn.relu(1.0 + fake_outputs)
-  elif loss == "least_squares":
-    per_real, per_fake = 0.5 * (real_outputs - 1.0)**2, 0.5 * fake_outputs**2
-  elif loss == "wasserstein":
-    per_real, per_fake = -real_outputs, fake_outputs
-  else:
-    raise ValueError(f"unknown GAN loss {loss!r}; allowed: {', '.join(GAN_LOSSES)}")
-  d_loss_real, d_loss_fake = jnp.mean(per_real), jnp.mean(per_fake)
+  d_loss_real = jnp.mean(terms.discriminator_real(real_outputs))
+  d_loss_fake = jnp.mean(terms.discriminator_fake(fake_outputs))
   d_loss = d_loss_real + d_loss_fake
-  d_real, d_fake = _discriminator_means(loss, real_outputs, fake_outputs)
+  probability = terms.probability or (lambda outputs: outputs)
   return d_loss, {"d_loss": d_loss, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake,
-                  "d_real": d_real, "d_fake": d_fake}
+                  "d_real": jnp.mean(probability(real_outputs)), "d_fake": jnp.mean(probability(fake_outputs))}
 
 
 def generator_loss(loss, fake_outputs):
-  """The generator's loss on the discriminator's outputs for generated examples.
-
-  - minimax: log(1 − D(G(z))) = −softplus(logit), the original paper's saturating objective. Its gradient
-    with respect to the logit is −sigmoid(logit), which vanishes exactly when D confidently rejects the
-    fakes (logit → −∞): early in training the generator barely moves;
-  - non_saturating: −log D(G(z)) = softplus(−logit), gradient −(1 − sigmoid(logit)) → −1 there;
-  - hinge and wasserstein: −D(G(z));
-  - least_squares: ½(D(G(z)) − 1)².
-  """
-  fake_outputs = fake_outputs.astype(jnp.float32)
-  if loss == "minimax":
-    per_fake = -jax.nn.softplus(fake_outputs)
-  elif loss == "non_saturating":
-    per_fake = jax.nn.softplus(-fake_outputs)
-  elif loss in ("hinge", "wasserstein"):
-    per_fake = -fake_outputs
-  elif loss == "least_squares":
-    per_fake = 0.5 * (fake_outputs - 1.0)**2
-  else:
-    raise ValueError(f"unknown GAN loss {loss!r}; allowed: {', '.join(GAN_LOSSES)}")
-  g_loss = jnp.mean(per_fake)
+  """The generator's loss on the discriminator's outputs for generated examples (see GAN_LOSSES)."""
+  g_loss = jnp.mean(_gan_loss(loss).generator(fake_outputs.astype(jnp.float32)))
   return g_loss, {"g_loss": g_loss}
 
 

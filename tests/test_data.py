@@ -293,4 +293,3 @@ def test_binarize_static_is_fixed_per_seed():
   np.testing.assert_array_equal(first, preprocessing.binarize_static(7, images))
   assert not np.array_equal(first, preprocessing.binarize_static(8, images))
   assert abs(first.mean() / 255 - images.mean() / 255) < 0.01
-  assert preprocessing.BINARIZATIONS == ('none', 'dynamic', 'static')

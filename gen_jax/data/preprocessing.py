@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-BINARIZATIONS = ('none', 'dynamic', 'static')
 
 
 def to_unit_interval(images_uint8: jax.Array) -> jax.Array:

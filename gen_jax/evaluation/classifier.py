@@ -47,7 +47,8 @@ from tensorflow_datasets.core import constants as tfds_constants
 
 from gen_jax.data import load_split, preprocessing
 from gen_jax.errors import UserError
-from gen_jax.train import config as config_lib, image_data, optim
+from gen_jax import config as config_lib, optim
+from gen_jax.data import image_data
 
 HIDDEN_SIZES = (512, 256)
 # Recorded in info.json and compared on load: a change here retrains cached classifiers.

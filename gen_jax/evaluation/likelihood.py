@@ -25,7 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen_jax.train import image_data, parallel
+from gen_jax import parallel, salts
+from gen_jax.data import image_data
+from gen_jax.progress import Progress
 
 DEFAULT_IWAE_K = 5000
 # Burda et al. (2016), Sec. 5.2: unit u is active when Cov_x(E_{u~q(u|x)}[u]) > 10^-2.
@@ -74,12 +76,17 @@ class LatentVariableModel:
   posterior_means: Callable[..., tuple]
 
 
+def _bound_and_encoding(params, x, labels, key, model, num_samples, samples_per_chunk):
+  """L_k per image (the k samples drawn in chunks) and the encoder's output."""
+  encoded = model.encode(params, x, labels)
+  log_weights_fn = functools.partial(model.log_weights, params, encoded, x, labels)
+  return log_mean_exp_in_chunks(log_weights_fn, key, num_samples, samples_per_chunk, x.shape[0]), encoded
+
+
 def _chunk_statistics(params, x, labels, mask, key, model, num_samples, samples_per_chunk):
   """Masked sums over one chunk of images: L_k and the per-layer E_q[z|x] and its square."""
   encode_key, means_key = jax.random.split(key)
-  encoded = model.encode(params, x, labels)
-  log_weights_fn = functools.partial(model.log_weights, params, encoded, x, labels)
-  bound = log_mean_exp_in_chunks(log_weights_fn, encode_key, num_samples, samples_per_chunk, x.shape[0])
+  bound, encoded = _bound_and_encoding(params, x, labels, encode_key, model, num_samples, samples_per_chunk)
   means = model.posterior_means(params, encoded, means_key)
   return {"log_likelihood": jnp.sum(bound * mask),
           "mean_sums": [jnp.sum(m * mask[:, None], axis=0) for m in means],
@@ -99,12 +106,14 @@ def make_log_likelihood_evaluator(model, images, labels, num_samples, mesh, seed
   statistics_fn = jax.jit(functools.partial(_chunk_statistics, model=model, num_samples=num_samples,
                                             samples_per_chunk=samples_per_chunk))
   sharding = parallel.batch_sharded(mesh)
-  evaluation_key = jax.random.fold_in(jax.random.key(seed), 0x10C1)
+  evaluation_key = jax.random.fold_in(jax.random.key(seed), salts.LIKELIHOOD)
   num_dims = int(np.prod(images.shape[1:]))
 
   def evaluate(params):
     totals = None
-    for index, (start, stop) in enumerate(image_data.evaluation_chunks(len(images), images_per_chunk)):
+    chunks = image_data.evaluation_chunks(len(images), images_per_chunk)
+    progress = Progress(f"test log-likelihood, k={num_samples}, images", len(images))
+    for index, (start, stop) in enumerate(chunks):
       x, mask = image_data.padded_chunk(images, start, stop, images_per_chunk)
       chunk_labels = None if labels is None else parallel.global_array(
           image_data.padded_chunk(labels, start, stop, images_per_chunk)[0], sharding)
@@ -113,6 +122,7 @@ def make_log_likelihood_evaluator(model, images, labels, num_samples, mesh, seed
           parallel.global_array(mask, sharding), jax.random.fold_in(evaluation_key, index)))
       statistics = jax.tree.map(lambda value: np.asarray(value, np.float64), statistics)
       totals = statistics if totals is None else jax.tree.map(np.add, totals, statistics)
+      progress.update(stop)
     log_likelihood = float(totals["log_likelihood"]) / len(images)
     result = {"log_likelihood": log_likelihood, "iwae_k": num_samples}
     if discrete:
@@ -125,3 +135,20 @@ def make_log_likelihood_evaluator(model, images, labels, num_samples, mesh, seed
     return result
 
   return evaluate
+
+
+def per_example_log_likelihood(model, params, x, labels, num_samples, seed, images_per_chunk=100,
+                               rows_per_chunk=DEFAULT_ROWS_PER_CHUNK):
+  """L_k of each image of `x` (float, in [0, 1]), numpy (N,), with the k samples keyed by `seed`."""
+  samples_per_chunk = max(1, min(num_samples, rows_per_chunk // images_per_chunk))
+  bound_fn = jax.jit(lambda params, x, labels, key: _bound_and_encoding(
+      params, x, labels, key, model, num_samples, samples_per_chunk)[0])
+  key = jax.random.fold_in(jax.random.key(seed), salts.LIKELIHOOD)
+  bounds = []
+  progress = Progress(f"log-likelihood, k={num_samples}, images", len(x))
+  for index, (start, stop) in enumerate(image_data.evaluation_chunks(len(x), images_per_chunk)):
+    chunk, _ = image_data.padded_chunk(x, start, stop, images_per_chunk)
+    chunk_labels = None if labels is None else image_data.padded_chunk(labels, start, stop, images_per_chunk)[0]
+    bounds.append(np.asarray(bound_fn(params, chunk, chunk_labels, jax.random.fold_in(key, index)))[:stop - start])
+    progress.update(stop)
+  return np.concatenate(bounds) if bounds else np.zeros((0,), np.float32)

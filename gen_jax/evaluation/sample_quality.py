@@ -37,7 +37,6 @@ import numpy as np
 from gen_jax.data import SPLITS, load_split
 from gen_jax.errors import UserError
 from gen_jax.evaluation import classifier as classifier_lib
-from gen_jax.train import metrics as metrics_lib
 
 PR_K = 3
 # Images per set for precision and recall (the paper's sets are as large as the data allows; 10k is the
@@ -297,24 +296,3 @@ def summary_line(scores: dict) -> str:
           f"recall {scores['recall']:.4f} (floor {scores['recall_floor']:.4f})  "
           f"[{scores['num_samples']} samples vs {scores['reference_split']}, k={scores['pr_k']}, classifier "
           f"{scores['classifier_checkpoint']} at {scores['classifier_test_accuracy']:.2%} test accuracy]")
-
-
-def write_scores_row(workdir: str, scores: dict) -> dict:
-  """Appends the scores to `workdir`/metrics.jsonl as a test row at the run's last step; returns the row.
-
-  step, examples_seen and wall_time are the last row's (0 for a workdir without rows), so the scores sit
-  at the end of the run's curves. A row identical to one already there (timing aside) is not appended
-  again, as everywhere in the workdir contract.
-  """
-  if not os.path.isdir(workdir):
-    raise UserError(f"workdir {workdir} is not a directory; allowed: a run's workdir (an existing directory)")
-  rows = metrics_lib.read_rows(os.path.join(workdir, "metrics.jsonl"))
-  last = rows[-1] if rows else {}
-  row = {"step": int(last.get("step", 0)), "examples_seen": int(last.get("examples_seen", 0)),
-         "split": "test", "wall_time": float(last.get("wall_time", 0.0))} | scores
-  writer = metrics_lib.MetricWriter(workdir)
-  try:
-    writer.write(row)
-  finally:
-    writer.close()
-  return row

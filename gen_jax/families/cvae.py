@@ -1,14 +1,16 @@
-"""The conditional VAE: q(z | x, y) and p(x | z, y), scored by the project's classifier.
+"""The conditional VAE (Sohn et al. 2015): q(z | x, y) and p(x | z, y), scored by the project's classifier.
 
-The model, objective, step, evaluation, figures and workdir are the VAE family's with `conditional=True`
-(the one-hot label enters the encoder and the decoder, MLP or conv). This module adds what only a
-conditional model has, wrapped around `vae.make_task`'s task with `dataclasses.replace`:
+Model, objective, step and test ELBO are the VAE family's with `conditional=True` (the one-hot label enters
+the encoder and the decoder, MLP or conv); the task is assembled from the same parts with what only a
+conditional model has:
 
 - `conditional_accuracy` in every test row: the share of samples drawn for class y that the classifier
   (`gen_jax.evaluation.classifier`) labels y, averaged over the classes, and `conditional_accuracy_<y>`
   per class. Decisions: a sample is the decoder mean at z ~ N(0, I) (the image one looks at, not a
   Bernoulli draw of it); every class is decoded from the same fixed z's, so the classes differ in the
-  label only and two evaluations of the same parameters agree exactly.
+  label only and two evaluations of the same parameters agree exactly. The classifier is loaded (or
+  trained and cached) at the first evaluation, so opening a run with `load_run` does not need it; a
+  `--classifier` folder is loaded (and checked) before training.
 - Label checks before anything trains: a dataset without labels, or with classes that never occur in the
   training data (an npz file whose `y_test` holds a label its `y` lacks, or gaps in the labels), is a
   one-line error, since the decoder could not learn to write such a class.
@@ -19,21 +21,32 @@ import dataclasses
 import jax
 import numpy as np
 
-from gen_jax import objectives
+from gen_jax import config as config_lib, salts
 from gen_jax.errors import UserError
 from gen_jax.evaluation import classifier as classifier_lib
-from gen_jax.models.vae import VAE
-from gen_jax.train import config as config_lib, loop, parallel, vae
+from gen_jax.families import latent_code, vae
 
-# Folded into the seed for the z's the conditional accuracy decodes (fixed for the whole run).
-_ACCURACY_KEY = 0xC1A5
+NAME = "cvae"
+MAY_CHANGE_ON_RESUME = vae.MAY_CHANGE_ON_RESUME
+HELP = vae.HELP | {
+    "architecture": "mlp or conv (convolutional encoder/decoder); the one-hot label enters both.",
+    "latent_dim": "Dimension of the style code z.",
+    "conditional": "Must stay true here (experiments.vae trains the unconditional VAE).",
+    "num_images": "Images in each reconstruction/sample grid (samples cycle through the classes).",
+    "conditional_samples_per_class": "Samples per class the classifier labels for conditional_accuracy.",
+    "classifier": "Folder of a trained classifier (experiments.classifier); empty: the dataset's own, "
+                  "trained and cached in the data dir on first use.",
+}
 
 
 @dataclasses.dataclass(frozen=True)
-class CVAEConfig(vae.VAEConfig):
+class Config(vae.Config):
   conditional: bool = True
   conditional_samples_per_class: int = 1000  # Samples per class scored at each evaluation.
   classifier: str = ""  # A classifier folder; empty: the dataset's own (trained and cached on first use).
+
+
+CVAEConfig = Config
 
 
 def validate(config):
@@ -69,48 +82,35 @@ def load_classifier(config, data):
   return classifier
 
 
-def make_conditional_accuracy(model, config, classifier, num_classes):
-  """conditional_accuracy(params) -> {'conditional_accuracy': mean over classes, 'conditional_accuracy_<y>'}."""
-  key = jax.random.fold_in(jax.random.key(config.seed), _ACCURACY_KEY)
-  z = jax.random.normal(key, (config.conditional_samples_per_class, config.latent_dim))
-  chunk_size = config.eval_batch_size
+def make_conditional_accuracy(codes, config, load, num_classes):
+  """conditional_accuracy(params) -> {'conditional_accuracy': mean over classes, 'conditional_accuracy_<y>'}.
 
-  @jax.jit
-  def decode_mean(params, z, labels):
-    output = model.apply({"params": params}, z, labels, method=VAE.decode)
-    return objectives.decoder_mean(config.likelihood, output, config.gaussian_std or None)
+  `codes` decodes (latent_code.CodeFunctions); `load()` returns the classifier, called once, when first needed.
+  """
+  key = jax.random.fold_in(jax.random.key(config.seed), salts.CONDITIONAL_ACCURACY)
+  z = jax.random.normal(key, (config.conditional_samples_per_class, config.latent_dim))
+  loaded = []
 
   def conditional_accuracy(params):
+    if not loaded:
+      loaded.append(load())
     per_class = {}
     for label in range(num_classes):
-      correct = 0
-      for start in range(0, len(z), chunk_size):
-        chunk = z[start:start + chunk_size]
-        images = decode_mean(params, chunk, np.full(len(chunk), label, np.int32))
-        correct += int(np.sum(classifier.predict(images) == label))
-      per_class[f"conditional_accuracy_{label}"] = correct / len(z)
+      images = codes.decode(params, z, np.full(len(z), label, np.int32))
+      per_class[f"conditional_accuracy_{label}"] = int(np.sum(loaded[0].predict(images) == label)) / len(z)
     return {"conditional_accuracy": float(np.mean(list(per_class.values())))} | per_class
 
   return conditional_accuracy
 
 
 def make_task(config, workdir, mesh):
-  """The CVAE as a loop.Task: the VAE family's conditional task with the classifier's scores added."""
+  """The CVAE as a loop.Task: the VAE's conditional task with the classifier's scores in every test row."""
   validate(config)
-  task, schedule, model, data = vae.make_task(config, workdir, mesh)
-  check_labels(data, config.dataset)
-  classifier = load_classifier(config, data)
-  accuracy = make_conditional_accuracy(model, config, classifier, data.num_classes)
-
-  def evaluate(state, vae_evaluate=task.evaluate):
-    return vae_evaluate(state) | accuracy(jax.device_get(state.params))
-
-  return dataclasses.replace(task, evaluate=evaluate), schedule, model, data
-
-
-def train_and_evaluate(config, workdir):
-  """Trains a conditional VAE and writes the workdir; returns the final state."""
-  mesh = parallel.make_mesh()
-  task, schedule, _, _ = make_task(config, workdir, mesh)
-  loop.check_resume_config(workdir, config_lib.as_flat_dict(config), config_lib.MAY_CHANGE_ON_RESUME)
-  return loop.train(task, schedule, workdir, config.seed, mesh)
+  parts = latent_code.build(config, mesh)
+  check_labels(parts.data, config.dataset)
+  load = lambda: load_classifier(config, parts.data)
+  if config.classifier:  # A named folder is checked now, before the run touches its workdir.
+    classifier = load()
+    load = lambda: classifier
+  accuracy = make_conditional_accuracy(parts.codes, config, load, parts.data.num_classes)
+  return vae.assemble(parts, workdir, mesh, extra_evaluation=accuracy)

@@ -1,6 +1,8 @@
-"""Settings every family shares, as a frozen dataclass whose field names are the flag names."""
+"""Settings every family shares, as a frozen dataclass whose field names are the flag names, and the
+JSON form a run records in its `config.json`."""
 
 import dataclasses
+import typing
 from typing import Optional
 
 from gen_jax.errors import UserError
@@ -11,6 +13,10 @@ MAY_CHANGE_ON_RESUME = frozenset({
     "keep_checkpoints", "steps_per_dispatch", "data_dir", "eval_batch_size"})
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# none: intensities in [0, 1]; dynamic: a fresh Bernoulli draw per batch; static: one fixed draw.
+BINARIZATIONS = ("none", "dynamic", "static")
+# The key of config.json that names the run's family (the registry's name for it).
+FAMILY_KEY = "family"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +63,23 @@ def check_positive(config, names):
       raise UserError(f"--{name}={value} is not allowed; allowed: a positive number")
 
 
+def check_non_negative(config, names):
+  """One line naming the first field that is negative."""
+  for name in names:
+    value = getattr(config, name)
+    if value < 0:
+      raise UserError(f"--{name}={value} is not allowed; allowed: zero or a positive number")
+
+
+def check_sizes(config, names):
+  """One line naming the first list of layer sizes that is empty or holds a non-positive size."""
+  for name in names:
+    sizes = getattr(config, name)
+    if not sizes or min(sizes) <= 0:
+      raise UserError(f"--{name}={','.join(map(str, sizes))} is not allowed; allowed: a comma-separated list "
+                      "of positive sizes")
+
+
 def check_choice(config, name, allowed):
   value = getattr(config, name)
   if value not in allowed:
@@ -66,21 +89,31 @@ def check_choice(config, name, allowed):
 def validate_common(config):
   check_positive(config, ("batch_size", "learning_rate", "log_every_steps", "keep_checkpoints",
                           "steps_per_dispatch", "eval_batch_size", "num_samples"))
-  for name in ("num_epochs", "num_steps", "num_train_examples", "num_test_examples", "image_size",
-               "eval_every_steps", "checkpoint_every_steps", "weight_decay", "grad_clip_norm", "momentum"):
-    if getattr(config, name) < 0:
-      raise UserError(f"--{name}={getattr(config, name)} is not allowed; allowed: zero or a positive number")
+  check_non_negative(config, ("num_epochs", "num_steps", "num_train_examples", "num_test_examples", "image_size",
+                              "eval_every_steps", "checkpoint_every_steps", "weight_decay", "grad_clip_norm",
+                              "momentum"))
   if config.num_epochs == 0 and config.num_steps == 0:
     raise UserError("--num_epochs=0 with --num_steps=0 trains nothing; allowed: a positive value for one")
   check_choice(config, "compute_dtype", COMPUTE_DTYPES)
-  from gen_jax.data.preprocessing import BINARIZATIONS
   check_choice(config, "binarization", BINARIZATIONS)
-  from gen_jax.train.optim import OPTIMIZERS, SCHEDULES
-  check_choice(config, "optimizer", OPTIMIZERS)
-  check_choice(config, "lr_schedule", SCHEDULES)
+  from gen_jax import optim  # Same layer; imported here so that reading a config never loads optax.
+  check_choice(config, "optimizer", tuple(optim.OPTIMIZERS))
+  check_choice(config, "lr_schedule", tuple(optim.SCHEDULES))
 
 
 def as_flat_dict(config):
   """The config as JSON-ready values (tuples as lists), for config.json and the resume check."""
   return {key: list(value) if isinstance(value, tuple) else value
           for key, value in dataclasses.asdict(config).items()}
+
+
+def from_flat_dict(config_class, stored):
+  """The `config_class` of a stored flat dict: lists become tuples, keys it lacks take their defaults,
+  keys the class does not have (another family's, the family name) are dropped."""
+  hints = typing.get_type_hints(config_class)
+  values = {}
+  for field in dataclasses.fields(config_class):
+    if field.name in stored:
+      value = stored[field.name]
+      values[field.name] = tuple(value) if typing.get_origin(hints[field.name]) is tuple else value
+  return config_class(**values)

@@ -1,6 +1,6 @@
 """The run's record: `metrics.jsonl` rows, TensorBoard scalars and absl log lines.
 
-Rows follow the workdir contract (GUIDE §3): every row has `step`, `examples_seen`, `split` and
+Rows follow the workdir contract (README, "What a workdir holds"): every row has `step`, `examples_seen`, `split` and
 `wall_time`. A resumed run replays the steps after its checkpoint and so recomputes rows that the killed
 run had already written; those rows are bit-identical apart from timing, so the writer recognises them
 by (split, step, metric names) and does not append them again. The file is only ever appended to, never
@@ -17,13 +17,11 @@ from absl import logging
 TIMING_KEYS = ("wall_time", "examples_per_sec")
 
 
-# Setting values that tell apart rows with the same metric names (evaluations of one checkpoint with two k's).
-IDENTITY_VALUE_KEYS = ("iwae_k",)
-
-
-def _row_identity(row):
+def _row_identity(row, identity_keys):
+  """What makes a row the same row again: split, step, metric names, and the values of `identity_keys`
+  (settings that tell apart rows with the same names, such as the k of two likelihood evaluations)."""
   return (row["split"], int(row["step"]), tuple(sorted(k for k in row if k not in TIMING_KEYS)),
-          tuple(row.get(k) for k in IDENTITY_VALUE_KEYS))
+          tuple(row.get(k) for k in identity_keys))
 
 
 def _to_json_value(value):
@@ -47,15 +45,16 @@ def read_rows(path):
 class MetricWriter:
   """Appends rows to metrics.jsonl and TensorBoard; a no-op on processes other than 0."""
 
-  def __init__(self, workdir, enabled=True):
+  def __init__(self, workdir, enabled=True, identity_keys=()):
     self.enabled = enabled
+    self.identity_keys = tuple(identity_keys)
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._written = set()
     self._tensorboard = None
     if not enabled:
       return
     self._drop_torn_last_line()
-    self._written = {_row_identity(row) for row in read_rows(self.path)}
+    self._written = {_row_identity(row, self.identity_keys) for row in read_rows(self.path)}
     try:
       from tensorboardX import SummaryWriter
       self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -75,7 +74,7 @@ class MetricWriter:
     if not self.enabled:
       return
     row = {key: _to_json_value(value) for key, value in row.items()}
-    identity = _row_identity(row)
+    identity = _row_identity(row, self.identity_keys)
     if identity in self._written:
       return
     self._written.add(identity)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.data import load_split, preprocessing
+from gen_jax.errors import UserError
 
 TEST_BINARIZATION_SEED = 0xB1
 
@@ -88,3 +89,16 @@ def padded_chunk(array, start, stop, chunk_size):
 
 def unit_interval(images_uint8):
   return jnp.asarray(images_uint8, jnp.float32) / 255.0
+
+
+def as_unit_images(x):
+  """Images as float32 in [0, 1]: uint8 input is scaled by 1/255, float input is taken as it is."""
+  x = np.asarray(x)
+  return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+
+
+def require_labels(data, dataset, setting):
+  """One line when `setting` (e.g. "--conditional") needs labels that `dataset` does not have."""
+  if data.train_labels is None:
+    raise UserError(f"{setting} needs labels, but --dataset={dataset} has none; allowed: a labelled dataset "
+                    "(fashion_mnist, mnist, npz with y)")

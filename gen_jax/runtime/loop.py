@@ -1,9 +1,9 @@
 """The training loop every model family shares: dispatch, metrics, evaluation, checkpoints, resume, signals.
 
-A family (VAE, CVAE, autoencoder, GAN) describes itself as a `Task`: how to initialise its state, its pure
-step `update(state, batch, key) -> (state, metrics)`, how a batch is formed on the device from the resident
-data, and how it evaluates. The loop owns everything else, so every family gets exact resume, data
-parallelism and the workdir contract for free.
+A family (VAE, CVAE, autoencoder, GAN, mixture) describes itself as a `Task`: how to initialise its state,
+its pure step `update(state, batch, key) -> (state, metrics)`, how a batch is formed on the device from the
+resident data, how it evaluates, and what a trained state can do (`operations`, for `load_run`). The loop
+owns everything else, so every family gets exact resume, data parallelism and the workdir contract for free.
 
 Determinism is what makes resume exact: the key for step t is fold_in(train_key, t) and the data order of
 epoch e is a permutation drawn from fold_in(data_key, e), so the whole run is a function of (seed, step)
@@ -23,8 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from gen_jax import parallel, salts
 from gen_jax.errors import UserError
-from gen_jax.train import checkpointing, metrics as metrics_lib, parallel
+from gen_jax.runtime import checkpointing, metrics as metrics_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,23 @@ class Schedule:
   keep_checkpoints: int = 3
   steps_per_dispatch: int = 32
 
+  @classmethod
+  def from_config(cls, config, steps_per_epoch, examples_per_step=None):
+    """The schedule of a `config.TrainingConfig`: evaluations and checkpoints default to once an epoch.
+
+    `examples_per_step` is what one loop step consumes (the GAN's n_critic real batches); default the batch.
+    """
+    return cls(num_steps=config.num_steps or config.num_epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
+               batch_size=examples_per_step or config.batch_size, log_every_steps=config.log_every_steps,
+               eval_every_steps=config.eval_every_steps or steps_per_epoch,
+               checkpoint_every_steps=config.checkpoint_every_steps or steps_per_epoch,
+               keep_checkpoints=config.keep_checkpoints, steps_per_dispatch=config.steps_per_dispatch)
+
+
+def no_operations(state):
+  del state
+  return {}
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -51,8 +69,14 @@ class Task:
   step_inputs(first_step, count) -> host array (count, ...): the per-step input, e.g. example indices;
     its axis 1 (the batch axis), if any, is sharded over devices.
   evaluate(state) -> dict of test metrics over the whole test split.
+  schedule: when things happen (`Schedule.from_config`).
   on_evaluation(state, step): figures per evaluation (main process only).
   finalize(state): end-of-run outputs such as samples.npy; must be idempotent (it reruns on resume).
+  operations(state) -> {name: function}: what a trained state offers `load_run` (sample, encode, ...).
+  dataset: the loaded data (image splits or the toy mixture), for tools that open the run.
+  headline: the train-row metric the terminal line shows.
+  identity_keys: row values that tell apart rows with the same metric names (evaluations of one
+    checkpoint with two k's), so that a resumed run never writes a row twice.
   """
   init_state: Callable[[jax.Array], Any]
   update: Callable[..., Any]
@@ -60,8 +84,13 @@ class Task:
   data: Any
   step_inputs: Callable[[int, int], np.ndarray]
   evaluate: Callable[[Any], dict]
+  schedule: Schedule
   on_evaluation: Callable[[Any, int], None] = lambda state, step: None
   finalize: Callable[[Any], None] = lambda state: None
+  operations: Callable[[Any], dict] = no_operations
+  dataset: Any = None
+  headline: str = "loss"
+  identity_keys: tuple = ()
 
 
 class Preempted(Exception):
@@ -140,29 +169,6 @@ def _check_finite(step_metrics, first_step):
                                "(allowed: finite values; try a lower --learning_rate)")
 
 
-def check_resume_config(workdir, config, may_change):
-  """Refuses to resume a run whose shaping settings differ; records the config of a new run.
-
-  `config` is a flat dict of the run's settings (flag names); keys in `may_change` (e.g. num_epochs) may
-  differ on resume. The stored config.json is never rewritten: it documents how the run started.
-  """
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      stored = json.load(f)
-    differing = sorted(key for key in set(stored) | set(config)
-                       if key not in may_change and stored.get(key) != config.get(key))
-    if differing:
-      changes = ", ".join(f"--{key}={config.get(key)!r} (run has {stored.get(key)!r})" for key in differing)
-      raise UserError(f"workdir {workdir} holds a run with other settings: {changes}; allowed: the run's "
-                      f"own values, or a fresh --workdir")
-  elif parallel.is_main_process():
-    temporary = path + ".tmp"
-    with open(temporary, "w") as f:
-      json.dump(config, f, indent=1, sort_keys=True)
-    os.replace(temporary, path)
-
-
 def compile_steps(task, train_key):
   """run_steps(state, data, step_inputs) -> (state, per-step metrics): len(step_inputs) steps, one dispatch.
 
@@ -176,8 +182,9 @@ def compile_steps(task, train_key):
       batch = task.make_batch(data, step_input, data_key)
       return task.update(state, batch, update_key)
     if step_inputs.shape[0] == 1:
-      # One step needs no loop, and XLA's CPU convolutions are pathologically slow inside one (GUIDE §4:
-      # a DCGAN step ~8x slower in a scan of length 1), so a single step runs as straight-line code.
+      # One step needs no loop, and XLA's CPU convolutions are pathologically slow inside one (a DCGAN
+      # step ran ~8x slower in a scan of length 1; JAX issue #12868), so a single step runs as straight-line
+      # code.
       state, metrics = body(state, step_inputs[0])
       return state, jax.tree.map(lambda value: value[None], metrics)
     return jax.lax.scan(body, state, step_inputs)
@@ -189,16 +196,17 @@ def _mean_rows(step_metrics):
   return {name: float(np.mean(values)) for name, values in step_metrics.items()}
 
 
-def train(task, schedule, workdir, seed, mesh):
-  """Runs (or resumes) training to `schedule.num_steps`; returns the final state."""
+def train(task, workdir, seed, mesh):
+  """Runs (or resumes) training to `task.schedule.num_steps`; returns the final state."""
+  schedule = task.schedule
   main = parallel.is_main_process()
   parallel.check_batch_divisible(schedule.batch_size, mesh)
-  writer = metrics_lib.MetricWriter(workdir, enabled=main)
+  writer = metrics_lib.MetricWriter(workdir, enabled=main, identity_keys=task.identity_keys)
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), schedule.keep_checkpoints)
   init_key, train_key = jax.random.split(jax.random.key(seed))
 
   state = parallel.replicate_tree(task.init_state(init_key), mesh)
-  restored = checkpointer.restore_latest(checkpointing.abstract_like(state))
+  restored = checkpointer.restore(checkpointing.abstract_like(state))
   step, wall_time_before = 0, 0.0
   if restored is not None:
     state, progress = restored
@@ -268,7 +276,7 @@ def train(task, schedule, workdir, seed, mesh):
           row = base_row(step, "train") | _mean_rows(merged)
           row["examples_per_sec"] = round(len(merged["loss"]) * schedule.batch_size / interval_seconds, 1)
           writer.write(row)
-          _log_line(row, schedule)
+          _log_line(row, schedule, task.headline)
           pending, pending_first_step, interval_seconds = [], step, 0.0
         else:
           interval_seconds += time.time() - interval_start
@@ -311,11 +319,11 @@ def _format_metrics(values):
   return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
-def _log_line(row, schedule):
+def _log_line(row, schedule, headline):
   step = row["step"]
   epoch = step / schedule.steps_per_epoch
   remaining = (schedule.num_steps - step) * schedule.batch_size / max(row["examples_per_sec"], 1e-9)
-  headline = next((k for k in ("elbo", "log_likelihood", "recon", "d_loss", "loss") if k in row), "loss")
+  headline = headline if headline in row else "loss"
   message = (f"epoch {epoch:6.2f}  step {step:7d}  {headline} {row[headline]:10.4f}  "
              f"{row['examples_per_sec']:10.0f} examples/s  ETA {remaining:6.0f}s")
   logging.info(message)
@@ -333,7 +341,7 @@ def epoch_permutation_indices(num_examples, batch_size, seed):
   if steps_per_epoch < 1:
     raise UserError(f"--batch_size={batch_size} exceeds the {num_examples} training examples; allowed: at "
                     f"most {num_examples}")
-  data_key = jax.random.fold_in(jax.random.key(seed), 0x5EED)
+  data_key = jax.random.fold_in(jax.random.key(seed), salts.DATA_ORDER)
   cache = {}
 
   def permutation(epoch):

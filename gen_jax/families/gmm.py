@@ -12,31 +12,44 @@ size, optimiser and learning-rate flags do not apply.
 """
 
 import dataclasses
-import functools
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen_jax import plots
-from gen_jax.data import preprocessing
-from gen_jax.evaluation import gmm, likelihood as likelihood_lib
-from gen_jax.train import config as config_lib, image_data, loop, parallel
-from gen_jax.train.vae import write_samples
+from gen_jax import config as config_lib, files, plots, salts
+from gen_jax.data import image_data, preprocessing
+from gen_jax.evaluation import likelihood as likelihood_lib
+from gen_jax.models import mixture as gmm
+from gen_jax.runtime import loop
+
+NAME = "gmm"
+MAY_CHANGE_ON_RESUME = config_lib.MAY_CHANGE_ON_RESUME
+HELP = {
+    "num_components": "Mixture components K.",
+    "likelihood": "bernoulli (binarised data) or gaussian (continuous data), diagonal per component.",
+    "pseudo_count": "Strength, in examples, of the conjugate priors that keep EM finite (MAP-EM).",
+    "num_epochs": "EM iterations (each one pass over the training split).",
+    "log_every_steps": "EM iterations between train rows.",
+    "eval_every_steps": "EM iterations between test evaluations.",
+}
 
 # Data rows per E-step chunk: (rows × K) responsibilities stay tens of megabytes even for K = 1000.
 ROWS_PER_CHUNK = 4096
 
 
 @dataclasses.dataclass(frozen=True)
-class GMMConfig(config_lib.TrainingConfig):
+class Config(config_lib.TrainingConfig):
   num_components: int = 100
   likelihood: str = "bernoulli"
-  pseudo_count: float = 1.0  # Prior strength in examples (see gen_jax/evaluation/gmm.py).
+  pseudo_count: float = 1.0  # Prior strength in examples (see gen_jax/models/mixture.py).
   num_epochs: int = 50  # EM iterations.
   log_every_steps: int = 1
   eval_every_steps: int = 10
+
+
+GMMConfig = Config
 
 
 def validate(config):
@@ -65,11 +78,7 @@ def make_task(config, workdir, mesh):
     train_images = preprocessing.binarize_static(config.seed, train_images)
   chunk_rows = min(ROWS_PER_CHUNK, len(train_images))
   chunks, weights = _chunked(train_images, chunk_rows)
-  schedule = loop.Schedule(
-      num_steps=config.num_steps or config.num_epochs, steps_per_epoch=1, batch_size=len(train_images),
-      log_every_steps=config.log_every_steps, eval_every_steps=config.eval_every_steps,
-      checkpoint_every_steps=config.checkpoint_every_steps or config.eval_every_steps,
-      keep_checkpoints=config.keep_checkpoints, steps_per_dispatch=config.steps_per_dispatch)
+  schedule = loop.Schedule.from_config(config, steps_per_epoch=1, examples_per_step=len(train_images))
   test_chunks, test_weights = _chunked(data.test_images, min(ROWS_PER_CHUNK, len(data.test_images)))
   discrete = config.likelihood == "bernoulli" and config.binarization != "none"
   num_dims = int(np.prod(data.image_shape))
@@ -78,6 +87,7 @@ def make_task(config, workdir, mesh):
     x = jnp.asarray(train_images.reshape(len(train_images), -1), jnp.float32) / 255.0
     return gmm.initialize(key, x, config.num_components, config.likelihood)
 
+  log_likelihood_fn = jax.jit(lambda state, x: gmm.log_likelihood(state, x, config.likelihood))
   test_log_likelihood = jax.jit(lambda state, x, w: jnp.sum(gmm.log_likelihood(state, x, config.likelihood) * w))
 
   def evaluate(state):
@@ -93,16 +103,27 @@ def make_task(config, workdir, mesh):
                                  config.likelihood)
     return state, metrics | {"loss": -metrics["objective"]}
 
-  figures = functools.partial(_write_figures, config=config, workdir=workdir, image_shape=data.image_shape)
-  task = loop.Task(
+  def operations(state):
+    def log_likelihood(x, k, labels, seed):
+      del k, labels, seed  # Exact: a finite mixture needs no importance sampling.
+      x = image_data.as_unit_images(x).reshape(len(x), -1)
+      return np.concatenate([np.asarray(log_likelihood_fn(state, x[start:start + ROWS_PER_CHUNK]))
+                             for start in range(0, len(x), ROWS_PER_CHUNK)])
+    return {"sample": lambda count, seed, labels: sample_means(state, count, seed, data.image_shape),
+            "log_likelihood": log_likelihood, "test_log_likelihood": lambda k: evaluate(state)}
+
+  def finalize(state):
+    files.save_npy(os.path.join(workdir, "samples.npy"),
+                   sample_means(state, config.num_samples, config.seed, data.image_shape))
+
+  return loop.Task(
       init_state=init_state, update=update,
       make_batch=lambda data, step_input, key: data,
       data={"chunks": chunks, "weights": weights},
       step_inputs=lambda first_step, count: np.zeros((count,), np.int32),
-      evaluate=evaluate,
+      evaluate=evaluate, schedule=schedule,
       on_evaluation=lambda state, step: _save_means(state, step, workdir, data.image_shape),
-      finalize=figures)
-  return task, schedule, data
+      finalize=finalize, operations=operations, dataset=data, headline="log_likelihood")
 
 
 def _save_means(state, step, workdir, image_shape):
@@ -112,16 +133,9 @@ def _save_means(state, step, workdir, image_shape):
   plots.save_image_grid(os.path.join(workdir, "images", f"component_means_{step:08d}.png"), means)
 
 
-def _write_figures(state, config, workdir, image_shape):
-  """samples.npy: the means of components drawn from π (the mixture's analogue of a decoder mean)."""
-  key = jax.random.fold_in(jax.random.key(config.seed), 0xF1A1)
-  components = jax.random.categorical(key, state.log_mixing, shape=(config.num_samples,))
-  write_samples(workdir, np.asarray(state.means)[np.asarray(components)].reshape(-1, *image_shape))
-
-
-def train_and_evaluate(config, workdir):
-  """Fits the mixture by EM and writes the workdir; returns the final state."""
-  mesh = parallel.make_mesh()
-  task, schedule, _ = make_task(config, workdir, mesh)
-  loop.check_resume_config(workdir, config_lib.as_flat_dict(config), config_lib.MAY_CHANGE_ON_RESUME)
-  return loop.train(task, schedule, workdir, config.seed, mesh)
+def sample_means(state, count, seed, image_shape):
+  """The means of `count` components drawn from π with fold_in(key(seed), FINAL_SAMPLES) (the mixture's
+  analogue of a decoder mean; at the run's seed and `num_samples`, samples.npy)."""
+  key = jax.random.fold_in(jax.random.key(seed), salts.FINAL_SAMPLES)
+  components = jax.random.categorical(key, state.log_mixing, shape=(count,))
+  return np.asarray(state.means)[np.asarray(components)].reshape(-1, *image_shape).astype(np.float32)

@@ -1,7 +1,13 @@
-"""What every experiment shares: flags generated from the config dataclass, the workdir, error handling.
+"""The one main every experiment runs: flags from the family's config, validate, prepare the workdir, train.
 
-Flags are generated from the config dataclass so that a flag and the setting it controls share one name and
-one default; the help text lives beside the experiment. The library never reads flags.
+  python -m experiments.<family> --flagfile=experiments/configs/X.cfg --workdir=DIR [--flag=value ...]
+
+`experiments/<family>.py` is three lines: `main.run_family("<family>")`. Flags are generated from the
+family's config dataclass so that a flag and the setting it controls share one name and one default; help
+texts come from the family's HELP and, for the shared settings, from COMMON_HELP here. The order is fixed for
+every family: parse and validate every flag, build the task (the data loaded), and only then take the
+workdir's lock and write into it, so a refused flag never touches an existing workdir. The library never
+reads flags.
 """
 
 import dataclasses
@@ -11,7 +17,9 @@ import typing
 
 from absl import app, flags, logging
 
+from gen_jax import families
 from gen_jax.errors import UserError
+from gen_jax.runtime import run as run_lib
 
 FLAGS = flags.FLAGS
 
@@ -37,16 +45,6 @@ COMMON_HELP = {
     "steps_per_dispatch": "Training steps fused into one jitted dispatch with lax.scan.",
     "eval_batch_size": "Test examples per evaluation chunk.",
     "num_samples": "Number of samples written to samples.npy at the end.",
-    # The encoder/decoder settings that the VAE, the CVAE and the autoencoder share.
-    "hidden_sizes": "Encoder hidden layer sizes; the decoder mirrors them.",
-    "latent_dim": "Dimension of the code z.",
-    "activation": "relu, tanh, leaky_relu or elu.",
-    "likelihood": "Decoder likelihood p(x|z): bernoulli, gaussian or continuous_bernoulli.",
-    "gaussian_std": "Fixed decoder std for --likelihood=gaussian (0: learned per pixel).",
-    "init_std": "Weights drawn from N(0, init_std^2) (0: Flax's default init).",
-    "beta": "Weight of the KL term in the training loss (the reported ELBO is always the true bound).",
-    "kl_warmup_steps": "Steps of linear KL warm-up from 0 to beta (0: none).",
-    "num_images": "Images in each reconstruction/sample grid.",
 }
 
 flags.DEFINE_string("workdir", None, "Directory for everything the run writes; re-running resumes.")
@@ -91,33 +89,10 @@ def config_from_flags(config_class):
   return config_class(**values)
 
 
-def prepare_workdir(config_class):
-  """Creates --workdir and records the resolved flags in flags.txt; never removes what is there."""
-  workdir = FLAGS.workdir
-  if not workdir:
-    raise UserError("--workdir is missing; allowed: a directory path (created if needed)")
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise UserError(f"--workdir={workdir} is a file; allowed: a directory (new or an earlier run's)")
-  os.makedirs(workdir, exist_ok=True)
+def _resolved_flags(config_class):
+  """flags.txt's text: the workdir and every config flag as `--name=value` lines."""
   names = ["workdir"] + [field.name for field in dataclasses.fields(config_class)]
-  resolved = "".join(FLAGS[name].serialize() + "\n" for name in names)
-  path = os.path.join(workdir, "flags.txt")
-  if _is_main_process():
-    if not os.path.exists(path):
-      with open(path, "w") as f:
-        f.write(resolved)
-    else:
-      with open(path) as f:
-        recorded = f.read()
-      if resolved not in recorded:  # Resumed with changed flags: keep the history, append the new set.
-        with open(path, "a") as f:
-          f.write("# --- resumed with these flags ---\n" + resolved)
-  return workdir
-
-
-def _is_main_process():
-  import jax
-  return jax.process_index() == 0
+  return "".join(FLAGS[name].serialize() + "\n" for name in names)
 
 
 def initialize_distributed():
@@ -151,7 +126,7 @@ def _parse_flags(argv):
 
 def run(main):
   """app.run(main), turning a user's mistake into one line on stderr and a non-zero exit."""
-  from gen_jax.train.loop import Preempted
+  from gen_jax.runtime.loop import Preempted
 
   def guarded_main(argv):
     if len(argv) > 1:
@@ -172,3 +147,16 @@ def run(main):
       sys.exit(stop.exit_code)
 
   app.run(guarded_main, flags_parser=_parse_flags)
+
+
+def run_family(name):
+  """The command line of family `name`: its flags, then validate, prepare the workdir and train."""
+  family = families.get(name)
+  define_config_flags(family.Config, family.HELP)
+
+  def main(argv):
+    del argv
+    config = config_from_flags(family.Config)
+    run_lib.train_and_evaluate(family, config, FLAGS.workdir, flags_text=_resolved_flags(family.Config))
+
+  run(main)

@@ -11,6 +11,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from gen_jax.errors import UserError
+
 DATA_AXIS = "data"
 
 
@@ -46,7 +48,6 @@ def replicate_tree(tree, mesh):
 
 def check_batch_divisible(batch_size, mesh):
   """The global batch must split evenly over the devices; say so in one line if it does not."""
-  from gen_jax.errors import UserError
   num_devices = mesh.devices.size
   if batch_size % num_devices:
     raise UserError(f"--batch_size={batch_size} does not split over {num_devices} devices; "

@@ -38,33 +38,42 @@ class Checkpointer:
   def wait(self):
     self._manager.wait_until_finished()
 
-  def restore_latest(self, abstract_state):
-    """(state, progress) from the newest checkpoint that restores, or None when there is none.
+  def restore(self, abstract_state, step=None):
+    """(state, progress) of checkpoint `step`, or of the newest one that restores when `step` is None
+    (None when there is none): the one restore path of training, `load_run` and every script.
 
-    A checkpoint that fails to restore is reported in one line and the previous one is tried. If some
-    exist but none restores, that is an error; the files are left in place for inspection.
+    A latest checkpoint that fails to restore is reported in one line and the previous one is tried. If
+    some exist but none restores, that is an error; the files are left in place for inspection.
     """
     steps = self.all_steps()
+    if step is not None:
+      if step not in steps:
+        raise UserError(f"step={step} has no checkpoint in {self.directory}; allowed: one of {steps}")
+      return self._restore_step(step, abstract_state)
     unusable = []
-    for step in reversed(steps):
+    for candidate in reversed(steps):
       try:
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), progress=ocp.args.JsonRestore()))
+        restored = self._restore_step(candidate, abstract_state)
       except Exception as error:  # orbax raises many types for damaged files; all mean "unusable".
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        logging.warning("checkpoint at step %d cannot be restored (%s); trying the previous one", step,
+        logging.warning("checkpoint at step %d cannot be restored (%s); trying the previous one", candidate,
                         first_line)
-        print(f"warning: checkpoint {self.directory}/{step} cannot be restored ({first_line}); "
+        print(f"warning: checkpoint {self.directory}/{candidate} cannot be restored ({first_line}); "
               "falling back to the previous one", flush=True)
-        unusable.append(step)
+        unusable.append(candidate)
         continue
       if unusable:
         self._set_aside(unusable)
-      return restored["state"], dict(restored["progress"])
+      return restored
     if steps:
       raise UserError(f"no checkpoint in {self.directory} can be restored (steps {steps}); the files are "
                       "left in place: move them away to start afresh")
     return None
+
+  def _restore_step(self, step, abstract_state):
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), progress=ocp.args.JsonRestore()))
+    return restored["state"], dict(restored["progress"])
 
   def _set_aside(self, steps):
     """Moves unrestorable checkpoints newer than the one restored out of the way, keeping their files.
@@ -92,24 +101,3 @@ class Checkpointer:
 def abstract_like(state):
   """Shapes, dtypes and shardings of `state`, the restore target (so restored arrays land where needed)."""
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-
-
-def load_state_arrays(workdir, step=None):
-  """(state tree of arrays on this process's first device, step) from a workdir's checkpoint.
-
-  For tools that read a finished run (evaluation, figures, tests): the arrays land on one local device
-  whatever mesh saved them, so a checkpoint from 8 GPUs or two hosts opens on a laptop. `step=None` takes
-  the newest checkpoint.
-  """
-  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-  steps = sorted(int(name) for name in os.listdir(directory) if name.isdigit()) if os.path.isdir(directory) else []
-  if not steps:
-    raise UserError(f"no checkpoint in {directory}; allowed: the --workdir of a run that saved one")
-  step = steps[-1] if step is None else step
-  path = os.path.join(directory, str(step), "state")
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  with ocp.StandardCheckpointer() as checkpointer:
-    metadata = checkpointer.metadata(path).item_metadata
-    metadata = getattr(metadata, "tree", metadata)
-    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), metadata)
-    return checkpointer.restore(path, target), step

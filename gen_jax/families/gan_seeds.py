@@ -10,15 +10,17 @@ No workdir, checkpoints or figures: only the mode-coverage scores, which is what
 import jax
 import numpy as np
 
+from gen_jax import salts
 from gen_jax.data import toys
 from gen_jax.errors import UserError
 from gen_jax.evaluation import mode_coverage
-from gen_jax.train import gan
+from gen_jax.families import gan, gan_steps
+
 
 def _compile(config, toy, total_steps, steps_per_call):
   """(init(seed keys) -> states, advance(states, train keys) -> states, sample(states, keys) -> points)."""
-  networks = gan.build_networks(config, (toy.dim,))
-  init, update = gan.bind_steps(config, networks, (toy.dim,), total_steps, gan.TOY_STEPS_PER_EPOCH)
+  networks = gan_steps.build_networks(config, (toy.dim,))
+  init, update = gan_steps.bind_steps(config, networks, (toy.dim,), total_steps, gan.TOY_STEPS_PER_EPOCH)
   make_batch = gan.toy_batch_fn(toy, config.batch_size, config.d_steps_per_g_step)
 
   def one_seed(state, train_key):
@@ -29,7 +31,7 @@ def _compile(config, toy, total_steps, steps_per_call):
 
   def sample(state, key):
     z = jax.random.normal(key, (config.num_eval_samples, config.latent_dim))
-    return gan.generate(networks, gan.evaluation_generator(state, config), state.model_state["generator"], z)[0]
+    return gan_steps.generate(networks, gan_steps.evaluation_generator(state, config), state.model_state["generator"], z)[0]
 
   return (jax.jit(jax.vmap(init)), jax.jit(jax.vmap(one_seed), donate_argnums=(0,)),
           jax.jit(jax.vmap(sample)))
@@ -53,7 +55,7 @@ def train_toy_seeds(config, seeds, on_scores=None):
   init, advance, sample = _compile(config, toy, total_steps, steps_per_call)
   keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(np.asarray(seeds)))
   states = init(keys[:, 0])
-  eval_keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.key(seed), gan.EVALUATION_SALT))(np.asarray(seeds))
+  eval_keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.key(seed), salts.EVALUATION))(np.asarray(seeds))
   scores = None
   for step in range(steps_per_call, total_steps + 1, steps_per_call):
     states = advance(states, keys[:, 1])

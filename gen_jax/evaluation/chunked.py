@@ -1,0 +1,40 @@
+"""Metrics over a whole split, in padded chunks of one compiled shape, with the chunks placed once.
+
+`make_split_evaluator(sums_fn, images, labels, chunk_size, mesh, key)` returns evaluate(params) -> the
+mean of every metric over the split. `sums_fn(params, x, labels, mask, key) -> {name: masked sum}` is handed
+in by the family (the VAE's ELBO terms, the autoencoder's reconstruction term): this module knows nothing
+about models. The key of chunk i is fold_in(key, i), so two evaluations of the same parameters agree.
+"""
+
+import jax
+
+from gen_jax import parallel
+from gen_jax.data import image_data
+
+
+def make_split_evaluator(sums_fn, images, labels, chunk_size, mesh, key):
+  """evaluate(params) -> {name: mean over the split} from the masked per-chunk sums of `sums_fn`."""
+  parallel.check_batch_divisible(chunk_size, mesh)
+  sharding = parallel.batch_sharded(mesh)
+  sums_fn = jax.jit(sums_fn)
+
+  # The padded chunks go to the devices once, not at every evaluation.
+  chunks = []
+  for start, stop in image_data.evaluation_chunks(len(images), chunk_size):
+    x, mask = image_data.padded_chunk(images, start, stop, chunk_size)
+    chunk_labels = None if labels is None else image_data.padded_chunk(labels, start, stop, chunk_size)[0]
+    chunks.append((parallel.global_array(x, sharding),
+                   None if chunk_labels is None else parallel.global_array(chunk_labels, sharding),
+                   parallel.global_array(mask, sharding)))
+
+  def evaluate(params):
+    # Every chunk is dispatched before any result is fetched, so the devices never wait on the host.
+    sums = [sums_fn(params, image_data.unit_interval(x), chunk_labels, mask, jax.random.fold_in(key, index))
+            for index, (x, chunk_labels, mask) in enumerate(chunks)]
+    totals = {}
+    for chunk_sums in jax.device_get(sums):
+      for name, value in chunk_sums.items():
+        totals[name] = totals.get(name, 0.0) + float(value)
+    return {name: value / len(images) for name, value in totals.items()}
+
+  return evaluate

@@ -1,0 +1,78 @@
+"""The registry of model families, and `load_run`.
+
+A family is one plain module (no base class) with:
+  NAME                  its registry name, recorded in every run's config.json;
+  Config                a frozen dataclass extending `gen_jax.config.TrainingConfig`; its fields are the
+                        experiment's flags (list fields are comma-separated flags);
+  HELP                  {field: help text} for the flags the shared help (experiments/main.py) lacks;
+  MAY_CHANGE_ON_RESUME  the fields a resumed run may change (when or how long, never what is computed);
+  validate(config)      raises `UserError` (one line naming the value and what is allowed);
+  make_task(config, workdir, mesh) -> `gen_jax.runtime.loop.Task`: the data loaded, the jitted step, the
+                        evaluation, the figures and `operations(state)` for `load_run`. It writes nothing.
+Adding one: its model module in gen_jax/models/, its family module here, one line in FAMILIES, an
+`experiments/<name>.py` of three lines and a flagfile (README, "Adding a model family").
+"""
+
+import importlib
+
+from gen_jax import config as config_lib
+from gen_jax.errors import UserError
+from gen_jax.runtime import run as run_lib, workdir as workdir_lib
+
+# name -> the module that implements it (imported on first use, so one experiment loads only its family).
+FAMILIES = {
+    "vae": "gen_jax.families.vae",
+    "cvae": "gen_jax.families.cvae",
+    "autoencoder": "gen_jax.families.autoencoder",
+    "gan": "gen_jax.families.gan",
+    "gmm": "gen_jax.families.gmm",
+}
+
+# Which operations each family offers `load_run` (the families' `Task.operations` return these keys); used to
+# name the families that have an operation when a run lacks it.
+OPERATIONS = {
+    "vae": ("sample", "encode", "decode", "reconstruct", "log_likelihood", "test_log_likelihood"),
+    "cvae": ("sample", "encode", "decode", "reconstruct", "log_likelihood", "test_log_likelihood"),
+    "autoencoder": ("sample", "encode", "decode", "reconstruct"),
+    "gan": ("sample",),
+    "gmm": ("sample", "log_likelihood", "test_log_likelihood"),
+}
+
+
+def register(name, module, operations=()):
+  """Adds a family (a module or any object with the attributes above) under `name`."""
+  FAMILIES[name] = module
+  OPERATIONS[name] = tuple(operations)
+
+
+def get(name):
+  """The family registered as `name`."""
+  if name not in FAMILIES:
+    raise UserError(f"family {name!r} is unknown; allowed: {', '.join(FAMILIES)}")
+  family = FAMILIES[name]
+  return importlib.import_module(family) if isinstance(family, str) else family
+
+
+def families_with(operation):
+  return [name for name, operations in OPERATIONS.items() if operation in operations]
+
+
+def load_run(workdir, step=None):
+  """The `gen_jax.runtime.run.Run` of a workdir at checkpoint `step` (None: the newest).
+
+  >>> run = load_run("runs/vae")
+  >>> images = run.sample(16)                 # (16, 28, 28, 1) in [0, 1]
+  >>> run.log_likelihood(images, k=100)       # per image, nats
+  """
+  workdir_lib.check_workdir(workdir)
+  stored = workdir_lib.read_config(workdir)
+  if stored is None:
+    raise UserError(f"--workdir={workdir} holds no config.json; allowed: the workdir of a run (of "
+                    f"{', '.join(FAMILIES)})")
+  name = stored.get(config_lib.FAMILY_KEY)
+  if name is None:
+    raise UserError(f"{workdir}/config.json names no family (written before families were recorded); "
+                    "allowed: a run written by this version (re-run its command in a fresh --workdir)")
+  family = get(name)
+  config = config_lib.from_flat_dict(family.Config, stored)
+  return run_lib.open_run(family, config, workdir, step, providers=families_with)

@@ -1,0 +1,184 @@
+"""The GAN family (Goodfellow et al. 2014): a generator and a discriminator improving in turns, on the
+toy mixtures of the mode-coverage papers and on images.
+
+The maths (networks, state, the alternating step under two partitioned optimizers) is `gan_steps.py`; the
+evaluation and figures `gan_evaluation.py`; this module holds the family's settings and assembles its task.
+"""
+
+import dataclasses
+from typing import Tuple
+
+import jax
+import numpy as np
+
+from gen_jax import config as config_lib, objectives
+from gen_jax.data import image_data, preprocessing, toys
+from gen_jax.errors import UserError
+from gen_jax.evaluation import mode_coverage
+from gen_jax.families import gan_evaluation, gan_steps
+from gen_jax.models import gan as gan_models
+from gen_jax.models import networks
+from gen_jax.runtime import loop
+
+
+NAME = "gan"
+MAY_CHANGE_ON_RESUME = config_lib.MAY_CHANGE_ON_RESUME
+TOY_STEPS_PER_EPOCH = 1000  # Toy data has no epochs; for logging and --num_epochs an epoch is 1000 steps.
+HELP = {
+    "dataset": "mixture_1d, ring, grid (toy mixtures), or an image dataset: fashion_mnist (offline), mnist, "
+               "npz:PATH, images:DIR or a TFDS catalog name.",
+    "num_epochs": "Training epochs (toy data: an epoch is 1000 steps).",
+    "num_steps": "Training steps, each d_steps_per_g_step D updates and one G update; > 0 overrides num_epochs.",
+    "batch_size": "Real examples per discriminator step (as many fakes); the generator step uses as many.",
+    "learning_rate": "Generator's peak learning rate (and the discriminator's unless --d_learning_rate).",
+    "adam_b1": "Generator's Adam beta1 (and the discriminator's unless --d_adam_b1).",
+    "adam_b2": "Generator's Adam beta2 (and the discriminator's unless --d_adam_b2).",
+    "architecture": "mlp (vectors or images) or dcgan (convolutional, for images).",
+    "latent_dim": "Dimension of z ~ N(0, I).",
+    "g_hidden_sizes": "Generator hidden layer sizes (mlp).",
+    "d_hidden_sizes": "Discriminator hidden layer sizes (mlp).",
+    "g_activation": "Generator activation (mlp): relu, tanh, leaky_relu or elu.",
+    "d_activation": "Discriminator activation (mlp): relu, tanh, leaky_relu or elu.",
+    "base_features": "Feature maps of the widest-resolution conv layer (dcgan); doubled per halving.",
+    "g_normalization": "Generator normalisation: none or batch (batch statistics, also when sampling).",
+    "d_normalization": "Discriminator normalisation: none or batch.",
+    "spectral_norm": "Spectral normalisation of every discriminator layer.",
+    "packing": "PacGAN packing: the discriminator judges this many examples at once.",
+    "loss": "minimax (saturating), non_saturating, hinge, least_squares or wasserstein.",
+    "gradient_penalty_weight": "WGAN-GP penalty weight lambda (0: none; 10 with --loss=wasserstein).",
+    "r1_weight": "R1 penalty weight gamma on real data, added as gamma/2 E|grad D|^2 (0: none).",
+    "d_steps_per_g_step": "Discriminator steps per generator step (n_critic).",
+    "d_learning_rate": "Discriminator's peak learning rate (0: --learning_rate).",
+    "d_adam_b1": "Discriminator's Adam beta1 (negative: --adam_b1).",
+    "d_adam_b2": "Discriminator's Adam beta2 (negative: --adam_b2).",
+    "ema_decay": "Decay of the EMA of the generator's weights used for evaluation and samples (0: raw weights).",
+    "conditional": "Class-conditional GAN: the label goes to both networks.",
+    "num_eval_samples": "Samples scored per evaluation (toys: mode coverage, 2500 in the protocol; images: "
+                        "FCD/precision/recall, 0: only at the end).",
+    "score_sample_quality": "Images: score FCD, precision and recall with the dataset's classifier (trained "
+                            "and cached on first use; skipped for unlabelled data).",
+    "num_images": "Images in each sample grid.",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(config_lib.TrainingConfig):
+  binarization: str = "none"  # GANs model intensities; binarising is a VAE-likelihood matter.
+  architecture: str = "mlp"
+  latent_dim: int = 64
+  g_hidden_sizes: Tuple[int, ...] = (256, 256, 256)
+  d_hidden_sizes: Tuple[int, ...] = (256, 256, 256)
+  g_activation: str = "relu"
+  d_activation: str = "leaky_relu"
+  base_features: int = 64
+  g_normalization: str = "none"
+  d_normalization: str = "none"
+  spectral_norm: bool = False
+  packing: int = 1
+  loss: str = "non_saturating"
+  gradient_penalty_weight: float = 0.0
+  r1_weight: float = 0.0
+  d_steps_per_g_step: int = 1
+  d_learning_rate: float = 0.0  # 0: the generator's --learning_rate.
+  d_adam_b1: float = -1.0  # Negative: the generator's --adam_b1.
+  d_adam_b2: float = -1.0  # Negative: the generator's --adam_b2.
+  ema_decay: float = 0.999  # EMA of G's weights used for evaluation and samples; 0: the raw weights.
+  conditional: bool = False
+  num_eval_samples: int = mode_coverage.DEFAULT_NUM_SAMPLES
+  score_sample_quality: bool = True  # Images: FCD/precision/recall (the dataset's classifier, cached).
+  num_images: int = 64
+
+
+GANConfig = Config
+
+
+def validate(config):
+  config_lib.validate_common(config)
+  config_lib.check_positive(config, ("latent_dim", "base_features", "packing", "d_steps_per_g_step",
+                                     "num_images"))
+  config_lib.check_sizes(config, ("g_hidden_sizes", "d_hidden_sizes"))
+  config_lib.check_choice(config, "architecture", tuple(gan_steps.ARCHITECTURES))
+  config_lib.check_choice(config, "loss", tuple(objectives.GAN_LOSSES))
+  config_lib.check_choice(config, "g_activation", tuple(networks.ACTIVATIONS))
+  config_lib.check_choice(config, "d_activation", tuple(networks.ACTIVATIONS))
+  config_lib.check_choice(config, "g_normalization", gan_models.NORMALIZATIONS)
+  config_lib.check_choice(config, "d_normalization", gan_models.NORMALIZATIONS)
+  config_lib.check_non_negative(config, ("gradient_penalty_weight", "r1_weight", "d_learning_rate",
+                                         "num_eval_samples"))
+  if not 0.0 <= config.ema_decay < 1.0:
+    raise UserError(f"--ema_decay={config.ema_decay} is not allowed; allowed: 0 <= value < 1")
+  if config.batch_size % config.packing:
+    raise UserError(f"--batch_size={config.batch_size} is not a multiple of --packing={config.packing}; allowed: "
+                    "a multiple of the packing")
+  if (config.gradient_penalty_weight > 0 or config.r1_weight > 0) and config.d_normalization == "batch":
+    raise UserError("--d_normalization='batch' with a gradient penalty couples the examples' gradients; "
+                    "allowed: --d_normalization=none with --gradient_penalty_weight or --r1_weight")
+  if toys.is_toy(config.dataset):
+    if config.architecture != "mlp":
+      raise UserError(f"--architecture={config.architecture} on the toy --dataset={config.dataset}; allowed: mlp")
+    if config.conditional:
+      raise UserError(f"--conditional on the toy --dataset={config.dataset}, which has no labels; allowed: an "
+                      "image dataset with labels")
+    if config.num_eval_samples == 0:
+      raise UserError("--num_eval_samples=0 on a toy dataset scores nothing; allowed: a positive number "
+                      f"(the protocol uses {mode_coverage.DEFAULT_NUM_SAMPLES})")
+
+
+def _image_batch_fn(with_labels, d_steps):
+  """make_batch: the step's d_steps·B example indices -> d_steps real batches in [−1, 1] (axis 0)."""
+
+  def make_batch(data, indices, key):
+    del key
+    indices = indices.reshape(d_steps, -1)
+    batch = {"x": 2.0 * preprocessing.to_unit_interval(data["images"][indices]) - 1.0}
+    if with_labels:
+      batch["labels"] = data["labels"][indices]
+    return batch
+
+  return make_batch
+
+
+def toy_batch_fn(toy, batch_size, d_steps):
+  def make_batch(data, step_input, key):
+    del data, step_input
+    return {"x": toy.sample(key, d_steps * batch_size).reshape(d_steps, batch_size, toy.dim)}
+
+  return make_batch
+
+
+def make_task(config, workdir, mesh):
+  """The GAN as a loop.Task."""
+  validate(config)
+  d_steps = config.d_steps_per_g_step
+  if toys.is_toy(config.dataset):
+    dataset = toys.load_toy(config.dataset)
+    data_shape, num_classes, steps_per_epoch = (dataset.dim,), None, TOY_STEPS_PER_EPOCH
+    data = None
+    step_inputs = lambda first, count: np.arange(first, first + count)
+    make_batch = toy_batch_fn(dataset, config.batch_size, d_steps)
+  else:
+    dataset = image_data.load_image_data(config)
+    if config.conditional:
+      image_data.require_labels(dataset, config.dataset, "--conditional")
+    data_shape, num_classes = dataset.image_shape, dataset.num_classes
+    data = dataset.device_data(with_labels=config.conditional)
+    step_inputs, steps_per_epoch = loop.epoch_permutation_indices(
+        len(dataset.train_images), config.batch_size * d_steps, config.seed)
+    make_batch = _image_batch_fn(config.conditional, d_steps)
+  networks = gan_steps.build_networks(config, data_shape, num_classes)
+  schedule = loop.Schedule.from_config(config, steps_per_epoch, examples_per_step=config.batch_size * d_steps)
+  init, step = gan_steps.bind_steps(config, networks, data_shape, schedule.num_steps, steps_per_epoch)
+  if toys.is_toy(config.dataset):
+    evaluation = gan_evaluation.ToyEvaluation(networks, config, dataset, workdir)
+  else:
+    evaluation = gan_evaluation.ImageEvaluation(networks, config, workdir, schedule.num_steps,
+                                                labelled=num_classes is not None)
+
+  def operations(state):
+    return {"sample": lambda count, seed, labels: evaluation.sample(state, count, seed, labels)}
+
+  return loop.Task(
+      # Jitted: one compilation instead of an eager dispatch (and compilation) per initialiser operation.
+      init_state=jax.jit(init), update=step, make_batch=make_batch, data=data, step_inputs=step_inputs,
+      evaluate=evaluation.evaluate, schedule=schedule, on_evaluation=evaluation.on_evaluation,
+      finalize=evaluation.finalize, operations=operations, dataset=dataset, headline="d_loss")

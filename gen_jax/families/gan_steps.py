@@ -1,0 +1,249 @@
+"""The GAN's maths: its two networks, its state, the alternating D/G step and the sampler.
+
+One parameter tree {'generator': ..., 'discriminator': ...} and two optimizers built with
+`optax.partition` (optax's `multi_transform`): the discriminator's optimizer runs Adam on the
+discriminator's subtree and maps the generator's to `optax.set_to_zero()`, the generator's the other way
+round. Each keeps its own state, so a network's Adam moments are touched only by its own steps, and the
+frozen network's parameters receive an exact zero update.
+
+One loop step (`update`) is `d_steps_per_g_step` discriminator steps, each on a fresh real batch, then one
+generator step, fused into one pure jitted function that `loop.train` runs (and scans many of, for the
+cheap toy MLPs). The n_critic D steps are unrolled in Python rather than scanned: there are few of them,
+and XLA's CPU convolutions are pathologically slow inside a scan (JAX issue #12868).
+"""
+
+import dataclasses
+import functools
+from typing import Any, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gen_jax import objectives, optim
+from gen_jax.errors import UserError
+from gen_jax.models import gan as gan_models
+
+SAMPLE_CHUNK = 500  # Samples drawn per jitted call (batch norm uses these chunks' own statistics).
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+  """The two modules and what sampling needs to know about them."""
+  generator: Any
+  discriminator: Any
+  latent_dim: int
+  num_classes: Optional[int]  # Set for the conditional GAN.
+
+
+def _mlp_networks(config, data_shape, classes, dtype):
+  image = len(data_shape) == 3
+  generator = gan_models.MLPGenerator(config.g_hidden_sizes, tuple(data_shape), config.g_activation,
+                                      "tanh" if image else "none", config.g_normalization, classes, dtype)
+  discriminator = gan_models.MLPDiscriminator(config.d_hidden_sizes, config.d_activation, config.d_normalization,
+                                              config.spectral_norm, config.packing, classes, dtype)
+  return generator, discriminator
+
+
+def _dcgan_networks(config, data_shape, classes, dtype):
+  if len(data_shape) != 3 or gan_models.num_resolution_levels(min(data_shape[:2])) == 0:
+    raise UserError(f"--architecture=dcgan needs images with an even side above 8, got shape {data_shape}; "
+                    "allowed: 28x28, 32x32, 64x64 ... (set --image_size)")
+  generator = gan_models.DCGANGenerator(tuple(data_shape), config.base_features, config.g_normalization,
+                                        classes, dtype)
+  discriminator = gan_models.DCGANDiscriminator(config.base_features, config.d_normalization,
+                                                config.spectral_norm, config.packing, classes, dtype)
+  return generator, discriminator
+
+
+# name -> networks(config, data_shape, num_classes or None, dtype) -> (generator, discriminator).
+# mlp: dense layers, for toy points or images; dcgan: convolutional, for images.
+ARCHITECTURES = {"mlp": _mlp_networks, "dcgan": _dcgan_networks}
+
+
+def build_networks(config, data_shape, num_classes=None):
+  """G and D for examples of `data_shape` ((dim,) for toy points, (H, W, C) for images)."""
+  classes = num_classes if config.conditional else None
+  generator, discriminator = ARCHITECTURES[config.architecture](config, data_shape, classes,
+                                                                jnp.dtype(config.compute_dtype))
+  return Networks(generator, discriminator, config.latent_dim, classes)
+
+
+class GANState(flax.struct.PyTreeNode):
+  """Everything a GAN step reads. `model_state` holds each network's non-parameter collections
+  (spectral-norm power-iteration vectors, batch-norm averages); `d_steps`/`g_steps` count the updates."""
+  step: jax.Array
+  params: Any  # {'generator': ..., 'discriminator': ...}
+  model_state: Any  # {'generator': ..., 'discriminator': ...}
+  d_opt_state: Any
+  g_opt_state: Any
+  ema_generator: Any
+  d_steps: jax.Array
+  g_steps: jax.Array
+
+
+def generate(networks, g_params, g_state, z, labels=None):
+  """(samples, updated G collections); samples in data space (toy points, images in [−1, 1])."""
+  samples, updated = networks.generator.apply({"params": g_params, **g_state}, z, labels,
+                                              mutable=["batch_stats"])
+  return samples, updated
+
+
+def discriminate(networks, d_params, d_state, x, labels=None, update_stats=False):
+  """(one raw output per pack, updated D collections); the caller decides whether to keep the update."""
+  outputs, updated = networks.discriminator.apply({"params": d_params, **d_state}, x, labels,
+                                                  update_stats=update_stats, mutable=["batch_stats"])
+  return outputs, updated
+
+
+def _subtree_labels(params):
+  return {name: jax.tree.map(lambda _, name=name: name, subtree) for name, subtree in params.items()}
+
+
+def make_optimizers(config, total_steps, steps_per_epoch):
+  """(d_tx, g_tx): each updates its own subtree of {'generator', 'discriminator'} and zeroes the other's.
+
+  The discriminator's schedule runs over its own update count (d_steps_per_g_step per loop step).
+  """
+  d_config = dataclasses.replace(
+      config, learning_rate=config.d_learning_rate or config.learning_rate,
+      adam_b1=config.adam_b1 if config.d_adam_b1 < 0 else config.d_adam_b1,
+      adam_b2=config.adam_b2 if config.d_adam_b2 < 0 else config.d_adam_b2)
+  d_inner = optim.make_optimizer(d_config, total_steps * config.d_steps_per_g_step,
+                                 steps_per_epoch=steps_per_epoch * config.d_steps_per_g_step)
+  g_inner = optim.make_optimizer(config, total_steps, steps_per_epoch=steps_per_epoch)
+  d_tx = optax.partition({"discriminator": d_inner, "generator": optax.set_to_zero()}, _subtree_labels)
+  g_tx = optax.partition({"generator": g_inner, "discriminator": optax.set_to_zero()}, _subtree_labels)
+  return d_tx, g_tx
+
+
+def init_state(key, networks, data_shape, d_tx, g_tx, batch_size):
+  g_key, d_key = jax.random.split(key)
+  z = jnp.zeros((batch_size, networks.latent_dim), jnp.float32)
+  labels = None if networks.num_classes is None else jnp.zeros((batch_size,), jnp.int32)
+  g_variables = dict(networks.generator.init(g_key, z, labels))
+  x = jnp.zeros((batch_size, *data_shape), jnp.float32)
+  d_variables = dict(networks.discriminator.init(d_key, x, labels))
+  params = {"generator": g_variables.pop("params"), "discriminator": d_variables.pop("params")}
+  zero = jnp.zeros((), jnp.int32)
+  return GANState(step=zero, params=params, model_state={"generator": g_variables, "discriminator": d_variables},
+                  d_opt_state=d_tx.init(params), g_opt_state=g_tx.init(params),
+                  ema_generator=params["generator"], d_steps=zero, g_steps=zero)
+
+
+def _packs(x, packing):
+  """(B, ...) -> (B/m, m, ...), the shape in which a gradient penalty sees what D judges as one input."""
+  return x.reshape(x.shape[0] // packing, packing, *x.shape[1:])
+
+
+def discriminator_step(state, batch, key, networks, config, d_tx):
+  """One discriminator update on a real batch and as many fresh fakes; G and its Adam state untouched."""
+  z_key, penalty_key = jax.random.split(key)
+  real, labels = batch["x"], batch.get("labels")
+  z = jax.random.normal(z_key, (real.shape[0], networks.latent_dim), jnp.float32)
+  # The fakes are computed outside the loss, so no gradient reaches G; its batch-norm update is dropped.
+  fake, _ = generate(networks, state.params["generator"], state.model_state["generator"], z, labels)
+  d_state = state.model_state["discriminator"]
+
+  def critic(d_params, packed):  # For the penalties: D on packs, statistics left as they are.
+    inputs = packed.reshape(-1, *packed.shape[2:])
+    return discriminate(networks, d_params, d_state, inputs, labels)[0]
+
+  def loss_fn(params):
+    d_params = params["discriminator"]
+    real_outputs, updated_d_state = discriminate(networks, d_params, d_state, real, labels, update_stats=True)
+    fake_outputs, _ = discriminate(networks, d_params, updated_d_state, fake, labels)
+    d_loss, metrics = objectives.discriminator_loss(config.loss, real_outputs, fake_outputs)
+    total = d_loss
+    if config.gradient_penalty_weight > 0:
+      penalty = jnp.mean(objectives.gradient_penalty(functools.partial(critic, d_params),
+                                                     _packs(real, config.packing), _packs(fake, config.packing),
+                                                     penalty_key))
+      total += config.gradient_penalty_weight * penalty
+      metrics["gradient_penalty"] = penalty
+    if config.r1_weight > 0:
+      penalty = jnp.mean(objectives.r1_penalty(functools.partial(critic, d_params), _packs(real, config.packing)))
+      total += 0.5 * config.r1_weight * penalty
+      metrics["r1_penalty"] = penalty
+    return total, (metrics | {"loss": total}, updated_d_state)
+
+  (_, (metrics, updated_d_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, d_opt_state = d_tx.update(grads, state.d_opt_state, state.params)
+  return state.replace(
+      params=optax.apply_updates(state.params, updates), d_opt_state=d_opt_state,
+      model_state=state.model_state | {"discriminator": updated_d_state},
+      d_steps=state.d_steps + 1), metrics
+
+
+def generator_step(state, key, networks, config, g_tx, batch_size):
+  """One generator update through a frozen discriminator; D, its statistics and its Adam state untouched."""
+  z_key, label_key = jax.random.split(key)
+  z = jax.random.normal(z_key, (batch_size, networks.latent_dim), jnp.float32)
+  labels = None
+  if networks.num_classes is not None:
+    labels = jax.random.randint(label_key, (batch_size,), 0, networks.num_classes)
+  frozen_d_params = jax.lax.stop_gradient(state.params["discriminator"])  # No wasted weight gradients.
+
+  def loss_fn(params):
+    fake, updated_g_state = generate(networks, params["generator"], state.model_state["generator"], z, labels)
+    fake_outputs, _ = discriminate(networks, frozen_d_params, state.model_state["discriminator"], fake, labels)
+    g_loss, metrics = objectives.generator_loss(config.loss, fake_outputs)
+    return g_loss, (metrics, updated_g_state)
+
+  (_, (metrics, updated_g_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema = state.ema_generator
+  if config.ema_decay > 0:
+    ema = optax.incremental_update(params["generator"], ema, 1.0 - config.ema_decay)
+  return state.replace(params=params, g_opt_state=g_opt_state, ema_generator=ema,
+                       model_state=state.model_state | {"generator": updated_g_state},
+                       g_steps=state.g_steps + 1), metrics
+
+
+def update(state, batch, key, networks, config, d_tx, g_tx):
+  """`d_steps_per_g_step` D steps on the batch's slices (axis 0), then one G step; pure, jitted by the loop.
+
+  The reported D metrics are those of the last D step, taken just before the G step that follows it.
+  """
+  keys = jax.random.split(key, config.d_steps_per_g_step + 1)
+  for index in range(config.d_steps_per_g_step):
+    state, d_metrics = discriminator_step(state, jax.tree.map(lambda a, i=index: a[i], batch), keys[index],
+                                          networks, config, d_tx)
+  state, g_metrics = generator_step(state, keys[-1], networks, config, g_tx, config.batch_size)
+  return state.replace(step=state.step + 1), d_metrics | g_metrics
+
+
+def evaluation_generator(state, config):
+  """The generator weights used for evaluation and samples: the EMA when there is one."""
+  return state.ema_generator if config.ema_decay > 0 else state.params["generator"]
+
+
+def make_sampler(networks):
+  """sample(g_params, g_state, key, count, labels=None) -> samples in data space, drawn in chunks."""
+
+  @jax.jit
+  def sample_chunk(g_params, g_state, z, labels):
+    return generate(networks, g_params, g_state, z, labels)[0]
+
+  def sample(g_params, g_state, key, count, labels=None):
+    z = jax.random.normal(key, (count, networks.latent_dim), jnp.float32)
+    if networks.num_classes is not None and labels is None:
+      labels = jnp.arange(count) % networks.num_classes
+    chunks = []
+    for start in range(0, count, SAMPLE_CHUNK):
+      chunk_labels = None if labels is None else labels[start:start + SAMPLE_CHUNK]
+      chunks.append(np.asarray(sample_chunk(g_params, g_state, z[start:start + SAMPLE_CHUNK], chunk_labels)))
+    return np.concatenate(chunks)
+
+  return sample
+
+
+def bind_steps(config, networks, data_shape, total_steps, steps_per_epoch):
+  """(init(key) -> GANState, update(state, batch, key)) for `networks` under the config's two optimizers."""
+  d_tx, g_tx = make_optimizers(config, total_steps, steps_per_epoch)
+  init = functools.partial(init_state, networks=networks, data_shape=data_shape, d_tx=d_tx, g_tx=g_tx,
+                           batch_size=config.packing)
+  return init, functools.partial(update, networks=networks, config=config, d_tx=d_tx, g_tx=g_tx)

@@ -1,0 +1,264 @@
+"""What the latent-code families (VAE, CVAE, autoencoder) share: their network settings and architectures,
+the task skeleton (data, batches, schedule, optimizer, state), figures, samples and code operations.
+
+A family composes these parts with its own objective and evaluation:
+
+  parts = latent_code.build(config, mesh)                 # data loaded, model built; nothing written
+  evaluate = parts.split_evaluator(my_sums)               # masked sums over the test split
+  return parts.task(workdir, update=my_step, evaluate=..., operations=..., headline="elbo")
+"""
+
+import dataclasses
+import functools
+import os
+from typing import Any, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.training import train_state
+
+from gen_jax import config as config_lib, files, objectives, optim, plots, salts
+from gen_jax.data import image_data
+from gen_jax.errors import UserError
+from gen_jax.evaluation import chunked
+from gen_jax.models import hierarchical, networks
+from gen_jax.models.vae import VAE
+from gen_jax.runtime import loop
+
+CHUNK = 1000  # Codes or images per jitted call of the operations.
+
+HELP = {
+    "architecture": "mlp, conv (convolutional encoder/decoder) or two_layer (two stochastic layers, IWAE).",
+    "hidden_sizes": "Encoder hidden layer sizes; the decoder mirrors them.",
+    "latent_dim": "Dimension of the code z.",
+    "activation": "relu, tanh, leaky_relu or elu.",
+    "likelihood": "Decoder likelihood p(x|z): bernoulli, gaussian or continuous_bernoulli.",
+    "gaussian_std": "Fixed decoder std for --likelihood=gaussian (0: learned per pixel).",
+    "init_std": "Weights drawn from N(0, init_std^2) (0: Flax's default init).",
+    "num_images": "Images in each reconstruction/sample grid.",
+    "top_hidden_sizes": "two_layer: hidden sizes between h1 (--latent_dim) and h2 (--top_latent_dim).",
+    "top_latent_dim": "two_layer: dimension of the top stochastic layer h2 (the prior's).",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig(config_lib.TrainingConfig):
+  """The encoder/decoder settings every latent-code family shares."""
+  architecture: str = "mlp"
+  hidden_sizes: Tuple[int, ...] = (512, 256)
+  latent_dim: int = 20
+  activation: str = "relu"
+  likelihood: str = "bernoulli"
+  gaussian_std: float = 0.0  # > 0: fixed decoder std; 0: learned per-pixel variance (gaussian only).
+  init_std: float = 0.0  # > 0: N(0, init_std²) weights (Kingma & Welling use 0.01); 0: Flax's default.
+  num_images: int = 64
+  top_hidden_sizes: Tuple[int, ...] = (100, 100)  # two_layer only: between h1 (latent_dim) and h2.
+  top_latent_dim: int = 50  # two_layer only: the dimension of h2, the top (prior) layer.
+
+
+def _mlp(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype):
+  encoder = networks.MLPEncoder(config.hidden_sizes, config.latent_dim, config.activation, init_std, dtype)
+  decoder = networks.MLPDecoder(tuple(reversed(config.hidden_sizes)), image_shape, outputs_per_pixel,
+                                config.activation, init_std, dtype)
+  return VAE(encoder, decoder, num_classes)
+
+
+def _conv(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype):
+  del init_std
+  if image_shape[0] % 4 or image_shape[1] % 4:
+    raise UserError(f"--architecture=conv needs image sides divisible by 4, got {image_shape[:2]}; allowed: "
+                    "28, 32, 64 ... (set --image_size)")
+  encoder = networks.ConvEncoder(config.latent_dim, activation=config.activation, dtype=dtype)
+  decoder = networks.ConvDecoder(image_shape, outputs_per_pixel, activation=config.activation, dtype=dtype)
+  return VAE(encoder, decoder, num_classes)
+
+
+def _two_layer(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype):
+  if num_classes is not None:
+    raise UserError("--architecture=two_layer with --conditional is not supported; allowed: mlp or conv "
+                    "for the conditional VAE")
+  return hierarchical.build_two_layer_vae(config.hidden_sizes, config.latent_dim, config.top_hidden_sizes,
+                                          config.top_latent_dim, image_shape, outputs_per_pixel,
+                                          config.activation, init_std, dtype)
+
+
+# name -> build(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype) -> Linen module.
+# two_layer: two stochastic layers, x-hidden_sizes-latent_dim-top_hidden_sizes-top_latent_dim (IWAE, Table 1).
+ARCHITECTURES = {"mlp": _mlp, "conv": _conv, "two_layer": _two_layer}
+
+
+def validate_network(config):
+  config_lib.validate_common(config)
+  config_lib.check_positive(config, ("latent_dim", "num_images"))
+  config_lib.check_sizes(config, ("hidden_sizes",))
+  config_lib.check_choice(config, "architecture", tuple(ARCHITECTURES))
+  config_lib.check_choice(config, "activation", tuple(networks.ACTIVATIONS))
+  config_lib.check_choice(config, "likelihood", tuple(objectives.LIKELIHOODS))
+  config_lib.check_non_negative(config, ("gaussian_std", "init_std"))
+  if getattr(config, "conditional", False) and config.architecture == "two_layer":
+    raise UserError("--architecture=two_layer with --conditional is not supported; allowed: mlp or conv "
+                    "for the conditional VAE")
+  if config.architecture == "two_layer":
+    config_lib.check_sizes(config, ("top_hidden_sizes",))
+    config_lib.check_positive(config, ("top_latent_dim",))
+
+
+def build_model(config, image_shape, num_classes=None):
+  """The model `config.architecture` names; `num_classes` makes it conditional (labels enter both nets)."""
+  outputs_per_pixel = 2 if config.likelihood == "gaussian" and config.gaussian_std == 0 else 1
+  return ARCHITECTURES[config.architecture](config, image_shape, num_classes, outputs_per_pixel,
+                                            config.init_std or None, jnp.dtype(config.compute_dtype))
+
+
+def gaussian_std(config):
+  return config.gaussian_std or None
+
+
+def prior_dim(config):
+  """The dimension of the latent that p(z) = N(0, I) is on: the top layer's for two stochastic layers."""
+  return config.top_latent_dim if config.architecture == "two_layer" else config.latent_dim
+
+
+class CodeFunctions:
+  """The jitted encoder mean, decoder mean and sampler of a latent-code model, run in chunks of `CHUNK`.
+
+  Figures, samples.npy, the CVAE's conditional accuracy and `load_run` all use these, so they can never
+  disagree about what a sample or a reconstruction is. Inputs may be numpy or jax arrays; outputs are numpy.
+  """
+
+  def __init__(self, model, config, num_classes):
+    self.config, self.num_classes = config, num_classes if getattr(config, "conditional", False) else None
+    std = gaussian_std(config)
+    self._encode = jax.jit(lambda params, x, labels: model.apply(
+        {"params": params}, x, labels, method="encode")[0])
+    self._decode = jax.jit(lambda params, z, labels: objectives.decoder_mean(
+        config.likelihood, model.apply({"params": params}, z, labels, method="decode"), std))
+
+  def labels_for(self, labels, count):
+    """None for an unconditional model; else the given labels or, by default, classes in turn."""
+    if self.num_classes is None:
+      return None
+    return np.arange(count) % self.num_classes if labels is None else np.asarray(labels, np.int32)
+
+  def _chunked(self, function, params, inputs, labels):
+    labels = self.labels_for(labels, len(inputs))
+    outputs = [np.asarray(function(params, jnp.asarray(inputs[start:start + CHUNK]),
+                                   None if labels is None else jnp.asarray(labels[start:start + CHUNK])))
+               for start in range(0, len(inputs), CHUNK)]
+    return np.concatenate(outputs)
+
+  def encode(self, params, x, labels=None):
+    return self._chunked(self._encode, params, image_data.as_unit_images(x), labels)
+
+  def decode(self, params, z, labels=None):
+    return self._chunked(self._decode, params, np.asarray(z, np.float32), labels)
+
+  def reconstruct(self, params, x, labels=None):
+    labels = self.labels_for(labels, len(x))
+    return self.decode(params, self.encode(params, x, labels), labels)
+
+  def sample(self, params, count, seed, labels=None):
+    """Decoder means at z ~ N(0, I) drawn from fold_in(key(seed), FINAL_SAMPLES): at the run's own seed and
+    `num_samples`, exactly samples.npy."""
+    z = jax.random.normal(jax.random.fold_in(jax.random.key(seed), salts.FINAL_SAMPLES),
+                          (count, prior_dim(self.config)))
+    return self.decode(params, z, labels)
+
+  def operations(self, state, reconstructs=True):
+    """The `load_run` operations on this state's parameters."""
+    params = jax.device_get(state.params)
+    operations = {
+        "sample": lambda count, seed, labels: self.sample(params, count, seed, labels),
+        "encode": lambda x, labels: self.encode(params, x, labels),
+        "decode": lambda z, labels: self.decode(params, z, labels),
+    }
+    if reconstructs:
+      operations["reconstruct"] = lambda x, labels: self.reconstruct(params, x, labels)
+    return operations
+
+
+class _Figures:
+  """Reconstruction and sample grids per evaluation; samples.npy and the headline curve at the end."""
+
+  def __init__(self, codes, config, data, workdir, curve_metric, curve_label):
+    self.codes, self.config, self.workdir = codes, config, workdir
+    self.curve_metric, self.curve_label = curve_metric, curve_label
+    self.images_dir = os.path.join(workdir, "images")
+    count = min(config.num_images // 2, len(data.test_images))
+    self.test_x = image_data.as_unit_images(data.test_images[:count])
+    self.test_labels = None if codes.num_classes is None else data.test_labels[:count]
+    # The same prior draws at every evaluation, so the sample grids show the model changing, not the noise.
+    self.grid_z = jax.random.normal(jax.random.fold_in(jax.random.key(config.seed), salts.IMAGE_GRID),
+                                    (config.num_images, prior_dim(config)))
+
+  def on_evaluation(self, state, step):
+    params = jax.device_get(state.params)
+    reconstructions = self.codes.reconstruct(params, self.test_x, self.test_labels)
+    pairs = np.stack([self.test_x, reconstructions], axis=1)
+    pairs = pairs.reshape(-1, *pairs.shape[2:])  # Rows alternate: original, reconstruction.
+    plots.save_image_grid(os.path.join(self.images_dir, f"reconstructions_{step:08d}.png"), pairs, columns=8)
+    samples = self.codes.decode(params, self.grid_z)
+    plots.save_image_grid(os.path.join(self.images_dir, f"samples_{step:08d}.png"), samples, columns=8)
+
+  def finalize(self, state):
+    samples = self.codes.sample(jax.device_get(state.params), self.config.num_samples, self.config.seed)
+    files.save_npy(os.path.join(self.workdir, "samples.npy"), np.asarray(samples, np.float32))
+    plots.plot_curves([self.workdir], os.path.join(self.images_dir, f"{self.curve_metric}_curve.png"),
+                      metric=self.curve_metric, labels=[self.curve_label])
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+  """The pieces a latent-code family assembles into its task (see the module docstring)."""
+  config: Any
+  mesh: Any
+  data: image_data.ImageData
+  model: Any
+  codes: CodeFunctions
+  schedule: loop.Schedule
+  step_inputs: Any
+  init_state: Any
+  test_labels: Any
+
+  def split_evaluator(self, sums_fn):
+    """evaluate(params) over the test split from `sums_fn(params, x, labels, mask, key, model, config)`."""
+    key = jax.random.fold_in(jax.random.key(self.config.seed), salts.EVALUATION)
+    return chunked.make_split_evaluator(functools.partial(sums_fn, model=self.model, config=self.config),
+                                        self.data.test_images, self.test_labels, self.config.eval_batch_size,
+                                        self.mesh, key)
+
+  def task(self, workdir, *, update, evaluate, operations, headline, curve_label, identity_keys=()):
+    figures = _Figures(self.codes, self.config, self.data, workdir, headline, curve_label)
+    conditional = self.codes.num_classes is not None
+    return loop.Task(
+        init_state=self.init_state, update=update,
+        make_batch=image_data.make_batch_fn(self.config.binarization, with_labels=conditional),
+        data=self.data.device_data(with_labels=conditional), step_inputs=self.step_inputs,
+        evaluate=evaluate, schedule=self.schedule, on_evaluation=figures.on_evaluation,
+        finalize=figures.finalize, operations=operations, dataset=self.data, headline=headline,
+        identity_keys=identity_keys)
+
+
+def build(config, mesh):
+  """Data, model, schedule, optimizer and initial state of a latent-code family; writes nothing."""
+  data = image_data.load_image_data(config)
+  conditional = getattr(config, "conditional", False)
+  if conditional:
+    image_data.require_labels(data, config.dataset, "--conditional")
+  model = build_model(config, data.image_shape, data.num_classes if conditional else None)
+  step_inputs, steps_per_epoch = loop.epoch_permutation_indices(len(data.train_images), config.batch_size,
+                                                                config.seed)
+  schedule = loop.Schedule.from_config(config, steps_per_epoch)
+  optimizer = optim.make_optimizer(config, schedule.num_steps, steps_per_epoch=steps_per_epoch)
+
+  @jax.jit  # One compiled program: run eagerly, every layer's ops are dispatched (and compiled) one by one.
+  def init_state(key):
+    x = jnp.zeros((1, *data.image_shape), jnp.float32)
+    labels = jnp.zeros((1,), jnp.int32) if conditional else None
+    params = model.init(key, x, jax.random.key(0), labels)["params"]
+    return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optimizer)
+
+  return Parts(config=config, mesh=mesh, data=data, model=model, codes=CodeFunctions(model, config, data.num_classes),
+               schedule=schedule, step_inputs=step_inputs, init_state=init_state,
+               test_labels=data.test_labels if conditional else None)

@@ -1,0 +1,238 @@
+"""The VAE family (Kingma & Welling 2014; with `--objective=iwae` Burda et al. 2016): the ELBO, the
+k-sample bounds, the jitted step, the test ELBO and the k-sample test log-likelihood.
+
+The networks, data, figures and samples are the latent-code parts every such family shares
+(`latent_code.py`); this module holds what makes it a VAE: q(z|x), p(z) = N(0, I) and their bounds.
+"""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from gen_jax import config as config_lib, objectives
+from gen_jax.data import image_data
+from gen_jax.errors import UserError
+from gen_jax.evaluation import likelihood as likelihood_lib
+from gen_jax.families import latent_code
+
+NAME = "vae"
+# Settings that only change when or how a run is evaluated may also change on resume.
+MAY_CHANGE_ON_RESUME = config_lib.MAY_CHANGE_ON_RESUME | {"final_iwae_k"}
+HELP = latent_code.HELP | {
+    "conditional": "Condition encoder and decoder on the class label (CVAE).",
+    "objective": "elbo (k-sample average ELBO; k=1 is the VAE) or iwae (importance-weighted bound L_k).",
+    "num_importance_samples": "k: samples of z per example in the training objective.",
+    "beta": "Weight of the KL term in the training loss (the reported ELBO is always the true bound).",
+    "kl_warmup_steps": "Steps of linear KL warm-up from 0 to beta (0: none).",
+    "final_iwae_k": "k of the test log-likelihood (L_k over the test split) in the last test row (0: none).",
+}
+# Draws of h1 used to estimate E_q[h2 | x] = E_{q(h1|x)}[E[h2 | h1]] for the top layer's active units.
+TOP_MEAN_SAMPLES = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(latent_code.NetworkConfig):
+  beta: float = 1.0
+  kl_warmup_steps: int = 0
+  conditional: bool = False  # The conditional VAE: q(z|x,y), p(x|z,y).
+  objective: str = "elbo"
+  num_importance_samples: int = 1  # k: samples per example for the k-sample ELBO or L_k.
+  final_iwae_k: int = 0  # > 0: the last test row adds log_likelihood = L_k over the test split (papers: 5000).
+
+
+VAEConfig = Config  # The name other modules and notebooks know it by.
+
+
+def validate(config):
+  latent_code.validate_network(config)
+  config_lib.check_positive(config, ("num_importance_samples",))
+  config_lib.check_choice(config, "objective", tuple(objectives.TRAINING_OBJECTIVES))
+  config_lib.check_non_negative(config, ("final_iwae_k", "beta", "kl_warmup_steps"))
+  if config.objective == "iwae" and (config.beta != 1.0 or config.kl_warmup_steps):
+    raise UserError(f"--beta={config.beta} --kl_warmup_steps={config.kl_warmup_steps} with --objective=iwae is "
+                    "not allowed; allowed: --beta=1 --kl_warmup_steps=0 (β weights the ELBO's KL only)")
+
+
+def _log_px(config, decoder_output, x):
+  """log p(x | z) for outputs (k, batch, H, W, C'), on event axes flattened to one.
+
+  Why flatten: XLA's CPU backend ran the 5-D broadcast of x (batch, H, W, 1) against the outputs 25 to 170
+  times slower than the same maths on (k, batch, H·W·C) rows, and this is the k = 5000 evaluation's inner loop.
+  """
+  leading = decoder_output.shape[:2]
+  if decoder_output.shape[-1] != x.shape[-1]:  # (mean, log-variance) stacked on the channel axis.
+    channels = x.shape[-1]
+    decoder_output = decoder_output.reshape(*leading, -1, 2, channels)
+    decoder_output = jnp.swapaxes(decoder_output, -3, -2)  # All means first, then all log-variances.
+  return objectives.log_likelihood(config.likelihood, decoder_output.reshape(*leading, -1),
+                                   x.reshape(x.shape[0], -1), batch_ndim=2,
+                                   gaussian_std=latent_code.gaussian_std(config))
+
+
+def _two_layer_functions(model, config):
+  def encode(params, x, labels):
+    del labels
+    return model.apply({"params": params}, x, method="encode_bottom")
+
+  def log_weight_terms(params, encoded, x, labels, key, num_samples):
+    del labels
+    bottom_key, top_key = jax.random.split(key)
+    h1 = objectives.reparameterize(bottom_key, *encoded, num_samples=num_samples)
+    output, log_prior, log_posterior = model.apply({"params": params}, encoded, h1, top_key,
+                                                   method="log_weight_terms")
+    return _log_px(config, output, x), log_prior, log_posterior
+
+  def posterior_means(params, encoded, key):
+    h1 = objectives.reparameterize(key, *encoded, num_samples=TOP_MEAN_SAMPLES)
+    top_mean, _ = model.apply({"params": params}, h1, method="encode_top")
+    return encoded[0], jnp.mean(top_mean, axis=0)
+
+  # No closed form with two layers: the k-sample Monte-Carlo estimate mean_i [log q(z_i|x) − log p(z_i)].
+  kl = lambda encoded, log_prior, log_posterior: jnp.mean(log_posterior - log_prior, axis=0)
+  return encode, log_weight_terms, posterior_means, kl
+
+
+def _one_layer_functions(model, config):
+  def encode(params, x, labels):
+    return model.apply({"params": params}, x, labels, method="encode")
+
+  def log_weight_terms(params, encoded, x, labels, key, num_samples):
+    mean, log_variance = encoded
+    z = objectives.reparameterize(key, mean, log_variance, num_samples=num_samples)
+    # (k, batch) rows flattened into one batch: every decoder (the conv one included) takes it as is, and
+    # the decoder's matmuls see k·batch rows at once.
+    flat_labels = None if labels is None else jnp.broadcast_to(labels, z.shape[:2]).reshape(-1)
+    output = model.apply({"params": params}, z.reshape(-1, z.shape[-1]), flat_labels, method="decode")
+    output = output.reshape(*z.shape[:2], *output.shape[1:])
+    return (_log_px(config, output, x), objectives.standard_normal_log_density(z),
+            objectives.gaussian_log_density(z, mean, log_variance))
+
+  def posterior_means(params, encoded, key):
+    del params, key
+    return (encoded[0],)
+
+  kl = lambda encoded, log_prior, log_posterior: objectives.kl_to_standard_normal(*encoded)
+  return encode, log_weight_terms, posterior_means, kl
+
+
+# Stochastic layers of each architecture -> its (encode, log_weight_terms, posterior_means, kl) builder.
+_LATENT_FUNCTIONS = {"mlp": _one_layer_functions, "conv": _one_layer_functions, "two_layer": _two_layer_functions}
+
+
+def latent_variable_functions(model, config):
+  """(encode, log_weight_terms, posterior_means, kl) of a one- or two-stochastic-layer VAE.
+
+  encode(params, x, labels) runs the image-dependent part of q once per image; log_weight_terms(params,
+  encoded, x, labels, key, k) -> (log p(x|z), log p(z), log q(z|x)), each (k, batch), for k samples;
+  posterior_means(params, encoded, key) -> E_q[z_l | x] per stochastic layer; kl(encoded, log p(z),
+  log q(z|x)) -> KL(q(z|x) ‖ p(z)) per example (closed form for one layer). Training, the ELBO evaluation and
+  the k = 5000 likelihood all use these, so they cannot disagree about the model.
+  """
+  return _LATENT_FUNCTIONS[config.architecture](model, config)
+
+
+def likelihood_model(model, config):
+  """The VAE as the importance-sampling evaluator sees it (log w = log p(x, z) − log q(z | x))."""
+  encode, log_weight_terms, posterior_means, _ = latent_variable_functions(model, config)
+
+  def log_weights(params, encoded, x, labels, key, num_samples):
+    log_px, log_prior, log_posterior = log_weight_terms(params, encoded, x, labels, key, num_samples)
+    return log_px + log_prior - log_posterior
+
+  return likelihood_lib.LatentVariableModel(encode, log_weights, posterior_means)
+
+
+def per_example_terms(model, params, x, key, labels, config, num_samples=1):
+  """Per example, from k samples: log w (k, batch), recon = mean_k log p(x|z_i) and kl (batch,).
+
+  recon − kl is the k-sample ELBO (for two layers kl is its k-sample Monte-Carlo estimate).
+  """
+  encode, log_weight_terms, _, kl = latent_variable_functions(model, config)
+  encoded = encode(params, x, labels)
+  log_px, log_prior, log_posterior = log_weight_terms(params, encoded, x, labels, key, num_samples)
+  return log_px + log_prior - log_posterior, jnp.mean(log_px, axis=0), kl(encoded, log_prior, log_posterior)
+
+
+def per_example_elbo(model, params, x, key, labels, config):
+  """(recon, kl) per example for one reparameterised sample each."""
+  _, recon, kl = per_example_terms(model, params, x, key, labels, config)
+  return recon, kl
+
+
+def train_step(state, batch, key, model, config):
+  """One optimisation step on the objective `config.objective` names; pure, jitted by the loop.
+
+  For `iwae` the gradient is the plain reparameterised gradient of the log-sum-exp (Burda et al., Eq. 14):
+  the normalised importance weights arise from differentiating it, none is detached.
+  """
+  objective = objectives.TRAINING_OBJECTIVES[config.objective]
+
+  def loss_fn(params):
+    log_weights, recon, kl = per_example_terms(model, params, batch["x"], key, batch.get("labels"), config,
+                                               config.num_importance_samples)
+    weight = objectives.kl_weight_schedule(state.step, config.beta, config.kl_warmup_steps)
+    return objective(log_weights, recon, kl, weight)
+
+  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  return state.apply_gradients(grads=grads), metrics | {"loss": loss}
+
+
+def evaluation_sums(params, x, labels, mask, key, model, config):
+  recon, kl = per_example_elbo(model, params, x, key, labels, config)
+  return {"elbo": jnp.sum((recon - kl) * mask), "recon": jnp.sum(recon * mask), "kl": jnp.sum(kl * mask)}
+
+
+def likelihood_operations(parts, mesh):
+  """`test_log_likelihood(k)` and `log_likelihood(params, x, k, labels, seed)` of a latent-variable model."""
+  config, data = parts.config, parts.data
+  model = likelihood_model(parts.model, config)
+  num_devices = mesh.devices.size
+  images_per_chunk = num_devices * -(-100 // num_devices)
+  # Bits per dimension only mean something for discrete data: binarised pixels under a Bernoulli decoder.
+  discrete = config.likelihood == "bernoulli" and config.binarization != "none"
+
+  def test_log_likelihood(params, k):
+    return likelihood_lib.make_log_likelihood_evaluator(
+        model, data.test_images, parts.test_labels, k, mesh, config.seed, images_per_chunk=images_per_chunk,
+        discrete=discrete)(params)
+
+  def log_likelihood(params, x, k, labels, seed):
+    labels = parts.codes.labels_for(labels, len(x))
+    return likelihood_lib.per_example_log_likelihood(model, params, image_data.as_unit_images(x), labels, k,
+                                                     seed, images_per_chunk=images_per_chunk)
+
+  return test_log_likelihood, log_likelihood
+
+
+def make_task(config, workdir, mesh):
+  """The VAE (a CVAE when `config.conditional`) as a loop.Task."""
+  validate(config)
+  parts = latent_code.build(config, mesh)
+  return assemble(parts, workdir, mesh)
+
+
+def assemble(parts, workdir, mesh, extra_evaluation=None):
+  """The task from the parts; `extra_evaluation(params) -> metrics` adds to every test row (the CVAE's)."""
+  config = parts.config
+  evaluate_elbo = parts.split_evaluator(evaluation_sums)
+  test_log_likelihood, log_likelihood = likelihood_operations(parts, mesh)
+
+  def evaluate(state):
+    metrics = evaluate_elbo(state.params)
+    if extra_evaluation is not None:
+      metrics |= extra_evaluation(jax.device_get(state.params))
+    if config.final_iwae_k and int(jax.device_get(state.step)) == parts.schedule.num_steps:
+      metrics |= test_log_likelihood(state.params, config.final_iwae_k)  # The last row carries the paper's number.
+    return metrics
+
+  def operations(state):
+    params = state.params
+    return parts.codes.operations(state) | {
+        "log_likelihood": lambda x, k, labels, seed: log_likelihood(params, x, k, labels, seed),
+        "test_log_likelihood": lambda k: test_log_likelihood(params, k)}
+
+  return parts.task(workdir, update=functools.partial(train_step, model=parts.model, config=config),
+                    evaluate=evaluate, operations=operations, headline="elbo",
+                    curve_label="CVAE" if config.conditional else "VAE", identity_keys=("iwae_k",))

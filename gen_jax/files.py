@@ -1,0 +1,42 @@
+"""Files that are never half-written: everything a later run reads is written to a temporary name in the
+same directory and renamed into place (a rename within one file system is atomic on POSIX).
+
+A kill, a full disk or an I/O error during the write leaves the previous file (or none) and at most a
+stray temporary file, never a torn file that a later run would choke on.
+"""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+
+def write_atomically(path, write, mode="w"):
+  """Calls `write(file)` on a temporary file beside `path`, then renames it to `path`."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  try:
+    with os.fdopen(handle, mode) as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the file from others sharing the folder.
+    os.replace(temporary, path)
+  except BaseException:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+    raise
+
+
+def write_json(path, value):
+  write_atomically(path, lambda f: json.dump(value, f, indent=1, sort_keys=True))
+
+
+def write_text(path, text):
+  write_atomically(path, lambda f: f.write(text))
+
+
+def save_npy(path, array):
+  write_atomically(path, lambda f: np.save(f, array), mode="wb")

@@ -1,0 +1,75 @@
+"""Optimizers and learning-rate schedules from a config, via optax, each chosen from a table.
+
+Adding an optimizer or a schedule is one entry here (plus its test); `--optimizer` and `--lr_schedule`
+accept every key of these tables.
+"""
+
+import optax
+
+from gen_jax.errors import UserError
+
+# Burda et al. (2016): 3^i epochs at learning_rate·10^(−i/7) for i = 0..7, 3280 epochs in all.
+IWAE_SCHEDULE_STAGES = 8
+
+
+def iwae_schedule(learning_rate, steps_per_epoch):
+  """Burda et al.'s schedule: stage i lasts 3^i epochs at `learning_rate`·10^(−i/7); the last rate stays."""
+  boundaries, epoch = {}, 0
+  for stage in range(IWAE_SCHEDULE_STAGES - 1):
+    epoch += 3**stage
+    boundaries[epoch * steps_per_epoch] = 10.0**(-1.0 / 7.0)
+  return optax.piecewise_constant_schedule(learning_rate, boundaries)
+
+
+def _iwae_in_epochs(config, total_steps, steps_per_epoch):
+  del total_steps
+  if not steps_per_epoch:
+    raise UserError("--lr_schedule=iwae is defined in epochs and this model family has none; allowed: "
+                    f"{', '.join(name for name in SCHEDULES if name != 'iwae')}")
+  return iwae_schedule(config.learning_rate, steps_per_epoch)
+
+
+# name -> schedule(config, total_steps, steps_per_epoch).
+SCHEDULES = {
+    "constant": lambda config, total_steps, steps_per_epoch: optax.constant_schedule(config.learning_rate),
+    # × lr_decay_factor every lr_decay_every_steps.
+    "step": lambda config, total_steps, steps_per_epoch: optax.exponential_decay(
+        config.learning_rate, transition_steps=config.lr_decay_every_steps, decay_rate=config.lr_decay_factor,
+        staircase=True),
+    # Decays to 0 by the last step.
+    "cosine": lambda config, total_steps, steps_per_epoch: optax.cosine_decay_schedule(
+        config.learning_rate, decay_steps=max(total_steps, 1)),
+    "iwae": _iwae_in_epochs,
+}
+
+# name -> optimizer(config, learning-rate schedule, b1).
+OPTIMIZERS = {
+    "adam": lambda config, schedule, b1: optax.adam(schedule, b1=b1, b2=config.adam_b2, eps=config.adam_eps),
+    "adagrad": lambda config, schedule, b1: optax.adagrad(schedule),
+    "sgd": lambda config, schedule, b1: optax.sgd(schedule, momentum=config.momentum or None),
+}
+
+
+def _lookup(table, name, flag):
+  if name not in table:
+    raise UserError(f"--{flag}={name!r} is unknown; allowed: {', '.join(table)}")
+  return table[name]
+
+
+def learning_rate_schedule(config, total_steps, steps_per_epoch=None):
+  """The schedule `config.lr_schedule` names (see SCHEDULES)."""
+  return _lookup(SCHEDULES, config.lr_schedule, "lr_schedule")(config, total_steps, steps_per_epoch)
+
+
+def make_optimizer(config, total_steps, learning_rate=None, b1=None, steps_per_epoch=None):
+  """The optimizer a config asks for; `learning_rate`/`b1` override the config's (e.g. for a GAN's D and G)."""
+  schedule = (learning_rate_schedule(config, total_steps, steps_per_epoch) if learning_rate is None
+              else learning_rate)
+  base = _lookup(OPTIMIZERS, config.optimizer, "optimizer")(config, schedule,
+                                                            config.adam_b1 if b1 is None else b1)
+  parts = []
+  if config.grad_clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
+  if config.weight_decay > 0:  # L2 on the loss gradient, as in Kingma & Welling's "small weight decay".
+    parts.append(optax.add_decayed_weights(config.weight_decay))
+  return optax.chain(*parts, base)

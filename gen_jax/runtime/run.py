@@ -1,0 +1,148 @@
+"""Training a family's run, and opening a trained one: the one path both go through.
+
+`train_and_evaluate(family, config, workdir)` is what every experiment runs: validate, build the task
+(data loaded, nothing written), then take the workdir's run lock, record the settings and train. A bad
+setting therefore never touches the workdir.
+
+`open_run(family, config, workdir, step)` builds the same task, restores a checkpoint through the same
+`Checkpointer.restore` the loop uses, and returns a `Run`: its config, state, metrics rows and the family's
+operations (`sample`, `encode`, `decode`, `reconstruct`, `log_likelihood`, `test_log_likelihood`). The
+registry's `gen_jax.load_run(workdir)` finds the family in config.json and calls it.
+
+A family is any object with NAME, Config, MAY_CHANGE_ON_RESUME, validate(config) and
+make_task(config, workdir, mesh) -> loop.Task (see `gen_jax/families/__init__.py`).
+"""
+
+import os
+import time
+
+import jax
+
+from gen_jax import parallel
+from gen_jax.errors import UserError
+from gen_jax.runtime import checkpointing, loop, metrics as metrics_lib, workdir as workdir_lib
+
+# Every operation a run may offer, with what it does; a family offers those its `Task.operations` returns.
+OPERATIONS = {
+    "sample": "sample(n, seed=None, labels=None): n samples in data space (images in [0, 1])",
+    "encode": "encode(x, labels=None): the code of each image (the mean of q(z|x))",
+    "decode": "decode(z, labels=None): the decoder's mean image of each code",
+    "reconstruct": "reconstruct(x, labels=None): decode(encode(x))",
+    "log_likelihood": "log_likelihood(x, k=5000, labels=None, seed=None): log p(x) per image (L_k or exact)",
+    "test_log_likelihood": "test_log_likelihood(k=5000): the test split's log_likelihood row",
+}
+
+
+def train_and_evaluate(family, config, workdir, flags_text=None):
+  """Trains (or resumes) a run of `family` in `workdir`; returns the final state."""
+  family.validate(config)
+  workdir_lib.check_workdir(workdir)
+  settings = workdir_lib.settings_record(family.NAME, config)
+  workdir_lib.check_resumable(workdir, settings, family.MAY_CHANGE_ON_RESUME)
+  mesh = parallel.make_mesh()
+  task = family.make_task(config, workdir, mesh)
+  with workdir_lib.run_lock(workdir):
+    workdir_lib.record(workdir, settings, family.MAY_CHANGE_ON_RESUME, flags_text)
+    return loop.train(task, workdir, config.seed, mesh)
+
+
+def open_run(family, config, workdir, step=None, providers=lambda operation: []):
+  """The `Run` of `workdir` at checkpoint `step` (None: the newest that restores)."""
+  mesh = parallel.make_mesh()
+  task = family.make_task(config, workdir, mesh)
+  abstract = jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=parallel.replicated(mesh)),
+      jax.eval_shape(task.init_state, jax.random.key(0)))
+  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  try:
+    restored = checkpointer.restore(abstract, step)
+  finally:
+    checkpointer.close()
+  if restored is None:
+    raise UserError(f"--workdir={workdir} has no checkpoint yet; allowed: a run that has saved one")
+  state, progress = restored
+  return Run(workdir, family.NAME, config, state, progress, task, providers)
+
+
+class Run:
+  """A trained run: `config`, `state` (and `params`), `step`, `rows` of metrics.jsonl, `dataset`, and the
+  family's operations. Asked for an operation its family lacks, it raises UserError naming the families
+  that have it."""
+
+  def __init__(self, workdir, family, config, state, progress, task, providers):
+    self.workdir, self.family, self.config, self.state = workdir, family, config, state
+    self.progress = progress
+    self.step = int(progress["step"])
+    self.dataset = task.dataset
+    self._task = task
+    self._operations = task.operations(state)
+    self._providers = providers
+
+  @property
+  def params(self):
+    return self.state.params
+
+  @property
+  def rows(self):
+    return metrics_lib.read_rows(os.path.join(self.workdir, "metrics.jsonl"))
+
+  @property
+  def operations(self):
+    return tuple(self._operations)
+
+  def _operation(self, name):
+    if name not in self._operations:
+      others = ", ".join(self._providers(name)) or "none"
+      raise UserError(f"a {self.family} run has no {name}; allowed: runs of the families that have it "
+                      f"({others})")
+    return self._operations[name]
+
+  def sample(self, n, seed=None, labels=None):
+    """n samples in data space; seed None: the run's own seed, which reproduces samples.npy."""
+    return self._operation("sample")(n, self.config.seed if seed is None else seed, labels)
+
+  def encode(self, x, labels=None):
+    return self._operation("encode")(x, labels)
+
+  def decode(self, z, labels=None):
+    return self._operation("decode")(z, labels)
+
+  def reconstruct(self, x, labels=None):
+    return self._operation("reconstruct")(x, labels)
+
+  def log_likelihood(self, x, k=5000, labels=None, seed=None):
+    return self._operation("log_likelihood")(x, k, labels, self.config.seed if seed is None else seed)
+
+  def test_log_likelihood(self, k=5000):
+    return self._operation("test_log_likelihood")(k)
+
+  def append_test_row(self, metrics, started):
+    """Appends a test row for this checkpoint to metrics.jsonl under the run lock; returns the row.
+
+    `wall_time` is the run's training time at the checkpoint plus the time since `started`.
+    """
+    row = {"step": self.step, "examples_seen": int(self.progress["examples_seen"]), "split": "test",
+           "wall_time": round(float(self.progress["wall_time"]) + time.time() - started, 3)} | metrics
+    with workdir_lib.run_lock(self.workdir):
+      writer = metrics_lib.MetricWriter(self.workdir, enabled=parallel.is_main_process(),
+                                        identity_keys=self._task.identity_keys)
+      writer.write(row)
+      writer.close()
+    return row
+
+
+
+def append_after_last_row(workdir, metrics):
+  """Appends `metrics` as a test row at the step of the workdir's last row, under the run lock (for scores
+  of a run's samples computed afterwards); returns the row."""
+  if not os.path.isdir(workdir):
+    raise UserError(f"workdir {workdir} is not a directory; allowed: a run's workdir (an existing directory)")
+  with workdir_lib.run_lock(workdir):
+    rows = metrics_lib.read_rows(os.path.join(workdir, "metrics.jsonl"))
+    last = rows[-1] if rows else {}
+    row = {"step": int(last.get("step", 0)), "examples_seen": int(last.get("examples_seen", 0)),
+           "split": "test", "wall_time": float(last.get("wall_time", 0.0))} | metrics
+    writer = metrics_lib.MetricWriter(workdir)
+    writer.write(row)
+    writer.close()
+  return row

@@ -1,0 +1,116 @@
+"""The workdir as a single-writer store: its run lock, its `config.json` and `flags.txt`.
+
+- **The run lock.** A run holds an exclusive OS lock (`flock`) on `<workdir>/run.lock` for its whole life;
+  the kernel releases it when the process ends, however it ends, so a killed run never blocks the next.
+  A second run on a held workdir stops with one line naming the holder's pid and host. Only process 0 of
+  a multi-host run takes it: the processes of one run are one writer. Network file systems without
+  working `flock` (some NFS set-ups) give no protection across machines.
+- **config.json** records the run's settings and its family as the run started; it is never rewritten. A
+  resume with other shaping settings is refused naming each one. A damaged config.json stops the run with
+  one line; nothing is deleted (it cannot be rebuilt: it is the record of how the run started).
+- **flags.txt** holds the resolved flags; a resume with other flags appends the new set.
+Every file here is written to a temporary name and renamed (`gen_jax.files`).
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+
+from gen_jax import config as config_lib, files, parallel
+from gen_jax.errors import UserError
+
+CONFIG_FILE = "config.json"
+FLAGS_FILE = "flags.txt"
+LOCK_FILE = "run.lock"
+
+
+def check_workdir(workdir):
+  """The workdir path a run may use (existing or not); raises UserError without touching anything."""
+  if not workdir:
+    raise UserError("--workdir is missing; allowed: a directory path (created if needed)")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"--workdir={workdir} is a file; allowed: a directory (new or an earlier run's)")
+  return workdir
+
+
+def read_config(workdir):
+  """The stored config.json as a dict, or None for a new workdir; one line if it is damaged."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      stored = json.load(f)
+  except (OSError, ValueError) as error:
+    raise UserError(f"{path} cannot be read ({str(error).splitlines()[0][:120]}); allowed: the run's own "
+                    "config.json (restore it, e.g. from the first block of flags.txt) or a fresh --workdir; "
+                    "nothing was changed") from None
+  if not isinstance(stored, dict):
+    raise UserError(f"{path} holds no settings object; allowed: the run's own config.json or a fresh --workdir")
+  return stored
+
+
+def settings_record(family_name, config):
+  """What config.json holds: the config's fields and the family's name."""
+  return {config_lib.FAMILY_KEY: family_name} | config_lib.as_flat_dict(config)
+
+
+def check_resumable(workdir, settings, may_change):
+  """Refuses settings that differ from the stored run's in anything but `may_change`; reads only."""
+  stored = read_config(workdir)
+  if stored is None:
+    return
+  family = config_lib.FAMILY_KEY
+  if stored.get(family) != settings[family]:
+    raise UserError(f"workdir {workdir} holds a run of the {stored.get(family)!r} family, not "
+                    f"{settings[family]!r}; allowed: that family's experiment, or a fresh --workdir")
+  differing = sorted(key for key in set(stored) | set(settings)
+                     if key not in may_change and stored.get(key) != settings.get(key))
+  if differing:
+    changes = ", ".join(f"--{key}={settings.get(key)!r} (run has {stored.get(key)!r})" for key in differing)
+    raise UserError(f"workdir {workdir} holds a run with other settings: {changes}; allowed: the run's "
+                    f"own values, or a fresh --workdir")
+
+
+@contextlib.contextmanager
+def run_lock(workdir):
+  """Holds the workdir's exclusive run lock for the `with` block (process 0 only); creates the workdir."""
+  if not parallel.is_main_process():
+    yield
+    return
+  os.makedirs(workdir, exist_ok=True)
+  descriptor = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.read(descriptor, 200).decode(errors="replace").strip() or "another process"
+      raise UserError(f"--workdir={workdir} is in use by {holder}; allowed: one run per workdir: wait for "
+                      "that run to end (or stop it) and re-run this command, or use another --workdir") from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(descriptor)  # Closing the descriptor releases the lock.
+
+
+def record(workdir, settings, may_change, flags_text=None):
+  """Under the run lock: config.json for a new run (checked again for a resumed one), flags.txt appended."""
+  check_resumable(workdir, settings, may_change)  # Again, now that no other run can write.
+  if not parallel.is_main_process():
+    return
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(config_path):
+    files.write_json(config_path, settings)
+  if flags_text is None:
+    return
+  flags_path = os.path.join(workdir, FLAGS_FILE)
+  recorded = ""
+  if os.path.exists(flags_path):
+    with open(flags_path) as f:
+      recorded = f.read()
+  if flags_text not in recorded:  # New, or resumed with changed flags: keep the history, add the new set.
+    separator = "# --- resumed with these flags ---\n" if recorded else ""
+    files.write_text(flags_path, recorded + separator + flags_text)
