@@ -13,7 +13,8 @@ import pytest
 
 from conftest import assert_one_line_error, run_experiment
 from gen_jax.errors import UserError
-from gen_jax.train import autoencoder, cvae, parallel, vae
+from gen_jax import parallel
+from gen_jax.families import autoencoder, cvae, latent_code, vae
 
 IMAGE_SHAPE = (8, 8, 1)
 NUM_CLASSES = 3
@@ -43,8 +44,8 @@ def _zero_label_weights(cvae_params, vae_shapes):
 def test_cvae_elbo_is_the_vae_elbo_when_the_label_weights_are_zero(architecture):
   vae_config = _tiny_config(architecture=architecture)
   cvae_config = dataclasses.replace(vae_config, conditional=True)
-  vae_model = vae.build_model(vae_config, IMAGE_SHAPE, NUM_CLASSES)
-  cvae_model = vae.build_model(cvae_config, IMAGE_SHAPE, NUM_CLASSES)
+  vae_model = latent_code.build_model(vae_config, IMAGE_SHAPE, NUM_CLASSES)
+  cvae_model = latent_code.build_model(cvae_config, IMAGE_SHAPE, NUM_CLASSES)
   x = jax.random.bernoulli(jax.random.key(1), 0.4, (5, *IMAGE_SHAPE)).astype(jnp.float32)
   labels = jnp.array([0, 1, 2, 1, 0])
   cvae_params = cvae_model.init(jax.random.key(3), x, jax.random.key(0), labels)["params"]
@@ -65,9 +66,8 @@ def test_cvae_elbo_is_the_vae_elbo_when_the_label_weights_are_zero(architecture)
 
 
 def test_autoencoder_objective_matches_a_hand_computation():
-  config = autoencoder.as_vae_config(
-      _tiny_config(autoencoder.AutoencoderConfig, hidden_sizes=(3,), activation="tanh"))
-  model = vae.build_model(config, IMAGE_SHAPE)
+  config = _tiny_config(autoencoder.AutoencoderConfig, hidden_sizes=(3,), activation="tanh")
+  model = latent_code.build_model(config, IMAGE_SHAPE)
   x = jax.random.bernoulli(jax.random.key(5), 0.5, (4, *IMAGE_SHAPE)).astype(jnp.float32)
   params = jax.jit(model.init)(jax.random.key(6), x, jax.random.key(0))["params"]
   p = jax.tree.map(lambda leaf: np.asarray(leaf, np.float64), params)
@@ -106,10 +106,11 @@ class _AlwaysSays:
 
 def test_conditional_accuracy_counts_per_class():
   config = _tiny_config(cvae.CVAEConfig, conditional_samples_per_class=7, eval_batch_size=3)
-  model = vae.build_model(config, IMAGE_SHAPE, NUM_CLASSES)
+  model = latent_code.build_model(config, IMAGE_SHAPE, NUM_CLASSES)
   params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)), jax.random.key(0),
                                jnp.zeros((1,), jnp.int32))["params"]
-  scores = cvae.make_conditional_accuracy(model, config, _AlwaysSays(1), NUM_CLASSES)(params)
+  codes = latent_code.CodeFunctions(model, config, NUM_CLASSES)
+  scores = cvae.make_conditional_accuracy(codes, config, lambda: _AlwaysSays(1), NUM_CLASSES)(params)
   assert scores == {"conditional_accuracy": pytest.approx(1 / 3), "conditional_accuracy_0": 0.0,
                     "conditional_accuracy_1": 1.0, "conditional_accuracy_2": 0.0}
 

@@ -16,7 +16,8 @@ import pytest
 
 from conftest import REPO, finish, start_experiment
 from gen_jax.evaluation.classifier import load_or_train_classifier
-from gen_jax.train import autoencoder, vae
+from gen_jax.families import autoencoder, vae
+from gen_jax.runtime import run as run_lib
 
 _spec = importlib.util.spec_from_file_location("figures", os.path.join(REPO, "scripts", "figures.py"))
 figures = importlib.util.module_from_spec(_spec)
@@ -43,9 +44,8 @@ def runs(tmp_path_factory):
               num_epochs=2)
   for name in ("autoencoder", "vae2d"):
     workdirs[name].mkdir()  # The experiments make their workdir; an in-process run is handed one.
-  autoencoder.train_and_evaluate(autoencoder.AutoencoderConfig(latent_dim=4, **tiny),
-                                 str(workdirs["autoencoder"]))
-  vae.train_and_evaluate(vae.VAEConfig(latent_dim=2, **tiny), str(workdirs["vae2d"]))
+  run_lib.train_and_evaluate(autoencoder, autoencoder.Config(latent_dim=4, **tiny), str(workdirs["autoencoder"]))
+  run_lib.train_and_evaluate(vae, vae.Config(latent_dim=2, **tiny), str(workdirs["vae2d"]))
   result = finish(cvae_process)
   assert result.returncode == 0, result.stderr
   return {name: str(path) for name, path in workdirs.items()} | {"classifier": classifier}
@@ -102,14 +102,19 @@ def test_interpolation_figure_and_its_numbers(runs):
 
 
 def test_interpolation_path_ends_at_the_reconstructions(runs):
-  run = figures.load_run(runs["autoencoder"])
-  x_a, x_b = run.test_images[:3], run.test_images[3:6]
-  paths = figures.interpolation_paths(run.encode_mean, run.decode_mean, x_a, x_b,
-                                      np.array([0.0, 0.5, 1.0], np.float32))
-  np.testing.assert_allclose(paths[:, 0], run.decode_mean(run.encode_mean(x_a)), atol=1e-6)
-  np.testing.assert_allclose(paths[:, 2], run.decode_mean(run.encode_mean(x_b)), atol=1e-6)
-  midpoint = run.decode_mean(0.5 * (run.encode_mean(x_a) + run.encode_mean(x_b)))
+  run, data = figures.open_run(runs["autoencoder"])
+  assert run.family == "autoencoder"
+  x_a, x_b = data.test[:3], data.test[3:6]
+  paths = figures.interpolation_paths(run.encode, run.decode, x_a, x_b, np.array([0.0, 0.5, 1.0], np.float32))
+  np.testing.assert_allclose(paths[:, 0], run.decode(run.encode(x_a)), atol=1e-6)
+  np.testing.assert_allclose(paths[:, 0], run.reconstruct(x_a), atol=1e-6)
+  np.testing.assert_allclose(paths[:, 2], run.decode(run.encode(x_b)), atol=1e-6)
+  midpoint = run.decode(0.5 * (run.encode(x_a) + run.encode(x_b)))
   np.testing.assert_allclose(paths[:, 1], midpoint, atol=1e-6)
+  # The figures show the dataset's intensities, not the binarised test split the run evaluates on.
+  assert run.config.binarization != "none" and set(np.unique(run.dataset.test_images)) <= {0, 255}
+  assert len(np.unique(data.test)) > 2 and data.test.max() <= 1.0
+  np.testing.assert_array_equal(data.test_labels, run.dataset.test_labels)
   fade = figures.cross_fade(x_a, x_b, np.array([0.25], np.float32))[:, 0]
   np.testing.assert_allclose(fade, 0.75 * x_a + 0.25 * x_b, atol=1e-6)
 
@@ -139,7 +144,7 @@ def test_manifold_decodes_the_inverse_cdf_grid(runs):
 def test_samples_figure_and_its_nearest_neighbours(runs):
   png, *_ = figures.main(["samples", f"--workdir={runs['vae2d']}", "--num_shown=6", "--num_scored=50"])
   numbers = _numbers(png)
-  assert os.path.exists(png) and numbers["num_scored"] == 50
+  assert os.path.exists(png) and numbers["num_scored"] == 50 and numbers["family"] == "vae"
   assert numbers["nearest_training_distance"]["samples"] >= numbers["min_nearest_training_distance_of_samples"]
 
   rng = np.random.default_rng(0)

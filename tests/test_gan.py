@@ -19,7 +19,9 @@ from gen_jax import objectives
 from gen_jax.data import toys
 from gen_jax.errors import UserError
 from gen_jax.evaluation import mode_coverage
-from gen_jax.train import gan, gan_seeds, loop, parallel
+from gen_jax import parallel
+from gen_jax.families import gan, gan_seeds, gan_steps
+from gen_jax.runtime import loop, run as run_lib
 from conftest import finish, start_experiment
 
 # Outputs spanning confident rejection, indecision and confident acceptance.
@@ -183,14 +185,15 @@ def _network_part(state, name):
 
 def test_each_step_leaves_the_other_network_bit_identical_and_steps_are_counted(tmp_path):
   config = _tiny_config(d_steps_per_g_step=3)
-  task, _, networks = gan.make_task(config, str(tmp_path), parallel.make_mesh())
-  d_tx, g_tx = gan.make_optimizers(config, config.num_steps, gan.TOY_STEPS_PER_EPOCH)
+  task = gan.make_task(config, str(tmp_path), parallel.make_mesh())
+  networks = gan_steps.build_networks(config, (2,))
+  d_tx, g_tx = gan_steps.make_optimizers(config, config.num_steps, gan.TOY_STEPS_PER_EPOCH)
   state = task.init_state(jax.random.key(0))
   # Both networks have non-parameter state here: spectral-norm vectors in D, batch-norm averages in G.
   assert jax.tree.leaves(state.model_state["discriminator"]) and jax.tree.leaves(state.model_state["generator"])
   batch = {"x": toys.load_toy("ring").sample(jax.random.key(1), 3 * config.batch_size).reshape(3, 8, 2)}
 
-  one_d_step = jax.jit(lambda s: gan.discriminator_step(s, {"x": batch["x"][0]}, jax.random.key(2), networks,
+  one_d_step = jax.jit(lambda s: gan_steps.discriminator_step(s, {"x": batch["x"][0]}, jax.random.key(2), networks,
                                                        config, d_tx))
   after_d, _ = one_d_step(state)
   _assert_trees_identical(_network_part(after_d, "generator"), _network_part(state, "generator"))
@@ -199,7 +202,7 @@ def test_each_step_leaves_the_other_network_bit_identical_and_steps_are_counted(
   _assert_trees_differ(after_d.d_opt_state, state.d_opt_state)
   _assert_trees_differ(after_d.model_state["discriminator"], state.model_state["discriminator"])
 
-  after_g, _ = jax.jit(lambda s: gan.generator_step(s, jax.random.key(3), networks, config, g_tx, 8))(after_d)
+  after_g, _ = jax.jit(lambda s: gan_steps.generator_step(s, jax.random.key(3), networks, config, g_tx, 8))(after_d)
   _assert_trees_identical(_network_part(after_g, "discriminator"), _network_part(after_d, "discriminator"))
   _assert_trees_differ(after_g.params["generator"], after_d.params["generator"])
   _assert_trees_differ(after_g.g_opt_state, after_d.g_opt_state)
@@ -222,7 +225,7 @@ def test_a_huge_learning_rate_stops_with_the_step_and_the_loss_named(tmp_path):
   config = _tiny_config(learning_rate=1e30, loss="least_squares", spectral_norm=False, g_normalization="none",
                         packing=1, num_steps=8, log_every_steps=8, eval_every_steps=8, checkpoint_every_steps=8)
   with pytest.raises(loop.TrainingDiverged, match=r"became (nan|inf|-inf) at step \d+"):
-    gan.train_and_evaluate(config, str(tmp_path))
+    run_lib.train_and_evaluate(gan, config, str(tmp_path))
   assert not os.path.exists(tmp_path / "checkpoints" / "8")  # The diverged state is never saved.
 
 
@@ -313,7 +316,7 @@ def test_vmapped_seeds_follow_each_seeds_own_run(tmp_path):
   states, scores = gan_seeds.train_toy_seeds(config, [0, 1], lambda step, s: reported.append(step))
   assert reported == [4] and len(scores) == 2 and {"modes", "high_quality", "reverse_kl"} <= set(scores[1])
 
-  task, _, _ = gan.make_task(config, str(tmp_path), parallel.make_mesh())
+  task = gan.make_task(config, str(tmp_path), parallel.make_mesh())
   init_key, train_key = jax.random.split(jax.random.key(1))
   single, _ = loop.compile_steps(task, train_key)(task.init_state(init_key), None, np.arange(config.num_steps))
   seed_one = jax.tree.map(lambda leaf: leaf[1], states)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gen_jax.evaluation import gmm
+from gen_jax.models import mixture as gmm
 
 from conftest import assert_one_line_error, finish, run_experiment, start_experiment
 

@@ -10,7 +10,8 @@ import pytest
 from flax.training import train_state
 
 from gen_jax.errors import UserError
-from gen_jax.train import loop, parallel
+from gen_jax import parallel
+from gen_jax.runtime import loop
 
 
 def test_epoch_permutations_cover_each_epoch_once_and_do_not_depend_on_how_they_are_asked_for():
@@ -63,7 +64,7 @@ class _CountingTask:
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     return state.apply_gradients(grads=grads), {"loss": loss}
 
-  def task(self):
+  def task(self, schedule):
     def make_batch(data, step_input, key):
       del data, step_input
       x = jax.random.normal(key, (16,))
@@ -75,14 +76,14 @@ class _CountingTask:
 
     return loop.Task(init_state=init_state, update=self.update, make_batch=make_batch, data=None,
                      step_inputs=lambda first, count: np.arange(first, first + count),
-                     evaluate=lambda state: {"w": float(state.params["w"])})
+                     evaluate=lambda state: {"w": float(state.params["w"])}, schedule=schedule)
 
 
 def test_loop_compiles_each_dispatch_length_once_and_writes_the_rows(tmp_path):
   counting = _CountingTask()
   schedule = loop.Schedule(num_steps=60, steps_per_epoch=20, batch_size=16, log_every_steps=10,
                            eval_every_steps=20, checkpoint_every_steps=30, steps_per_dispatch=8)
-  state = loop.train(counting.task(), schedule, str(tmp_path), seed=0, mesh=parallel.make_mesh())
+  state = loop.train(counting.task(schedule), str(tmp_path), seed=0, mesh=parallel.make_mesh())
   # Dispatches: 8+2 up to each multiple of 10 -> two lengths, two compilations for 60 steps.
   assert counting.traces == 2
   assert float(state.params["w"]) == pytest.approx(3.0, abs=1e-3)

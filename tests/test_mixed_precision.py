@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen_jax.train import vae as vae_family
+from gen_jax.families import latent_code, vae as vae_family
 
 
 def test_bfloat16_compute_keeps_float32_parameters_and_elbo_close_to_float32():
@@ -13,7 +13,7 @@ def test_bfloat16_compute_keeps_float32_parameters_and_elbo_close_to_float32():
   elbos = {}
   for dtype in ("float32", "bfloat16"):
     config = vae_family.VAEConfig(hidden_sizes=(256,), latent_dim=8, compute_dtype=dtype)
-    model = vae_family.build_model(config, image_shape)
+    model = latent_code.build_model(config, image_shape)
     params = model.init(jax.random.key(1), x[:1], jax.random.key(2))["params"]
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
     # bf16 activations inside, float32 out: the per-example sum over 784 pixels is accumulated in float32.

@@ -10,7 +10,7 @@ import pytest
 from gen_jax import objectives
 from gen_jax.models import networks
 from gen_jax.models.vae import VAE
-from gen_jax.train import vae as vae_family
+from gen_jax.families import vae as vae_family
 
 
 def test_kl_closed_form_matches_monte_carlo():

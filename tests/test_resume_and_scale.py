@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from gen_jax.train import checkpointing
+import gen_jax
 
 from conftest import TINY_VAE_FLAGS, assert_one_line_error, finish, run_experiment, start_experiment
 
@@ -30,11 +30,12 @@ def _rows(workdir):
 
 
 def _final_state(workdir):
-  """The parameters and optimizer state of the final checkpoint, as (path, numpy array) pairs."""
-  state, step = checkpointing.load_state_arrays(workdir)
-  assert step == 16
+  """The parameters and optimizer state of the final checkpoint, as (path, numpy array) pairs, read through
+  the one way to open a run."""
+  run = gen_jax.load_run(str(workdir))
+  assert run.step == 16
   return [(jax.tree_util.keystr(path), np.asarray(leaf))
-          for path, leaf in jax.tree_util.tree_leaves_with_path(state)]
+          for path, leaf in jax.tree_util.tree_leaves_with_path(run.state)]
 
 
 @pytest.fixture(scope="module")

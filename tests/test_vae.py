@@ -124,10 +124,11 @@ def test_every_decoder_and_architecture_takes_a_finite_training_step(architectur
   import jax
   import jax.numpy as jnp
   from flax.training import train_state
-  from gen_jax.train import optim, vae as vae_family
+  from gen_jax import optim
+  from gen_jax.families import latent_code, vae as vae_family
   config = vae_family.VAEConfig(architecture=architecture, likelihood=likelihood, gaussian_std=gaussian_std,
                                 hidden_sizes=(16,), latent_dim=3)
-  model = vae_family.build_model(config, (8, 8, 1))  # Small images: this tests the maths, not the size.
+  model = latent_code.build_model(config, (8, 8, 1))  # Small images: this tests the maths, not the size.
   x = jax.random.uniform(jax.random.key(0), (8, 8, 8, 1))
   params = model.init(jax.random.key(1), x[:1], jax.random.key(2))["params"]
   state = train_state.TrainState.create(apply_fn=model.apply, params=params,

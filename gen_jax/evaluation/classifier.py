@@ -49,6 +49,7 @@ from gen_jax.data import load_split, preprocessing
 from gen_jax.errors import UserError
 from gen_jax import config as config_lib, optim
 from gen_jax.data import image_data
+from gen_jax.progress import Progress
 
 HIDDEN_SIZES = (512, 256)
 # Recorded in info.json and compared on load: a change here retrains cached classifiers.
@@ -158,10 +159,12 @@ def train_parameters(images_uint8: np.ndarray, labels: np.ndarray, num_classes: 
   state = train_state.TrainState.create(apply_fn=module.apply, params=params, tx=optimizer)
   train_epoch = jax.jit(_train_epoch, static_argnames=("steps", "batch_size"), donate_argnums=0)
   images, labels = jnp.asarray(images_uint8), jnp.asarray(labels, jnp.int32)
+  progress = Progress("classifier training, epochs", num_epochs)
   for epoch in range(num_epochs):
     state, loss = train_epoch(state, images, labels, jax.random.fold_in(data_key, epoch), steps=steps,
                               batch_size=batch_size)
     logging.info("classifier epoch %d/%d: train cross-entropy %.4f", epoch + 1, num_epochs, float(loss))
+    progress.update(epoch + 1)
   return jax.device_get(state.params)
 
 

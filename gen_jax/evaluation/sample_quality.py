@@ -37,6 +37,7 @@ import numpy as np
 from gen_jax.data import SPLITS, load_split
 from gen_jax.errors import UserError
 from gen_jax.evaluation import classifier as classifier_lib
+from gen_jax.progress import Progress
 
 PR_K = 3
 # Images per set for precision and recall (the paper's sets are as large as the data allows; 10k is the
@@ -101,8 +102,8 @@ def _kth_smallest_per_row(values: np.ndarray, k: int) -> np.ndarray:
   return values.min(axis=1)
 
 
-def _squared_knn_radii(points: np.ndarray, k: int) -> np.ndarray:
-  """Squared distance from each point to its k-th nearest other point of the same set."""
+def _squared_knn_radii(points: np.ndarray, k: int, done=lambda: None) -> np.ndarray:
+  """Squared distance from each point to its k-th nearest other point of the same set; `done()` per block."""
   norms = np.sum(points**2, axis=1)
   radii = np.empty(len(points))
   for start in range(0, len(points), DISTANCE_CHUNK_ROWS):
@@ -111,7 +112,19 @@ def _squared_knn_radii(points: np.ndarray, k: int) -> np.ndarray:
     # The point itself is no neighbour; duplicates of it are, at distance 0.
     squared[np.arange(stop - start), np.arange(start, stop)] = np.inf
     radii[start:stop] = _kth_smallest_per_row(squared, k)
+    done()
   return radii
+
+
+def _block_counter(label, total):
+  """done() -> reports one more block of `total` on a progress line (10k × 10k sets take minutes)."""
+  progress, count = Progress(label, total), [0]
+
+  def done():
+    count[0] += 1
+    progress.update(count[0])
+
+  return done
 
 
 def precision_recall(real_features, fake_features, k: int = PR_K) -> tuple[float, float]:
@@ -128,7 +141,9 @@ def precision_recall(real_features, fake_features, k: int = PR_K) -> tuple[float
                     "size of each set")
   center = real.mean(axis=0)  # Smaller norms, less cancellation in |a|² + |b|² − 2ab.
   real, fake = real - center, fake - center
-  real_radii, fake_radii = _squared_knn_radii(real, k), _squared_knn_radii(fake, k)
+  blocks = lambda points: -(-len(points) // DISTANCE_CHUNK_ROWS)
+  done = _block_counter("precision and recall, distance blocks", blocks(real) + 2 * blocks(fake))
+  real_radii, fake_radii = _squared_knn_radii(real, k, done), _squared_knn_radii(fake, k, done)
   real_norms = np.sum(real**2, axis=1)
   fake_in_real_manifold = np.zeros(len(fake), bool)
   real_in_fake_manifold = np.zeros(len(real), bool)
@@ -137,6 +152,7 @@ def precision_recall(real_features, fake_features, k: int = PR_K) -> tuple[float
     squared = _squared_distances(fake[start:stop], real, real_norms)
     fake_in_real_manifold[start:stop] = np.any(squared <= real_radii[None, :], axis=1)
     real_in_fake_manifold |= np.any(squared <= fake_radii[start:stop, None], axis=0)
+    done()
   return float(fake_in_real_manifold.mean()), float(real_in_fake_manifold.mean())
 
 
@@ -169,9 +185,12 @@ def reference_statistics(classifier, dataset: str, data_dir: Optional[str], spli
     with np.load(path) as cached:
       return {name: cached[name] for name in cached.files}
   images = load_split(dataset, split, data_dir=data_dir, image_size=classifier.info["image_size"]).images
-  features = np.concatenate([  # In slices, so 60k float32 images never sit in memory at once.
-      classifier.features(images[start:start + 10000].astype(np.float32) / 255.0)
-      for start in range(0, len(images), 10000)])
+  progress = Progress(f"classifier features of the {split} split, images", len(images))
+  features = []
+  for start in range(0, len(images), 10000):  # In slices, so 60k float32 images never sit in memory at once.
+    features.append(classifier.features(images[start:start + 10000].astype(np.float32) / 255.0))
+    progress.update(min(start + 10000, len(images)))
+  features = np.concatenate(features)
   mean, cov = gaussian_statistics(features)
   statistics = {"mean": mean, "cov": cov, "features": features[:PR_MAX_EXAMPLES],
                 "num_examples": np.int64(len(features))}

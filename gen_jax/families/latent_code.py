@@ -105,9 +105,10 @@ def validate_network(config):
 
 
 def build_model(config, image_shape, num_classes=None):
-  """The model `config.architecture` names; `num_classes` makes it conditional (labels enter both nets)."""
+  """The model `config.architecture` names; conditional on `num_classes` labels when `config.conditional`."""
   outputs_per_pixel = 2 if config.likelihood == "gaussian" and config.gaussian_std == 0 else 1
-  return ARCHITECTURES[config.architecture](config, image_shape, num_classes, outputs_per_pixel,
+  classes = num_classes if getattr(config, "conditional", False) else None
+  return ARCHITECTURES[config.architecture](config, image_shape, classes, outputs_per_pixel,
                                             config.init_std or None, jnp.dtype(config.compute_dtype))
 
 
@@ -246,7 +247,7 @@ def build(config, mesh):
   conditional = getattr(config, "conditional", False)
   if conditional:
     image_data.require_labels(data, config.dataset, "--conditional")
-  model = build_model(config, data.image_shape, data.num_classes if conditional else None)
+  model = build_model(config, data.image_shape, data.num_classes)
   step_inputs, steps_per_epoch = loop.epoch_permutation_indices(len(data.train_images), config.batch_size,
                                                                 config.seed)
   schedule = loop.Schedule.from_config(config, steps_per_epoch)
