@@ -1,0 +1,241 @@
+"""The house every family lives in: layers that import only downwards, the registry, the shared main (validate,
+then prepare the workdir, then run), the run lock, `load_run`, and a new family added from a test module."""
+
+import ast
+import dataclasses
+import hashlib
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax.training import train_state
+
+import gen_jax
+from gen_jax import config as config_lib, families, optim
+from gen_jax.errors import UserError
+from gen_jax.runtime import loop, run as run_lib, workdir as workdir_lib
+
+from conftest import REPO, TINY_VAE_FLAGS, assert_one_line_error, finish, start_experiment
+
+# Bottom to top; a module may import from its own layer or below (README, "Layout").
+LAYERS = [
+    ("gen_jax.errors", "gen_jax.config", "gen_jax.parallel", "gen_jax.optim", "gen_jax.salts",
+     "gen_jax.objectives", "gen_jax.plots", "gen_jax.progress", "gen_jax.files"),
+    ("gen_jax.data", "gen_jax.models"),
+    ("gen_jax.evaluation",),
+    ("gen_jax.runtime",),
+    ("gen_jax.families",),
+    ("gen_jax", "experiments", "scripts"),
+]
+
+
+def _layer(module):
+  """The layer of a dotted module name: the longest matching prefix wins (gen_jax itself is the top)."""
+  best = None
+  for index, prefixes in enumerate(LAYERS):
+    for prefix in prefixes:
+      if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[1]):
+        best = (index, len(prefix))
+  return None if best is None else best[0]
+
+
+def _imports(path, module):
+  tree = ast.parse(open(path).read())
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      yield from (alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      base = node.module
+      if node.level:  # Relative: resolve against this module's package.
+        base = ".".join(module.split(".")[:-node.level] + [node.module])
+      yield base
+      yield from (f"{base}.{alias.name}" for alias in node.names)
+
+
+def test_no_module_imports_up_a_layer():
+  offences, checked = [], 0
+  for top in ("gen_jax", "experiments", "scripts"):
+    for directory, _, names in os.walk(os.path.join(REPO, top)):
+      for name in sorted(names):
+        if not name.endswith(".py"):
+          continue
+        path = os.path.join(directory, name)
+        module = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".").removesuffix(".__init__")
+        own = _layer(module)
+        checked += 1
+        for imported in _imports(path, module):
+          target = _layer(imported)
+          # `from gen_jax.families import vae` names a submodule: its layer is the submodule's.
+          if target is not None and target > own and imported != "gen_jax":
+            offences.append(f"{module} (layer {own}) imports {imported} (layer {target})")
+  assert checked > 40
+  assert not offences, "\n".join(sorted(set(offences)))
+
+
+def test_the_layer_rule_catches_an_upward_import():
+  assert _layer("gen_jax.evaluation.likelihood") == 2 and _layer("gen_jax.runtime.loop") == 3
+  assert _layer("gen_jax") == 5 and _layer("gen_jax.families.vae") == 4 and _layer("numpy") is None
+
+
+def test_every_optimizer_and_schedule_in_the_tables_trains():
+  params = {"w": jnp.ones((3,))}
+  grads = {"w": jnp.full((3,), 0.5)}
+  for name in optim.OPTIMIZERS:
+    tx = optim.make_optimizer(config_lib.TrainingConfig(optimizer=name, learning_rate=0.1), total_steps=10)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    assert np.all(np.asarray(updates["w"]) < 0), name  # A step against the gradient.
+  for name in optim.SCHEDULES:
+    schedule = optim.learning_rate_schedule(config_lib.TrainingConfig(lr_schedule=name, learning_rate=0.1),
+                                            total_steps=10, steps_per_epoch=5)
+    assert float(schedule(0)) == pytest.approx(0.1), name
+  with pytest.raises(UserError, match="--optimizer='rmsprop' is unknown; allowed: adam, adagrad, sgd"):
+    optim.make_optimizer(config_lib.TrainingConfig(optimizer="rmsprop"), total_steps=10)
+
+
+# --- A family defined here: a Gaussian N(μ, σ²) fitted by maximum likelihood to draws of N(2, 0.5²) ------
+
+@dataclasses.dataclass(frozen=True)
+class TinyConfig(config_lib.TrainingConfig):
+  target_mean: float = 2.0
+  batch_size: int = 32
+  learning_rate: float = 0.2
+  log_every_steps: int = 5
+
+
+class TinyFamily:
+  """What a family module holds, as a class so the test module can define it inline."""
+  NAME = "tiny_gaussian"
+  Config = TinyConfig
+  HELP = {"target_mean": "Mean of the data distribution."}
+  MAY_CHANGE_ON_RESUME = config_lib.MAY_CHANGE_ON_RESUME
+
+  @staticmethod
+  def validate(config):
+    config_lib.validate_common(config)
+
+  @staticmethod
+  def make_task(config, workdir, mesh):
+    del workdir, mesh
+    schedule = loop.Schedule.from_config(config, steps_per_epoch=10)
+    tx = optim.make_optimizer(config, schedule.num_steps)
+
+    def init_state(key):
+      del key
+      return train_state.TrainState.create(apply_fn=None, params={"mean": jnp.zeros(()), "log_std": jnp.zeros(())},
+                                           tx=tx)
+
+    def update(state, batch, key):
+      del key
+
+      def loss_fn(params):
+        z = (batch["x"] - params["mean"]) * jnp.exp(-params["log_std"])
+        return jnp.mean(0.5 * z**2 + params["log_std"])
+
+      loss, grads = jax.value_and_grad(loss_fn)(state.params)
+      return state.apply_gradients(grads=grads), {"loss": loss}
+
+    def make_batch(data, step_input, key):
+      del data, step_input
+      return {"x": config.target_mean + 0.5 * jax.random.normal(key, (config.batch_size,))}
+
+    def sample(state, count, seed):
+      draws = jax.random.normal(jax.random.key(seed), (count,))
+      return np.asarray(state.params["mean"] + jnp.exp(state.params["log_std"]) * draws)
+
+    return loop.Task(
+        init_state=init_state, update=update, make_batch=make_batch, data=None,
+        step_inputs=lambda first, count: np.arange(first, first + count),
+        evaluate=lambda state: {"mean": float(state.params["mean"])}, schedule=schedule,
+        operations=lambda state: {"sample": lambda count, seed, labels: sample(state, count, seed)})
+
+
+@pytest.fixture
+def tiny_family():
+  families.register(TinyFamily.NAME, TinyFamily, operations=("sample",))
+  yield TinyFamily
+  del families.FAMILIES[TinyFamily.NAME], families.OPERATIONS[TinyFamily.NAME]
+
+
+def _through_the_shared_main(workdir, *flags):
+  """`experiments.main.run_family` in a fresh process, with this module's family registered."""
+  code = ("import sys; sys.path.insert(0, 'tests'); import test_families; from gen_jax import families; "
+          "families.register('tiny_gaussian', test_families.TinyFamily, ('sample',)); "
+          "from experiments import main; main.run_family('tiny_gaussian')")
+  return subprocess.run([sys.executable, "-c", code, f"--workdir={workdir}", *flags], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+
+
+def test_a_family_defined_in_a_test_trains_through_the_shared_main_resumes_and_opens(tiny_family, tmp_path):
+  resumed = tmp_path / "resumed"
+  first = _through_the_shared_main(resumed, "--num_steps=20")
+  assert first.returncode == 0, first.stderr
+  second = _through_the_shared_main(resumed, "--num_steps=40")  # --num_steps may change on resume.
+  assert second.returncode == 0, second.stderr
+  assert "resuming from the checkpoint at step 20" in second.stdout
+  straight = tmp_path / "straight"
+  run_lib.train_and_evaluate(tiny_family, TinyConfig(num_steps=40), str(straight))
+
+  run, reference = gen_jax.load_run(str(resumed)), gen_jax.load_run(str(straight))
+  assert run.family == "tiny_gaussian" and run.step == 40 and run.config.num_steps == 20  # As it started.
+  for name in ("mean", "log_std"):  # Resumed through the shared main, bit for bit the straight run.
+    assert np.asarray(run.params[name]) == np.asarray(reference.params[name])
+  assert float(run.params["mean"]) == pytest.approx(2.0, abs=0.3)  # It learns the data's mean.
+  assert [row["step"] for row in run.rows if row["split"] == "test"] == [10, 20, 30, 40]
+  np.testing.assert_array_equal(run.sample(5, seed=3), reference.sample(5, seed=3))
+  with pytest.raises(UserError, match="a tiny_gaussian run has no encode; allowed: .*vae, cvae, autoencoder"):
+    run.encode(np.zeros((1, 28, 28, 1)))
+  assert "--target_mean=2.0" in (resumed / "flags.txt").read_text()
+  assert workdir_lib.read_config(str(resumed))["family"] == "tiny_gaussian"
+
+
+def _tree_digest(directory):
+  digest = hashlib.sha256()
+  for root, dirs, names in os.walk(directory):
+    dirs.sort()
+    for name in sorted(names):
+      path = os.path.join(root, name)
+      digest.update(os.path.relpath(path, directory).encode())
+      digest.update(open(path, "rb").read())
+  return digest.hexdigest()
+
+
+def test_refused_runs_leave_every_familys_workdir_byte_for_byte(tmp_path):
+  """A bad flag for each family (refused by validation or by the data), a workdir of another family, a
+  damaged config.json, and a workdir whose run lock is held: one line each, and no byte changes."""
+  existing = tmp_path / "existing"
+  existing.mkdir()
+  (existing / "config.json").write_text('{"family": "vae", "seed": 0}')
+  (existing / "metrics.jsonl").write_text('{"step": 1, "split": "train"}\n')
+  (existing / "flags.txt").write_text("--seed=0\n")
+  damaged = tmp_path / "damaged"
+  damaged.mkdir()
+  (damaged / "config.json").write_text('{"family": "vae", "se')
+  held = tmp_path / "held"
+  workdir = f"--workdir={existing}"
+  cases = [
+      ("vae", ("--batch_size=0", workdir), "--batch_size=0"),
+      ("vae", ("--dataset=no_such_dataset", workdir), "no_such_dataset"),
+      ("cvae", ("--conditional_samples_per_class=0", workdir), "--conditional_samples_per_class=0"),
+      ("autoencoder", ("--hidden_sizes=8,-1", workdir), "--hidden_sizes=8,-1"),
+      ("gan", ("--loss=wgan", workdir), "--loss='wgan' is unknown"),
+      ("gmm", ("--num_components=0", workdir), "--num_components=0"),
+      ("gan", ("--flagfile=experiments/configs/gan_ring.cfg", "--num_steps=4", workdir), "the 'vae' family"),
+      ("vae", (*TINY_VAE_FLAGS, f"--workdir={damaged}"), "config.json cannot be read"),
+      ("vae", (*TINY_VAE_FLAGS, f"--workdir={held}"), f"is in use by pid {os.getpid()}"),
+  ]
+  digests = {path: _tree_digest(path) for path in (existing, damaged)}
+  with workdir_lib.run_lock(str(held)):
+    held_digest = _tree_digest(held)
+    processes = [(start_experiment(family, *flags), fragment) for family, flags, fragment in cases]
+    results = [(finish(process), fragment) for process, fragment in processes]
+    assert _tree_digest(held) == held_digest
+  for result, fragment in results:
+    assert_one_line_error(result, fragment)
+    assert result.returncode == 2
+  for path, digest in digests.items():
+    assert _tree_digest(path) == digest, path
