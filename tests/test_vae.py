@@ -140,3 +140,23 @@ def test_every_decoder_and_architecture_takes_a_finite_training_step(architectur
   assert int(new_state.step) == 1
   changed = jax.tree.map(lambda new, old: not jnp.array_equal(new, old), new_state.params, state.params)
   assert all(jax.tree.leaves(changed))  # Every parameter moved.
+
+
+def test_the_readme_from_python_snippet_runs_on_a_trained_run(tiny_run):
+  """The README's "From Python" code, on the tiny run: samples are samples.npy, codes and bounds make sense."""
+  import re
+  from conftest import REPO
+  workdir, _ = tiny_run
+  readme = open(os.path.join(REPO, "README.md")).read()
+  snippet = re.search(r"## From Python\n.*?```python\n(.*?)```", readme, re.S).group(1)
+  namespace = {}
+  exec(snippet.replace('"runs/vae"', repr(str(workdir))), namespace)  # noqa: S102 (the README's own code)
+  np.testing.assert_array_equal(namespace["images"], np.load(workdir / "samples.npy"))  # num_samples is 16.
+  assert namespace["run"].family == "vae" and namespace["run"].step == 16
+  assert namespace["codes"].shape == (8, 4) and namespace["reconstructions"].shape == (8, 28, 28, 1)
+  log_px = namespace["log_px"]
+  assert log_px.shape == (8,) and np.all(np.isfinite(log_px)) and np.all(log_px < 0)
+  # L_100 is a tighter bound than L_1 (the one-sample ELBO) on the same images.
+  one_sample = namespace["run"].log_likelihood(namespace["x"], k=1)
+  assert np.mean(log_px) > np.mean(one_sample)
+  assert set(namespace["last_test_row"]) >= {"elbo", "recon", "kl"}
