@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The mode-coverage table (GUIDE §6, PacGAN/VEEGAN protocol): every GAN loss, the R1 penalty and PacGAN
+# The mode-coverage table (PacGAN/VEEGAN protocol): every GAN loss, the R1 penalty and PacGAN
 # packing on the ring of 8 and the grid of 25 Gaussians, each over several seeds, at the flagfiles'
 # settings (gan_ring.cfg, gan_grid.cfg) with only the named flags changed. Writes a Markdown table with
 # the published rows beside it.
@@ -66,7 +66,7 @@ done
 wait
 
 "$PYTHON" - "$RUNS" "$TABLE" <<'EOF'
-"""Averages the last test row of every run into the table; published rows from GUIDE §6 beside."""
+"""Averages the last test row of every run into the table; published rows (PacGAN, VEEGAN papers) beside."""
 import json, os, sys
 import warnings
 
@@ -114,7 +114,7 @@ for dataset in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
     lines.append(f"| {dataset} | {name} (published) | {modes} | | {quality or '—'} | {kl or '—'} | |")
 os.makedirs(os.path.dirname(table) or ".", exist_ok=True)
 with open(table, "w") as f:
-  f.write("Mode coverage, 2500 samples per run, mean ± std over seeds (PacGAN/VEEGAN protocol, GUIDE §6).\n\n")
+  f.write("Mode coverage, 2500 samples per run, mean ± std over seeds (PacGAN/VEEGAN protocol).\n\n")
   f.write("\n".join(lines) + "\n")
 print(open(table).read())
 EOF

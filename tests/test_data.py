@@ -80,6 +80,22 @@ def test_fashion_mnist_is_prepared_once(fashion_data_dir, monkeypatch):
 
 
 @needs_fashion_files
+def test_a_damaged_decoded_cache_is_rebuilt_with_a_warning(fashion_data_dir, capsys):
+  images, labels, _ = tfds_data.load_tfds_split('fashion_mnist', 'test', fashion_data_dir)
+  builder = builders.GenJaxFashionMnist(data_dir=fashion_data_dir)
+  cache = os.path.join(builder.data_dir, 'gen_jax-test.npz')
+  with open(cache, 'rb') as f:
+    whole = f.read()
+  with open(cache, 'wb') as f:  # Cut short, as by a kill or a full disk in the middle of the write.
+    f.write(whole[:len(whole) // 3])
+  again, again_labels, _ = tfds_data.load_tfds_split('fashion_mnist', 'test', fashion_data_dir)
+  assert 'gen_jax-test.npz is damaged' in capsys.readouterr().err
+  np.testing.assert_array_equal(again, images)
+  np.testing.assert_array_equal(again_labels, labels)
+  assert os.path.getsize(cache) == len(whole)  # Rebuilt whole.
+
+
+@needs_fashion_files
 def test_num_examples_keeps_the_first(fashion_data_dir):
   whole = data.load_split('fashion_mnist', 'train', data_dir=fashion_data_dir)
   part = data.load_split('fashion_mnist', 'train', data_dir=fashion_data_dir, num_examples=100)

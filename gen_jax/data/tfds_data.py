@@ -15,8 +15,10 @@ Manual dirs (where the IDX files are read from when a dataset is first prepared)
 import importlib.util
 import os
 import socket
+import sys
 import tempfile
 import urllib.parse
+import zipfile
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -150,10 +152,15 @@ def read_split(builder, split: str) -> tuple[np.ndarray, np.ndarray | None, int 
                     f'it has: {", ".join(sorted(builder.info.splits))}')
   cache_path = os.path.join(os.fspath(builder.data_dir), f'gen_jax-{split}.npz')
   if os.path.exists(cache_path):
-    with np.load(cache_path) as cached:
-      labels = cached['labels'] if 'labels' in cached.files else None
-      num_classes = int(cached['num_classes']) if 'num_classes' in cached.files else None
-      return cached['images'], labels, num_classes
+    try:
+      with np.load(cache_path) as cached:
+        labels = cached['labels'] if 'labels' in cached.files else None
+        num_classes = int(cached['num_classes']) if 'num_classes' in cached.files else None
+        return cached['images'], labels, num_classes
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+      # The cache is derived from the ArrayRecord files: a damaged one (cut short, say) is rebuilt.
+      print(f'warning: the decoded cache {cache_path} is damaged ({type(error).__name__}); rebuilding it',
+            file=sys.stderr, flush=True)
   images, labels, num_classes = _decode_split(builder, split)
   arrays = {'images': images}
   if labels is not None:

@@ -1,7 +1,7 @@
 """Low-dimensional Gaussian mixtures for GANs: the lecture's 1-D picture and the mode-collapse benchmarks.
 
 A toy set has no files and no epochs: every batch is a fresh draw from the distribution, made on the
-device from the step's key. The 2-D sets follow the PacGAN/VEEGAN protocol (GUIDE §6):
+device from the step's key. The 2-D sets follow the PacGAN/VEEGAN protocol (README, "Mode coverage"):
 - `ring`: 8 equally weighted Gaussians at (cos 2πi/8, sin 2πi/8), std 0.01;
 - `grid`: 25 equally weighted Gaussians at {−4, −2, 0, 2, 4}², std 0.05;
 - `mixture_1d`: the 1-D illustration, two equally weighted Gaussians at ±2 with std 0.5. Two well separated

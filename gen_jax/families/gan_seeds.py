@@ -31,7 +31,8 @@ def _compile(config, toy, total_steps, steps_per_call):
 
   def sample(state, key):
     z = jax.random.normal(key, (config.num_eval_samples, config.latent_dim))
-    return gan_steps.generate(networks, gan_steps.evaluation_generator(state, config), state.model_state["generator"], z)[0]
+    generator = gan_steps.evaluation_generator(state, config)
+    return gan_steps.generate(networks, generator, state.model_state["generator"], z)[0]
 
   return (jax.jit(jax.vmap(init)), jax.jit(jax.vmap(one_seed), donate_argnums=(0,)),
           jax.jit(jax.vmap(sample)))
@@ -55,7 +56,8 @@ def train_toy_seeds(config, seeds, on_scores=None):
   init, advance, sample = _compile(config, toy, total_steps, steps_per_call)
   keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(np.asarray(seeds)))
   states = init(keys[:, 0])
-  eval_keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.key(seed), salts.EVALUATION))(np.asarray(seeds))
+  eval_keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.key(seed), salts.EVALUATION))(
+      np.asarray(seeds))
   scores = None
   for step in range(steps_per_call, total_steps + 1, steps_per_call):
     states = advance(states, keys[:, 1])
