@@ -239,3 +239,34 @@ def test_refused_runs_leave_every_familys_workdir_byte_for_byte(tmp_path):
     assert result.returncode == 2
   for path, digest in digests.items():
     assert _tree_digest(path) == digest, path
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_resumes(tiny_family, tmp_path, monkeypatch):
+  """ENOSPC from the metrics file at step 30: one line naming the step and the intact checkpoint; once the
+  disk has room the same run resumes and ends bit for bit where an uninterrupted run does."""
+  import errno
+  from gen_jax.runtime import metrics as metrics_lib
+  original = metrics_lib.MetricWriter.write
+
+  def full_disk_at_step_30(self, row):
+    if row["step"] == 30:
+      raise OSError(errno.ENOSPC, "No space left on device", self.path)
+    return original(self, row)
+
+  workdir = str(tmp_path / "run")
+  monkeypatch.setattr(metrics_lib.MetricWriter, "write", full_disk_at_step_30)
+  with pytest.raises(loop.WriteFailed) as info:
+    run_lib.train_and_evaluate(tiny_family, TinyConfig(num_steps=40), workdir)
+  message = str(info.value)
+  assert "\n" not in message
+  assert "at step 30: No space left on device" in message and "metrics.jsonl" in message
+  assert "the checkpoint at step 20 is intact" in message and "re-running the same command" in message
+  monkeypatch.setattr(metrics_lib.MetricWriter, "write", original)
+  run_lib.train_and_evaluate(tiny_family, TinyConfig(num_steps=40), workdir)
+  straight = str(tmp_path / "straight")
+  run_lib.train_and_evaluate(tiny_family, TinyConfig(num_steps=40), straight)
+  resumed, reference = gen_jax.load_run(workdir), gen_jax.load_run(straight)
+  for name in ("mean", "log_std"):
+    assert np.asarray(resumed.params[name]) == np.asarray(reference.params[name])
+  strip = lambda rows: [{k: v for k, v in row.items() if k not in ("wall_time", "examples_per_sec")} for row in rows]
+  assert strip(resumed.rows) == strip(reference.rows)

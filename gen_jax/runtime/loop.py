@@ -12,11 +12,10 @@ and a restored state replays bit-identically. Dispatch sizes are a function of t
 """
 
 import dataclasses
-import json
 import os
 import signal
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -196,13 +195,39 @@ def _mean_rows(step_metrics):
   return {name: float(np.mean(values)) for name, values in step_metrics.items()}
 
 
+class WriteFailed(UserError):
+  """Writing the workdir failed (a full disk, an I/O error, a read-only file system, a permission)."""
+
+
 def train(task, workdir, seed, mesh):
-  """Runs (or resumes) training to `task.schedule.num_steps`; returns the final state."""
+  """Runs (or resumes) training to `task.schedule.num_steps`; returns the final state.
+
+  An OSError while writing the workdir (ENOSPC, EIO, EROFS, EACCES ...) stops the run with one line: what
+  failed, at which step, the newest complete checkpoint (orbax writes into a temporary folder and renames it
+  when complete, so a failed save never damages an earlier one) and how to resume.
+  """
+  where = {"step": 0, "checkpointer": None}
+  try:
+    return _train(task, workdir, seed, mesh, where)
+  except OSError as error:
+    complete = []
+    try:
+      complete = where["checkpointer"].all_steps() if where["checkpointer"] else []
+    except Exception:  # The file system that just failed may fail again; the message still goes out.
+      pass
+    intact = (f"the checkpoint at step {complete[-1]} is intact" if complete else "no checkpoint is complete yet")
+    failed = f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+    raise WriteFailed(f"writing the workdir failed at step {where['step']}: {failed}; {intact}; resume by "
+                      "re-running the same command with the same --workdir once the cause is fixed") from None
+
+
+def _train(task, workdir, seed, mesh, where):
   schedule = task.schedule
   main = parallel.is_main_process()
   parallel.check_batch_divisible(schedule.batch_size, mesh)
   writer = metrics_lib.MetricWriter(workdir, enabled=main, identity_keys=task.identity_keys)
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), schedule.keep_checkpoints)
+  where["checkpointer"] = checkpointer
   init_key, train_key = jax.random.split(jax.random.key(seed))
 
   state = parallel.replicate_tree(task.init_state(init_key), mesh)
@@ -211,6 +236,7 @@ def train(task, workdir, seed, mesh):
   if restored is not None:
     state, progress = restored
     step, wall_time_before = int(progress["step"]), float(progress["wall_time"])
+    where["step"] = step
     carried = {name: np.asarray(values, np.float32) for name, values in progress["pending_metrics"].items()}
     expected_epoch = step // schedule.steps_per_epoch
     if int(progress["epoch"]) != expected_epoch:
@@ -259,6 +285,7 @@ def train(task, workdir, seed, mesh):
       state, step_metrics = run_steps(state, data, step_inputs)
       pending.append(step_metrics)
       step += count
+      where["step"] = step
       _inject_fault("step", step)
       _inject_fault("sigterm", step)
 
