@@ -16,7 +16,8 @@ import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmark_iwae
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # gen_jax
 
 flags.DEFINE_integer("steps_per_dispatch", 64, "Training steps per scanned dispatch.")
 flags.DEFINE_integer("dispatches", 20, "Timed dispatches (after one warm-up).")
@@ -65,11 +66,14 @@ def mlp_vae_matmul_flops(batch, image_size, hidden, latent):
 def vae_training_throughput(steps_per_dispatch, dispatches):
   import jax
   import numpy as np
-  from gen_jax.train import loop, parallel, vae
-  config = vae.VAEConfig(binarization="none", hidden_sizes=(400,), latent_dim=20, batch_size=128,
-                         learning_rate=1e-3, lr_schedule="constant")
+  from gen_jax import parallel
+  from gen_jax.families import vae
+  from gen_jax.runtime import loop
+  config = vae.Config(binarization="none", hidden_sizes=(400,), latent_dim=20, batch_size=128,
+                      learning_rate=1e-3, lr_schedule="constant")
   mesh = parallel.make_mesh()
-  task, schedule, _, data = vae.make_task(config, "/tmp/gen_jax_benchmark", mesh)
+  task = vae.make_task(config, "/tmp/gen_jax_benchmark", mesh)  # Writes nothing: only the task is built.
+  data = task.dataset
   state = parallel.replicate_tree(task.init_state(jax.random.key(0)), mesh)
   device_data = parallel.replicate_tree(task.data, mesh)
   run_steps = loop.compile_steps(task, jax.random.key(1))

@@ -1,37 +1,43 @@
-"""Test log-likelihood of a trained VAE / IWAE / CVAE run, from its latest checkpoint.
+"""Test log-likelihood of a trained run (VAE, IWAE, CVAE or mixture), from a checkpoint.
 
-  .venv/bin/python scripts/evaluate.py --workdir=runs/iwae_k50 [--iwae_k=5000]
+  .venv/bin/python scripts/evaluate.py --workdir=runs/iwae_k50 [--iwae_k=5000] [--step=S]
 
-Rebuilds the model from the run's config.json, restores the newest checkpoint (orbax) and appends one test
-row to the run's metrics.jsonl: log_likelihood (the k-sample importance-weighted bound over the whole test
-split, nats per example), iwae_k, bits_per_dim (binarised data) and active_units (per layer for two).
+Opens the run with `gen_jax.load_run` (its config.json and the newest checkpoint, or --step) and appends one
+test row to its metrics.jsonl: log_likelihood (the k-sample importance-weighted bound over the whole test
+split, nats per example), iwae_k, bits_per_dim (binarised data) and active_units (per layer for two). A
+family without a likelihood (a GAN, an autoencoder) is refused in one line naming the families that have one.
 """
 
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from absl import flags  # noqa: E402
 
-from experiments import common  # noqa: E402
+import gen_jax  # noqa: E402
+from experiments import main as experiment_main  # noqa: E402
 from gen_jax.errors import UserError  # noqa: E402
 from gen_jax.evaluation import likelihood  # noqa: E402
-from gen_jax.train import vae  # noqa: E402
 
 flags.DEFINE_integer("iwae_k", likelihood.DEFAULT_IWAE_K, "Importance samples per test image (papers: 5000).")
+flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest).")
 
 
 def main(argv):
   del argv
-  workdir = flags.FLAGS.workdir
+  started = time.time()
+  workdir, iwae_k = flags.FLAGS.workdir, flags.FLAGS.iwae_k
   if not workdir or not os.path.isdir(workdir):
-    raise UserError(f"--workdir={workdir} is not a directory; allowed: the workdir of a finished or "
-                           "running VAE run")
-  row = vae.evaluate_checkpoint(workdir, flags.FLAGS.iwae_k)
+    raise UserError(f"--workdir={workdir} is not a directory; allowed: the workdir of a finished or running run")
+  if iwae_k <= 0:
+    raise UserError(f"--iwae_k={iwae_k} is not allowed; allowed: a positive number of importance samples")
+  run = gen_jax.load_run(workdir, flags.FLAGS.step)
+  row = run.append_test_row(run.test_log_likelihood(iwae_k), started)
   print(" ".join(f"{key}={value:.6g}" if isinstance(value, float) else f"{key}={value}"
                  for key, value in row.items()))
 
 
 if __name__ == "__main__":
-  common.run(main)
+  experiment_main.run(main)

@@ -1,16 +1,22 @@
 """Scores any model's samples: fcd, precision and recall in the project classifier's feature space.
 
   python scripts/evaluate_samples.py --samples=runs/vae/samples.npy --dataset=fashion_mnist [--workdir=runs/vae]
+  python scripts/evaluate_samples.py --workdir=runs/dcgan [--num_samples=10000]
 
 Prints one line (each score beside its real-data floor, then the provenance); with --workdir also appends
-the scores as a test row to WORKDIR/metrics.jsonl. The logic is `gen_jax.evaluation.sample_quality`.
+the scores as a test row to WORKDIR/metrics.jsonl, at the step of its last row. With --workdir and no
+--samples, the run itself draws the samples (`gen_jax.load_run(workdir).sample(n)`: n = --num_samples or
+the run's num_samples, at the run's seed, so by default exactly its samples.npy). With --workdir, --dataset,
+--data_dir and --image_size default to the run's. The logic is `gen_jax.evaluation.sample_quality`.
 """
 
 import argparse
 import os
 import sys
 
-from gen_jax.errors import UserError
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from gen_jax.errors import UserError  # noqa: E402
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -23,35 +29,87 @@ class _OneLineErrors(argparse.ArgumentParser):
 
 def _parse(argv):
   parser = _OneLineErrors(description=__doc__.splitlines()[0])
-  parser.add_argument("--samples", required=True, help="A .npy file of images (N, H, W, C) in [0, 1].")
-  parser.add_argument("--dataset", required=True, help="The dataset the model was trained on.")
-  parser.add_argument("--data_dir", default=None, help="TFDS data directory (default: TFDS's).")
+  parser.add_argument("--samples", default=None,
+                      help="A .npy file of images (N, H, W, C) in [0, 1] (default: drawn by the --workdir run).")
+  parser.add_argument("--dataset", default=None,
+                      help="The dataset the model was trained on (default with --workdir: the run's).")
+  parser.add_argument("--data_dir", default=None, help="TFDS data directory (default: TFDS's, or the run's).")
   parser.add_argument("--workdir", default=None, help="Append the scores to this run's metrics.jsonl.")
-  parser.add_argument("--num_samples", type=int, default=0, help="Score the first N samples (0: all).")
+  parser.add_argument("--num_samples", type=int, default=0,
+                      help="Score the first N samples (0: all; drawn by the run: its num_samples).")
   parser.add_argument("--reference_split", default="train", help="Real images to compare with: train or test.")
-  parser.add_argument("--image_size", type=int, default=0, help="Image side of the classifier (0: native).")
+  parser.add_argument("--image_size", type=int, default=0,
+                      help="Image side of the classifier (0: native, or the run's).")
   parser.add_argument("--classifier_dir", default=None,
                       help="A classifier folder to use instead of the dataset's default one.")
   return parser.parse_args(argv)
 
 
-def main(argv):
-  args = _parse(argv)
-  from gen_jax.evaluation import classifier as classifier_lib, sample_quality  # After parsing: --help is fast.
+def _check(args):
+  """Refuses a bad command line before any work (scoring and sampling take minutes); a --samples file
+  without --dataset takes the --workdir run's settings from its config.json."""
   for name in ("num_samples", "image_size"):
     if getattr(args, name) < 0:
       raise UserError(f"--{name}={getattr(args, name)} is not allowed; allowed: 0 or a positive integer")
-  if args.workdir and not os.path.isdir(args.workdir):  # Before the scoring, not after it.
+  if args.workdir and not os.path.isdir(args.workdir):
     raise UserError(f"--workdir={args.workdir} is not a directory; allowed: a run's workdir")
-  samples = sample_quality.load_samples_file(args.samples)
+  if not args.samples and not args.workdir:
+    raise UserError("--samples and --workdir are both missing; allowed: --samples=FILE.npy (with --dataset) or "
+                    "--workdir=RUN (its run draws the samples)")
+  if args.samples and not args.dataset:
+    from gen_jax.runtime import workdir as workdir_lib
+    stored = (workdir_lib.read_config(args.workdir) if args.workdir else None) or {}
+    if "dataset" not in stored:
+      raise UserError("--dataset is missing; allowed: the dataset the samples' model was trained on (required "
+                      "with --samples unless --workdir names a run, whose dataset is then taken)")
+    _take_run_settings(args, stored)
+
+
+def _take_run_settings(args, settings):
+  """The run's dataset, data_dir and image_size where the command line leaves them unset."""
+  args.dataset = args.dataset or settings["dataset"]
+  args.data_dir = args.data_dir or settings.get("data_dir")
+  args.image_size = args.image_size or settings.get("image_size") or 0
+
+
+def _samples_from_run(args):
+  """The run's samples (its own seed, so its samples.npy by default), filling in its dataset settings."""
+  import gen_jax
+  from gen_jax.data import image_data
+  run = gen_jax.load_run(args.workdir)
+  if not isinstance(run.dataset, image_data.ImageData):
+    raise UserError(f"--workdir={args.workdir} is a run on --dataset={run.config.dataset}, not on images; "
+                    "allowed: a run on an image dataset (the classifier scores images)")
+  _take_run_settings(args, vars(run.config))
+  count = args.num_samples or run.config.num_samples
+  args.num_samples = 0  # Exactly `count` drawn: score them all.
+  return run.sample(count)
+
+
+def main(argv):
+  args = _parse(argv)
+  _check(args)
+  # Imported after parsing and checking: --help and a refused command line stay fast.
+  from gen_jax.evaluation import classifier as classifier_lib, sample_quality
+  from gen_jax.runtime import metrics as metrics_lib, run as run_lib
+  if args.samples:
+    samples = sample_quality.load_samples_file(args.samples)
+  else:
+    samples = _samples_from_run(args)
   classifier = classifier_lib.load_classifier(args.classifier_dir) if args.classifier_dir else None
   scores = sample_quality.score_samples(
       samples, args.dataset, args.data_dir, num_samples=args.num_samples or None,
       reference_split=args.reference_split, image_size=args.image_size or None, classifier=classifier)
   print(sample_quality.summary_line(scores))
   if args.workdir:
-    sample_quality.write_scores_row(args.workdir, scores)
-    print(f"appended to {args.workdir}/metrics.jsonl")
+    row = run_lib.append_after_last_row(args.workdir, scores)
+    path = os.path.join(args.workdir, "metrics.jsonl")
+    # The workdir contract keeps one row per (step, metric names): other scores of the same names at that
+    # step are not appended, and saying so beats a silent "appended".
+    if row in metrics_lib.read_rows(path):
+      print(f"recorded in {path} (test row at step {row['step']})")
+    else:
+      print(f"not appended: {path} already holds a row of these scores at step {row['step']} (one per step)")
 
 
 if __name__ == "__main__":

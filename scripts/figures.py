@@ -7,9 +7,9 @@
   python scripts/figures.py kl_curves --workdir=runs/vae
 
 Every figure is a PNG in the (first) workdir's `images/`; where a number can say what the picture shows it
-is printed and saved beside the PNG as JSON with the same name. A workdir is read through its
-`config.json` (the run's settings) and its latest orbax checkpoint, so any run of experiments.vae,
-experiments.cvae or experiments.autoencoder can be drawn, while it trains or after.
+is printed and saved beside the PNG as JSON with the same name. A workdir is opened with `gen_jax.load_run`
+(its config.json and newest checkpoint), so any run of experiments.vae, experiments.cvae or
+experiments.autoencoder can be drawn, while it trains or after; the numeric helpers are figure_maths.py.
 
 Decisions:
 - The images shown and scored are the dataset's intensities in [0, 1], not the binarised draws a run may
@@ -27,149 +27,74 @@ Decisions:
 """
 
 import argparse
-import dataclasses
+import collections
 import json
 import os
 import sys
-import typing
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from gen_jax import objectives, plots
+import gen_jax
+from gen_jax import families, files, plots
 from gen_jax.data import load_split
 from gen_jax.errors import UserError
 from gen_jax.evaluation import classifier as classifier_lib
-from gen_jax.models.vae import VAE
-from gen_jax.train import checkpointing, vae
 
-# Settings a workdir must record to be drawn: the VAE family's network settings.
-_MODEL_KEYS = ("architecture", "hidden_sizes", "latent_dim", "likelihood", "dataset")
-_CHUNK = 1000  # Images per jitted call.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # figure_maths, when loaded by path (tests).
+from figure_maths import (cross_fade, interpolation_paths, kl_curve_values, manifold_codes,  # noqa: E402
+                          nearest_neighbours, pairs_of_different_classes, top_probability, total_variation)
 
-
-@dataclasses.dataclass
-class TrainedRun:
-  """A restored run of the VAE family (VAE, CVAE or autoencoder) and its data in [0, 1]."""
-  workdir: str
-  family: str  # "vae", "cvae" or "autoencoder".
-  config: vae.VAEConfig
-  model: VAE
-  params: dict
-  train_images: np.ndarray  # float32 (N, H, W, C) in [0, 1].
-  test_images: np.ndarray
-  test_labels: typing.Optional[np.ndarray]
-  num_classes: typing.Optional[int]
-
-  @property
-  def conditional(self):
-    return self.family == "cvae"
-
-  def encode_mean(self, x, labels=None):
-    return _chunked(self._encode_mean, self.params, x, labels)
-
-  def decode_mean(self, z, labels=None):
-    return _chunked(self._decode_mean, self.params, z, labels)
-
-  def __post_init__(self):
-    likelihood, std = self.config.likelihood, self.config.gaussian_std or None
-    model = self.model
-    self._encode_mean = jax.jit(lambda params, x, labels: model.apply(
-        {"params": params}, x, labels, method=VAE.encode)[0])
-    self._decode_mean = jax.jit(lambda params, z, labels: objectives.decoder_mean(
-        likelihood, model.apply({"params": params}, z, labels, method=VAE.decode), std))
-
-  def images_dir(self):
-    path = os.path.join(self.workdir, "images")
-    os.makedirs(path, exist_ok=True)
-    return path
+# A run's data as the figures show it: the dataset's intensities in [0, 1], float32 (N, H, W, C) (labels
+# and num_classes None for unlabelled data).
+Intensities = collections.namedtuple("Intensities", "train test test_labels num_classes")
 
 
-def _chunked(function, params, inputs, labels):
-  outputs = []
-  for start in range(0, len(inputs), _CHUNK):
-    chunk_labels = None if labels is None else jnp.asarray(labels[start:start + _CHUNK], jnp.int32)
-    outputs.append(np.asarray(function(params, jnp.asarray(inputs[start:start + _CHUNK]), chunk_labels)))
-  return np.concatenate(outputs)
+def open_run(workdir):
+  """(`gen_jax.load_run(workdir)`, its `Intensities`) for a run that encodes and decodes.
 
-
-def _config_from_json(stored):
-  """The VAEConfig of a stored config.json (an autoencoder's lacks the KL settings: defaults fill them)."""
-  hints = typing.get_type_hints(vae.VAEConfig)
-  values = {}
-  for field in dataclasses.fields(vae.VAEConfig):
-    if field.name in stored:
-      value = stored[field.name]
-      values[field.name] = tuple(value) if typing.get_origin(hints[field.name]) is tuple else value
-  return vae.VAEConfig(**values)
-
-
-def load_run(workdir):
-  """Restores the latest checkpoint of a VAE, CVAE or autoencoder workdir."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise UserError(f"--workdir={workdir} holds no config.json; allowed: the workdir of a run of "
-                    "experiments.vae, experiments.cvae or experiments.autoencoder")
-  with open(path) as f:
-    stored = json.load(f)
-  missing = [key for key in _MODEL_KEYS if key not in stored]
-  if missing:
-    raise UserError(f"--workdir={workdir} is not a run of the VAE family (its config.json lacks "
-                    f"{', '.join(missing)}); allowed: a workdir of experiments.vae, cvae or autoencoder")
-  family = "cvae" if stored.get("conditional") else ("vae" if "beta" in stored else "autoencoder")
-  config = _config_from_json(stored)
-  checkpoints = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(checkpoints):
-    raise UserError(f"--workdir={workdir} has no checkpoints/ yet; allowed: a run that has saved a checkpoint")
-  checkpointer = checkpointing.Checkpointer(checkpoints, keep=1)
-  try:
-    restored = checkpointer.restore_latest(None)  # No target: the arrays come back as they were saved.
-  finally:
-    checkpointer.close()
-  if restored is None:
-    raise UserError(f"--workdir={workdir} has no checkpoint yet; allowed: a run that has saved a checkpoint")
+  The intensities come from `load_split` with the run's settings, not from `run.dataset`, whose test split
+  is binarised when the run binarises (see the module docstring).
+  """
+  run = gen_jax.load_run(workdir)
+  if "encode" not in run.operations:  # Every figure of a run decodes codes (or prior draws) of its images.
+    raise UserError(f"--workdir={workdir} is a {run.family} run, which has no encoder; allowed: a run of the "
+                    f"families that encode and decode ({', '.join(families.families_with('encode'))})")
+  config = run.config
   kwargs = dict(data_dir=config.data_dir, image_size=config.image_size or None)
   train = load_split(config.dataset, "train", num_examples=config.num_train_examples or None, **kwargs)
   test = load_split(config.dataset, "test", num_examples=config.num_test_examples or None, **kwargs)
-  model = vae.build_model(config, tuple(train.images.shape[1:]), train.num_classes)
-  return TrainedRun(workdir=workdir, family=family, config=config, model=model,
-                    params=restored[0]["params"], train_images=_unit(train.images),
-                    test_images=_unit(test.images), test_labels=test.labels, num_classes=train.num_classes)
+  unit = lambda images: np.asarray(images, np.float32) / 255.0
+  return run, Intensities(unit(train.images), unit(test.images), test.labels, train.num_classes)
 
 
-def _unit(images_uint8):
-  return np.asarray(images_uint8, np.float32) / 255.0
+def _conditional(run):
+  return bool(getattr(run.config, "conditional", False))
+
+
+def _images_dir(workdir):
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"--workdir={workdir} is a file; allowed: a directory")
+  path = os.path.join(workdir, "images")
+  os.makedirs(path, exist_ok=True)
+  return path
 
 
 def _require_unconditional(run, figure):
-  if run.conditional:
+  if _conditional(run):
     raise UserError(f"--workdir={run.workdir} is a conditional VAE; allowed for {figure}: a VAE or "
                     "autoencoder workdir (the CVAE has its own figure, style_grid)")
 
 
-def _classifier_for(run, classifier_dir):
+def _classifier_for(run, data, classifier_dir):
   if classifier_dir:
     classifier = classifier_lib.load_classifier(classifier_dir)
   else:
     classifier = classifier_lib.load_or_train_classifier(run.config.dataset, run.config.data_dir,
                                                          run.config.image_size or None)
-  if classifier.image_shape != run.test_images.shape[1:]:
+  if classifier.image_shape != data.test.shape[1:]:
     raise UserError(f"--classifier={classifier.checkpoint_dir} takes {classifier.image_shape} images, the run "
-                    f"{run.workdir} makes {run.test_images.shape[1:]}; allowed: the run's dataset's classifier")
+                    f"{run.workdir} makes {data.test.shape[1:]}; allowed: the run's dataset's classifier")
   return classifier
-
-
-def _softmax_confidence(classifier, images):
-  """The classifier's top softmax probability per image."""
-  return np.max(np.asarray(jax.nn.softmax(classifier.logits(images), axis=-1)), axis=-1)
-
-
-def _write_numbers(png_path, numbers):
-  path = os.path.splitext(png_path)[0] + ".json"
-  with open(path, "w") as f:
-    json.dump(numbers, f, indent=1)
-  return path
 
 
 def _save(figure, path):
@@ -181,58 +106,37 @@ def _save(figure, path):
 # --- AE vs VAE interpolation -------------------------------------------------------------------------------
 
 
-def interpolation_paths(encode_mean, decode_mean, x_a, x_b, ts):
-  """Decodes of (1 − t)·μ(x_a) + t·μ(x_b): (pairs, len(ts), H, W, C)."""
-  z_a, z_b = encode_mean(x_a), encode_mean(x_b)
-  z = (1.0 - ts[None, :, None]) * z_a[:, None] + ts[None, :, None] * z_b[:, None]
-  decoded = decode_mean(z.reshape(-1, z.shape[-1]).astype(np.float32))
-  return decoded.reshape(len(x_a), len(ts), *decoded.shape[1:])
+def interpolation_figure(ae, vae, classifier, num_points=9, num_pairs=200, num_shown=3, seed=0):
+  """The AE and VAE decode the line between two test codes; classifier confidence along the path.
 
-
-def cross_fade(x_a, x_b, ts):
-  """Pixel-space mixing (1 − t)·x_a + t·x_b: the ghosted images a good code space avoids."""
-  return (1.0 - ts[None, :, None, None, None]) * x_a[:, None] + ts[None, :, None, None, None] * x_b[:, None]
-
-
-def _pairs_of_different_classes(labels, count, seed):
-  """`count` test index pairs (a, b) with different labels, drawn with a fixed seed."""
-  rng = np.random.default_rng(seed)
-  first, second = [], []
-  while len(first) < count:
-    a, b = rng.integers(0, len(labels), size=2)
-    if labels is None or labels[a] != labels[b]:
-      first.append(a)
-      second.append(b)
-  return np.asarray(first), np.asarray(second)
-
-
-def interpolation_figure(ae_run, vae_run, classifier, num_points=9, num_pairs=200, num_shown=3, seed=0):
-  """The AE and VAE decode the line between two test codes; classifier confidence along the path."""
+  `ae` and `vae` are `open_run` pairs (run, intensities).
+  """
+  (ae_run, ae_data), (vae_run, vae_data) = ae, vae
   for run in (ae_run, vae_run):
     _require_unconditional(run, "interpolation")
-  if ae_run.config.dataset != vae_run.config.dataset or ae_run.test_images.shape != vae_run.test_images.shape:
+  if ae_run.config.dataset != vae_run.config.dataset or ae_data.test.shape != vae_data.test.shape:
     raise UserError(f"--ae_workdir={ae_run.workdir} ({ae_run.config.dataset}) and --vae_workdir="
                     f"{vae_run.workdir} ({vae_run.config.dataset}) use different data; allowed: runs on the "
                     "same dataset and test split")
-  if len(vae_run.test_images) < 2:
-    raise UserError(f"the test split of {vae_run.config.dataset} holds {len(vae_run.test_images)} image(s); "
+  if len(vae_data.test) < 2:
+    raise UserError(f"the test split of {vae_run.config.dataset} holds {len(vae_data.test)} image(s); "
                     "allowed: at least 2 to interpolate between")
   ts = np.linspace(0.0, 1.0, num_points, dtype=np.float32)
-  first, second = _pairs_of_different_classes(vae_run.test_labels, num_pairs, seed)
-  x_a, x_b = vae_run.test_images[first], vae_run.test_images[second]
+  first, second = pairs_of_different_classes(vae_data.test_labels, num_pairs, seed)
+  x_a, x_b = vae_data.test[first], vae_data.test[second]
   paths = {
       "pixels": cross_fade(x_a, x_b, ts),
-      "autoencoder": interpolation_paths(ae_run.encode_mean, ae_run.decode_mean, x_a, x_b, ts),
-      "vae": interpolation_paths(vae_run.encode_mean, vae_run.decode_mean, x_a, x_b, ts),
+      "autoencoder": interpolation_paths(ae_run.encode, ae_run.decode, x_a, x_b, ts),
+      "vae": interpolation_paths(vae_run.encode, vae_run.decode, x_a, x_b, ts),
   }
-  confidence = {name: _softmax_confidence(classifier, images.reshape(-1, *images.shape[2:]))
+  confidence = {name: top_probability(classifier.logits(images.reshape(-1, *images.shape[2:])))
                 .reshape(num_pairs, num_points).mean(axis=0) for name, images in paths.items()}
   middle = num_points // 2
   numbers = {
       "t": ts.tolist(), "num_pairs": num_pairs,
       "mean_classifier_confidence": {name: values.tolist() for name, values in confidence.items()},
       "midpoint_confidence": {name: float(values[middle]) for name, values in confidence.items()},
-      "real_test_image_confidence": float(np.mean(_softmax_confidence(classifier, x_a))),
+      "real_test_image_confidence": float(np.mean(top_probability(classifier.logits(x_a)))),
       "classifier": classifier.checkpoint_dir, "classifier_test_accuracy": classifier.test_accuracy,
       "ae_workdir": ae_run.workdir, "vae_workdir": vae_run.workdir,
   }
@@ -240,7 +144,7 @@ def interpolation_figure(ae_run, vae_run, classifier, num_points=9, num_pairs=20
   shown = min(num_shown, num_pairs)
   names = ("pixels", "autoencoder", "vae")
   figure, axes = plots.pyplot().subplots(2, 1, figsize=(num_points * 0.55 + 1.5, shown * 1.7 + 3.2),
-                              gridspec_kw={"height_ratios": [shown * 1.7, 3.0]})
+                                         gridspec_kw={"height_ratios": [shown * 1.7, 3.0]})
   rows = np.stack([paths[name][pair] for pair in range(shown) for name in names])
   axes[0].imshow(plots.image_grid(rows.reshape(-1, *rows.shape[2:]), num_points)[..., 0], cmap="gray",
                  vmin=0.0, vmax=1.0)
@@ -265,17 +169,17 @@ def interpolation_figure(ae_run, vae_run, classifier, num_points=9, num_pairs=20
 # --- CVAE style grid ---------------------------------------------------------------------------------------
 
 
-def style_grid_figure(run, classifier, num_sources=8, num_scored=1000):
+def style_grid_figure(run, data, classifier, num_sources=8, num_scored=1000):
   """Style codes z = μ(x, y) of test images decoded with every label: rows sources, columns classes."""
-  if not run.conditional:
+  if not _conditional(run):
     raise UserError(f"--workdir={run.workdir} is not a conditional VAE; allowed for style_grid: a workdir "
                     "of experiments.cvae")
-  num_classes = run.num_classes
-  count = min(max(num_sources, num_scored), len(run.test_images))
-  x, y = run.test_images[:count], run.test_labels[:count]
-  z = run.encode_mean(x, y)
+  num_classes = data.num_classes
+  count = min(max(num_sources, num_scored), len(data.test))
+  x, y = data.test[:count], data.test_labels[:count]
+  z = run.encode(x, y)
   every_label = np.tile(np.arange(num_classes), count)
-  decoded = run.decode_mean(np.repeat(z, num_classes, axis=0), every_label)
+  decoded = run.decode(np.repeat(z, num_classes, axis=0), every_label)
   predictions = classifier.predict(decoded).reshape(count, num_classes)
   per_class = (predictions == np.arange(num_classes)[None]).mean(axis=0)
   numbers = {"num_sources_scored": int(count), "transfer_accuracy": float(per_class.mean()),
@@ -299,36 +203,28 @@ def style_grid_figure(run, classifier, num_sources=8, num_scored=1000):
 # --- Latent manifold of a 2-D VAE --------------------------------------------------------------------------
 
 
-def manifold_codes(grid_size):
-  """A grid_size² grid of z = Φ⁻¹(u), u at the cell centres of (0, 1)²: equal prior mass per cell."""
-  u = (np.arange(grid_size, dtype=np.float32) + 0.5) / grid_size
-  z = np.asarray(jax.scipy.special.ndtri(jnp.asarray(u)))
-  # Rows go down the image: the top row has the largest z₂, as on a plot's y axis.
-  return np.stack(np.meshgrid(z, z[::-1]), axis=-1).reshape(-1, 2)
-
-
-def manifold_figures(run, grid_size=20, num_scatter=5000):
+def manifold_figures(run, data, grid_size=20, num_scatter=5000):
   """(decoded Φ⁻¹ grid figure, scatter of test codes coloured by class figure)."""
   _require_unconditional(run, "manifold")
   if run.config.latent_dim != 2:
     raise UserError(f"--workdir={run.workdir} has --latent_dim={run.config.latent_dim}; allowed for "
                     "manifold: 2 (train with experiments/configs/vae_latent2_fashion_mnist.cfg)")
-  decoded = run.decode_mean(manifold_codes(grid_size))
+  decoded = run.decode(manifold_codes(grid_size))
   grid_figure, axis = plots.pyplot().subplots(figsize=(7, 7))
   axis.imshow(plots.image_grid(decoded, grid_size)[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
   axis.set_axis_off()
   axis.set_title(f"decoder means at z = Φ⁻¹(u) on a {grid_size}×{grid_size} grid of u", fontsize=9)
   grid_figure.tight_layout()
 
-  count = min(num_scatter, len(run.test_images))
-  codes = run.encode_mean(run.test_images[:count])
+  count = min(num_scatter, len(data.test))
+  codes = run.encode(data.test[:count])
   scatter_figure, axis = plots.pyplot().subplots(figsize=(6, 5))
-  if run.test_labels is None:
+  if data.test_labels is None:
     axis.scatter(codes[:, 0], codes[:, 1], s=2, alpha=0.5)
   else:
-    points = axis.scatter(codes[:, 0], codes[:, 1], c=run.test_labels[:count], cmap="tab10", s=2, alpha=0.6,
-                          vmin=-0.5, vmax=run.num_classes - 0.5)
-    scatter_figure.colorbar(points, ax=axis, ticks=range(run.num_classes), label="class")
+    points = axis.scatter(codes[:, 0], codes[:, 1], c=data.test_labels[:count], cmap="tab10", s=2, alpha=0.6,
+                          vmin=-0.5, vmax=data.num_classes - 0.5)
+    scatter_figure.colorbar(points, ax=axis, ticks=range(data.num_classes), label="class")
   axis.set_xlabel("z₁ (encoder mean)")
   axis.set_ylabel("z₂ (encoder mean)")
   axis.set_title(f"{count} test codes", fontsize=9)
@@ -339,42 +235,19 @@ def manifold_figures(run, grid_size=20, num_scatter=5000):
 # --- Samples vs reconstructions vs nearest training images -------------------------------------------------
 
 
-def nearest_neighbours(queries, references, chunk=2000):
-  """(index, Euclidean distance) of each query's nearest reference, images flattened."""
-  q = jnp.asarray(queries.reshape(len(queries), -1))
-  q_norms = jnp.sum(q**2, axis=1)
-  best_index, best_distance = None, None
-  for start in range(0, len(references), chunk):
-    r = jnp.asarray(references[start:start + chunk].reshape(-1, q.shape[1]))
-    squared = q_norms[:, None] - 2.0 * q @ r.T + jnp.sum(r**2, axis=1)[None]
-    index, distance = np.asarray(jnp.argmin(squared, axis=1)), np.asarray(jnp.min(squared, axis=1))
-    if best_index is None:
-      best_index, best_distance = index + start, distance
-    else:
-      better = distance < best_distance
-      best_index = np.where(better, index + start, best_index)
-      best_distance = np.where(better, distance, best_distance)
-  return best_index, np.sqrt(np.maximum(best_distance, 0.0))
+def samples_figure(run, data, num_shown=12, num_scored=500, seed=None):
+  """Rows: samples, their nearest training images, test images, their reconstructions.
 
-
-def total_variation(images):
-  """Mean absolute difference of horizontally and vertically neighbouring pixels, per image."""
-  dx = np.abs(np.diff(images, axis=2)).mean(axis=(1, 2, 3))
-  dy = np.abs(np.diff(images, axis=1)).mean(axis=(1, 2, 3))
-  return 0.5 * (dx + dy)
-
-
-def samples_figure(run, num_shown=12, num_scored=500, seed=0):
-  """Rows: samples, their nearest training images, test images, their reconstructions."""
-  count = min(max(num_shown, num_scored), len(run.test_images))
-  z = np.asarray(jax.random.normal(jax.random.key(seed), (count, run.config.latent_dim)))
-  labels = np.arange(count) % run.num_classes if run.conditional else None
-  samples = run.decode_mean(z, labels)
-  test_x = run.test_images[:count]
-  test_labels = run.test_labels[:count] if run.conditional else None
-  reconstructions = run.decode_mean(run.encode_mean(test_x, test_labels), test_labels)
-  sample_index, sample_distance = nearest_neighbours(samples, run.train_images)
-  _, test_distance = nearest_neighbours(test_x, run.train_images)
+  The samples are `run.sample` (decoder means at prior draws; the CVAE's cycle through the classes), at the
+  run's own seed unless `seed` is given.
+  """
+  count = min(max(num_shown, num_scored), len(data.test))
+  samples = run.sample(count, seed=seed)
+  test_x = data.test[:count]
+  test_labels = data.test_labels[:count] if _conditional(run) else None
+  reconstructions = run.decode(run.encode(test_x, test_labels), test_labels)
+  sample_index, sample_distance = nearest_neighbours(samples, data.train)
+  _, test_distance = nearest_neighbours(test_x, data.train)
   sharpness = {name: float(total_variation(images).mean()) for name, images in
                (("samples", samples), ("reconstructions", reconstructions), ("test_images", test_x))}
   numbers = {
@@ -385,7 +258,7 @@ def samples_figure(run, num_shown=12, num_scored=500, seed=0):
       "total_variation": sharpness, "workdir": run.workdir,
   }
   shown = min(num_shown, count)
-  rows = np.concatenate([samples[:shown], run.train_images[sample_index[:shown]], test_x[:shown],
+  rows = np.concatenate([samples[:shown], data.train[sample_index[:shown]], test_x[:shown],
                          reconstructions[:shown]])
   names = ["samples", "nearest training", "test images", "reconstructions"]
   figure, axis = plots.pyplot().subplots(figsize=(shown * 0.6 + 1.4, 3.4))
@@ -402,17 +275,6 @@ def samples_figure(run, num_shown=12, num_scored=500, seed=0):
 
 
 # --- KL regulariser curves ---------------------------------------------------------------------------------
-
-
-def kl_curve_values(log_variances):
-  """exp(s), 1 + s and their difference for s = log σ², the difference from the training KL itself.
-
-  With μ = 0, `objectives.kl_to_standard_normal` is ½(exp(s) − (1 + s)) per dimension, so twice it is the
-  lecture's exp(σ) − (1 + σ) curve.
-  """
-  s = np.asarray(log_variances, np.float32)
-  kl = objectives.kl_to_standard_normal(jnp.zeros((len(s), 1)), jnp.asarray(s)[:, None])
-  return np.exp(s), 1.0 + s, 2.0 * np.asarray(kl)
 
 
 def kl_curves_figure(num_points=601, limit=3.0):
@@ -485,16 +347,9 @@ def _parser():
   return parser
 
 
-def _images_dir(workdir):
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise UserError(f"--workdir={workdir} is a file; allowed: a directory")
-  path = os.path.join(workdir, "images")
-  os.makedirs(path, exist_ok=True)
-  return path
-
-
 def _report(png_path, numbers):
-  json_path = _write_numbers(png_path, numbers)
+  json_path = os.path.splitext(png_path)[0] + ".json"
+  files.write_json(json_path, numbers)
   headline = {key: value for key, value in numbers.items()
               if not isinstance(value, list) and not (isinstance(value, dict)
                                                       and any(isinstance(v, list) for v in value.values()))}
@@ -505,27 +360,27 @@ def _report(png_path, numbers):
 def draw(args):
   """Draws the figure `args.figure` asks for; returns the paths written."""
   if args.figure == "interpolation":
-    ae_run, vae_run = load_run(args.ae_workdir), load_run(args.vae_workdir)
-    classifier = _classifier_for(vae_run, args.classifier)
-    figure, numbers = interpolation_figure(ae_run, vae_run, classifier, args.num_points, args.num_pairs)
-    paths = [os.path.join(vae_run.images_dir(), "interpolation_ae_vs_vae.png")]
+    ae, vae = open_run(args.ae_workdir), open_run(args.vae_workdir)
+    classifier = _classifier_for(*vae, args.classifier)
+    figure, numbers = interpolation_figure(ae, vae, classifier, args.num_points, args.num_pairs)
+    paths = [os.path.join(_images_dir(vae[0].workdir), "interpolation_ae_vs_vae.png")]
   elif args.figure == "style_grid":
-    run = load_run(args.workdir)
-    figure, numbers = style_grid_figure(run, _classifier_for(run, args.classifier), args.num_sources,
-                                        args.num_scored)
-    paths = [os.path.join(run.images_dir(), "cvae_style_grid.png")]
+    run, data = open_run(args.workdir)
+    figure, numbers = style_grid_figure(run, data, _classifier_for(run, data, args.classifier),
+                                        args.num_sources, args.num_scored)
+    paths = [os.path.join(_images_dir(run.workdir), "cvae_style_grid.png")]
   elif args.figure == "manifold":
-    run = load_run(args.workdir)
-    grid_figure, scatter_figure = manifold_figures(run, args.grid_size, args.num_scatter)
-    paths = [os.path.join(run.images_dir(), "latent_manifold.png"),
-             os.path.join(run.images_dir(), "latent_scatter.png")]
+    run, data = open_run(args.workdir)
+    grid_figure, scatter_figure = manifold_figures(run, data, args.grid_size, args.num_scatter)
+    paths = [os.path.join(_images_dir(run.workdir), name) for name in ("latent_manifold.png",
+                                                                      "latent_scatter.png")]
     _save(grid_figure, paths[0])
     _save(scatter_figure, paths[1])
     return paths
   elif args.figure == "samples":
-    run = load_run(args.workdir)
-    figure, numbers = samples_figure(run, args.num_shown, args.num_scored)
-    paths = [os.path.join(run.images_dir(), "samples_vs_nearest_training.png")]
+    run, data = open_run(args.workdir)
+    figure, numbers = samples_figure(run, data, args.num_shown, args.num_scored)
+    paths = [os.path.join(_images_dir(run.workdir), "samples_vs_nearest_training.png")]
   else:
     figure, numbers = kl_curves_figure()
     paths = [os.path.join(_images_dir(args.workdir), "kl_regulariser_curves.png")]

@@ -6,7 +6,9 @@
 Train rows are dashed, test rows solid; a run's test `log_likelihood` (the k-sample bound, written after
 training or by scripts/evaluate.py) is drawn as a star on the ELBO plot. `--panels` gives each run its own
 panel with a shared y-axis, like Kingma & Welling's Fig. 2 (one panel per latent size). The reference CSV
-(header line, then examples_seen,value rows) adds a published curve in black to every panel.
+(header line, then examples_seen,value rows) adds a published curve in black to every panel. A curve is
+labelled by its directory's name and the run's family (from config.json, where the run recorded one); only
+metrics.jsonl is read, so a run without checkpoints (or still training) can be plotted.
 """
 
 import os
@@ -21,9 +23,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from experiments import common  # noqa: E402
-from gen_jax import plots  # noqa: E402
+from experiments import main as experiment_main  # noqa: E402
+from gen_jax import config as config_lib  # noqa: E402
 from gen_jax.errors import UserError  # noqa: E402
+from gen_jax.runtime import metrics as metrics_lib, workdir as workdir_lib  # noqa: E402
 
 flags.DEFINE_list("workdirs", None, "Run directories (each with a metrics.jsonl).")
 flags.DEFINE_list("labels", None, "Legend / panel title per workdir (default: the directory names).")
@@ -40,7 +43,18 @@ def _read(workdir):
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.isfile(path):
     raise UserError(f"--workdirs entry {workdir} has no metrics.jsonl; allowed: run directories")
-  return plots.read_metrics(workdir)
+  return metrics_lib.read_rows(path)
+
+
+def default_label(workdir):
+  """The directory's name, and the run's family where its config.json records one."""
+  name = os.path.basename(os.path.normpath(workdir))
+  try:
+    stored = workdir_lib.read_config(workdir) or {}
+  except UserError:  # A damaged config.json does not stop a plot of the metrics.
+    stored = {}
+  family = stored.get(config_lib.FAMILY_KEY)
+  return f"{name} [{family}]" if family else name
 
 
 def _draw(axis, rows, metric, colour, label):
@@ -60,7 +74,7 @@ def _draw(axis, rows, metric, colour, label):
 
 
 def plot(workdirs, output, metric="elbo", labels=None, reference_csv=None, panels=False, log_x=True, ylim=None):
-  labels = labels or [os.path.basename(os.path.normpath(w)) for w in workdirs]
+  labels = labels or [default_label(workdir) for workdir in workdirs]
   if len(labels) != len(workdirs):
     raise UserError(f"--labels has {len(labels)} entries for {len(workdirs)} workdirs; allowed: one per workdir")
   reference = None
@@ -110,4 +124,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run(main)
+  experiment_main.run(main)

@@ -3,7 +3,7 @@
   python scripts/sweep_toy_gan.py --flagfile=experiments/configs/gan_grid.cfg --seeds=0,1,2 --learning_rate=1e-3
 
 Takes every flag of `experiments.gan` (a flagfile, then changes) and --seeds; --workdir is not used. Seed s
-follows the random streams of `python -m experiments.gan --seed=s`, to rounding (gen_jax/train/gan_seeds.py).
+follows the random streams of `python -m experiments.gan --seed=s`, to rounding (gen_jax/families/gan_seeds.py).
 Prints one line per evaluation (every --eval_every_steps): modes and high quality per seed, then the means.
 """
 
@@ -16,16 +16,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from experiments import common, gan as gan_experiment  # noqa: E402,F401  (defines the GAN's flags)
+from experiments import main as experiment_main  # noqa: E402
 from gen_jax.errors import UserError  # noqa: E402
-from gen_jax.train import gan, gan_seeds  # noqa: E402
+from gen_jax.families import gan, gan_seeds  # noqa: E402
 
+experiment_main.define_config_flags(gan.Config, gan.HELP)  # The flags of experiments.gan, from one source.
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds trained together, vmapped.")
 
 
 def main(argv):
   del argv
-  config = common.config_from_flags(gan.GANConfig)
+  config = experiment_main.config_from_flags(gan.Config)
   try:
     seeds = [int(seed) for seed in flags.FLAGS.seeds]
   except ValueError:
@@ -45,4 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run(main)
+  experiment_main.run(main)

@@ -8,6 +8,9 @@ exact posterior: then every importance weight equals p(x) and the ELBO is log p(
 
 import functools
 import math
+import subprocess
+import sys
+import time
 
 import jax
 import jax.flatten_util
@@ -15,13 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gen_jax import objectives, plots
+import gen_jax
+from gen_jax import objectives, optim, parallel, plots
 from gen_jax.evaluation import likelihood
+from gen_jax.families import latent_code, vae
 from gen_jax.models import networks
 from gen_jax.models.vae import VAE
-from gen_jax.train import optim, parallel, vae
 
-from conftest import run_experiment
+from conftest import REPO, assert_one_line_error, run_experiment
 
 
 NUM_DIMS, LATENT_DIM, NOISE_STD = 6, 2, 0.5
@@ -106,7 +110,7 @@ def test_chunked_log_mean_exp_masks_the_partial_chunk_exactly():
 def _tiny_bernoulli_vae(objective="iwae", num_samples=5):
   config = vae.VAEConfig(architecture="mlp", hidden_sizes=(8,), latent_dim=3, activation="tanh",
                          objective=objective, num_importance_samples=num_samples)
-  model = vae.build_model(config, (2, 3, 1))
+  model = latent_code.build_model(config, (2, 3, 1))
   params = model.init(jax.random.key(0), jnp.zeros((1, 2, 3, 1)), jax.random.key(1))["params"]
   x = (jax.random.uniform(jax.random.key(2), (4, 2, 3, 1)) < 0.4).astype(jnp.float32)
   return model, config, params, x
@@ -135,7 +139,7 @@ def test_l1_equals_the_elbo_on_the_same_samples():
   # of log p(z) − log q(z|x) (= log w − log p(x|z)) is −KL within 4 standard errors.
   @jax.jit
   def log_ratio_and_kl(key):
-    encode, log_weight_terms, _ = vae.latent_variable_functions(model, config)
+    encode, log_weight_terms, _, _ = vae.latent_variable_functions(model, config)
     encoded = encode(params, x, None)
     _, log_prior, log_posterior = log_weight_terms(params, encoded, x, None, key, 20000)
     return log_prior - log_posterior, objectives.kl_to_standard_normal(*encoded)
@@ -223,9 +227,20 @@ def test_two_layer_flagfile_run_then_evaluate_from_checkpoint(tmp_path):
   assert final["step"] == 10 and final["iwae_k"] == 20 and final["active_units_1"] <= 4
   assert final["log_likelihood"] >= final["elbo"] - 2.0  # L_20 ≥ ELBO up to the estimates' noise.
   assert final["bits_per_dim"] == pytest.approx(-final["log_likelihood"] / (784 * math.log(2)))
-  # On demand from the checkpoint: the same k reproduces the final row's number; another k adds a row.
-  row = vae.evaluate_checkpoint(workdir, iwae_k=20)
-  assert row["step"] == 10 and row["log_likelihood"] == pytest.approx(final["log_likelihood"], abs=1e-3)
-  vae.evaluate_checkpoint(workdir, iwae_k=7)
+  # On demand from the checkpoint (gen_jax.load_run): the same k reproduces the final row's number ...
+  started = time.time()
+  run = gen_jax.load_run(workdir)
+  assert (run.family, run.step, run.config.architecture) == ("vae", 10, "two_layer")
+  row = run.append_test_row(run.test_log_likelihood(20), started)
+  assert row["step"] == 10 and row["examples_seen"] == final["examples_seen"] and row["iwae_k"] == 20
+  assert row["log_likelihood"] == pytest.approx(final["log_likelihood"], abs=1e-3)
+  # ... and scripts/evaluate.py, the same from the command line, adds a row for another k.
+  evaluate = [sys.executable, "scripts/evaluate.py", f"--workdir={workdir}"]
+  result = subprocess.run(evaluate + ["--iwae_k=7"], capture_output=True, text=True, cwd=REPO, timeout=240)
+  assert result.returncode == 0, result.stderr
+  assert "step=10" in result.stdout and "iwae_k=7" in result.stdout
   rows = [r for r in plots.read_metrics(workdir) if "log_likelihood" in r]
   assert sorted(r["iwae_k"] for r in rows) == [7, 20, 20]
+  refused = subprocess.run(evaluate + ["--iwae_k=0"], capture_output=True, text=True, cwd=REPO, timeout=240)
+  assert refused.returncode == 2
+  assert_one_line_error(refused, "--iwae_k=0", "allowed: a positive number")

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import TINY_VAE_FLAGS, run_experiment
 from gen_jax.data import builders, load_split
 from gen_jax.errors import UserError
 from gen_jax.evaluation import classifier as classifier_lib
@@ -207,6 +208,30 @@ def test_evaluate_samples_script_appends_a_row(small_classifier, tmp_path):
   expected = sq.score_samples(samples, "fashion_mnist", classifier=classifier)
   for name in ("fcd", "precision", "recall", "fcd_floor", "precision_floor", "recall_floor"):
     assert row[name] == pytest.approx(expected[name])
+
+
+@needs_fashion_mnist
+def test_evaluate_samples_script_draws_a_runs_own_samples(small_classifier, tmp_path):
+  classifier = small_classifier[0]
+  workdir = tmp_path / "vae"
+  trained = run_experiment("vae", *TINY_VAE_FLAGS, "--num_epochs=1", f"--workdir={workdir}")
+  assert trained.returncode == 0, trained.stderr
+  # No --samples and no --dataset: the run draws them (by default its samples.npy) and names its dataset.
+  result = run_evaluate_samples(f"--workdir={workdir}", f"--classifier_dir={classifier.checkpoint_dir}")
+  assert result.returncode == 0, result.stderr
+  rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  row = rows[-1]
+  assert (row["step"], row["examples_seen"], row["split"]) == (rows[-2]["step"], rows[-2]["examples_seen"], "test")
+  assert row["num_samples"] == 16  # The run's --num_samples.
+  expected = sq.score_samples(np.load(workdir / "samples.npy"), "fashion_mnist", classifier=classifier)
+  for name in ("fcd", "precision", "recall", "fcd_floor"):
+    assert row[name] == pytest.approx(expected[name], rel=1e-5)
+  # Other scores of the same names at the same step: the workdir keeps one such row, and the script says so.
+  again = run_evaluate_samples(f"--workdir={workdir}", "--num_samples=8",
+                               f"--classifier_dir={classifier.checkpoint_dir}")
+  assert again.returncode == 0, again.stderr
+  assert "[8 samples" in again.stdout and "not appended" in again.stdout
+  assert len(open(workdir / "metrics.jsonl").readlines()) == len(rows)
 
 
 @needs_fashion_mnist

@@ -2,7 +2,7 @@
 conditional samples.
 
 There are no Inception weights for 28×28 grayscale data, so sample quality is measured in the feature space of
-a classifier trained by the project on the same data (GUIDE §6, "Fréchet classifier distance"), and the
+a classifier trained by the project on the same data (README, "Sample quality"), and the
 conditional VAE's samples are labelled by it (`conditional_accuracy`).
 
   classifier = load_or_train_classifier("fashion_mnist")   # trains once (~10-40 s on 2 CPU cores), then loads
@@ -13,7 +13,7 @@ conditional VAE's samples are labelled by it (`conditional_accuracy`).
 Decisions:
 - An MLP 784-512-256-classes with ReLU on [0, 1] intensities, Adam 1e-3 decayed to 0 by a cosine, batch 128,
   `DEFAULT_NUM_EPOCHS` epochs, no augmentation or dropout: the classifier should describe the data as it is,
-  and XLA's CPU convolutions are slow (GUIDE §4) while an MLP reaches ~89% on Fashion-MNIST test in seconds.
+  and XLA's CPU convolutions are slow (JAX issue #12868) while an MLP reaches ~89% on Fashion-MNIST test in seconds.
   The features are the 256 ReLU outputs of the penultimate layer.
 - The cache lives beside the data: `<data_dir or TFDS's default>/gen_jax_classifiers/<dataset>[-<variant>]/`
   holding `checkpoint/` (orbax, the parameters) and `info.json` (test accuracy, dataset, examples, epochs,

@@ -8,7 +8,7 @@ Any model's samples are scored the same way (`scripts/evaluate_samples.py`), so 
 the same data can be compared, each number beside the floor that real data reaches.
 
 Decisions:
-- `fcd`, the Fréchet classifier distance (GUIDE §6): the Fréchet distance between Gaussians fitted (mean and
+- `fcd`, the Fréchet classifier distance (README, "Sample quality"): the Fréchet distance between Gaussians fitted (mean and
   unbiased covariance) to the classifier's penultimate-layer features of the samples and of the whole
   reference split. Computed in float64 numpy without scipy: Tr((C1 C2)^½) is the sum of the square roots of
   the eigenvalues of the symmetric PSD matrix C1^½ C2 C1^½ (similar to C1 C2), which avoids the complex
