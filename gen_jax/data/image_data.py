@@ -10,7 +10,6 @@ numbers are comparable across evaluations and runs (the IWAE protocol's fixed te
 import dataclasses
 from typing import Optional
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -8,7 +8,6 @@ from typing import Optional
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from gen_jax import objectives
 
