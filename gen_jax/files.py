@@ -5,6 +5,7 @@ A kill, a full disk or an I/O error during the write leaves the previous file (o
 stray temporary file, never a torn file that a later run would choke on.
 """
 
+import errno
 import json
 import os
 import tempfile
@@ -28,6 +29,18 @@ def write_atomically(path, write, mode="w"):
     if os.path.exists(temporary):
       os.remove(temporary)
     raise
+
+
+def write_cache(path, write, mode="w"):
+  """`write_atomically` for a derived file that is rebuilt when missing (a decoded split, reference
+  statistics): a folder that refuses it (read-only, shared, not ours) is not an error. True if written."""
+  try:
+    write_atomically(path, write, mode)
+  except OSError as error:
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+      return False
+    raise
+  return True
 
 
 def write_json(path, value):

@@ -34,7 +34,9 @@ def main(argv):
   if iwae_k <= 0:
     raise UserError(f"--iwae_k={iwae_k} is not allowed; allowed: a positive number of importance samples")
   run = gen_jax.load_run(workdir, flags.FLAGS.step)
-  row = run.append_test_row(run.test_log_likelihood(iwae_k), started)
+  row, appended = run.append_test_row(run.test_log_likelihood(iwae_k), started)
+  if not appended:
+    print(f"not appended: {workdir}/metrics.jsonl already holds this row (step {row['step']}, iwae_k={iwae_k})")
   print(" ".join(f"{key}={value:.6g}" if isinstance(value, float) else f"{key}={value}"
                  for key, value in row.items()))
 

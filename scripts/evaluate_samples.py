@@ -91,7 +91,7 @@ def main(argv):
   _check(args)
   # Imported after parsing and checking: --help and a refused command line stay fast.
   from gen_jax.evaluation import classifier as classifier_lib, sample_quality
-  from gen_jax.runtime import metrics as metrics_lib, run as run_lib
+  from gen_jax.runtime import run as run_lib
   if args.samples:
     samples = sample_quality.load_samples_file(args.samples)
   else:
@@ -102,11 +102,11 @@ def main(argv):
       reference_split=args.reference_split, image_size=args.image_size or None, classifier=classifier)
   print(sample_quality.summary_line(scores))
   if args.workdir:
-    row = run_lib.append_after_last_row(args.workdir, scores)
+    row, appended = run_lib.append_after_last_row(args.workdir, scores)
     path = os.path.join(args.workdir, "metrics.jsonl")
     # The workdir contract keeps one row per (step, metric names): other scores of the same names at that
     # step are not appended, and saying so beats a silent "appended".
-    if row in metrics_lib.read_rows(path):
+    if appended:
       print(f"recorded in {path} (test row at step {row['step']})")
     else:
       print(f"not appended: {path} already holds a row of these scores at step {row['step']} (one per step)")

@@ -231,7 +231,9 @@ def test_two_layer_flagfile_run_then_evaluate_from_checkpoint(tmp_path):
   started = time.time()
   run = gen_jax.load_run(workdir)
   assert (run.family, run.step, run.config.architecture) == ("vae", 10, "two_layer")
-  row = run.append_test_row(run.test_log_likelihood(20), started)
+  row, appended = run.append_test_row(run.test_log_likelihood(20), started)
+  assert appended
+  assert not run.append_test_row(run.test_log_likelihood(20), started)[1]  # The same row is written once.
   assert row["step"] == 10 and row["examples_seen"] == final["examples_seen"] and row["iwae_k"] == 20
   assert row["log_likelihood"] == pytest.approx(final["log_likelihood"], abs=1e-3)
   # ... and scripts/evaluate.py, the same from the command line, adds a row for another k.

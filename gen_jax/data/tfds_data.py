@@ -16,13 +16,13 @@ import importlib.util
 import os
 import socket
 import sys
-import tempfile
 import urllib.parse
 import zipfile
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from gen_jax import files
 from gen_jax.data import builders
 from gen_jax.errors import UserError
 
@@ -128,23 +128,6 @@ def _decode_split(builder, split: str) -> tuple[np.ndarray, np.ndarray | None, i
   return images, labels, builder.info.features[label_key].num_classes
 
 
-def _write_atomically(path: str, arrays: dict) -> None:
-  """Writes an .npz so that readers see either nothing or the whole file."""
-  directory = os.path.dirname(path)
-  try:
-    fd, tmp_path = tempfile.mkstemp(dir=directory, suffix='.npz.tmp')
-  except OSError:  # A read-only prepared dataset: keep decoding on every read.
-    return
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **arrays)
-    os.chmod(tmp_path, 0o644)  # mkstemp's 0600 would hide the cache from others sharing the data dir.
-    os.replace(tmp_path, path)
-  except BaseException:
-    os.unlink(tmp_path)
-    raise
-
-
 def read_split(builder, split: str) -> tuple[np.ndarray, np.ndarray | None, int | None]:
   """Returns (images (N,H,W,C) uint8, labels (N,) int32 or None, num_classes or None)."""
   if split not in builder.info.splits:
@@ -165,7 +148,7 @@ def read_split(builder, split: str) -> tuple[np.ndarray, np.ndarray | None, int 
   arrays = {'images': images}
   if labels is not None:
     arrays.update(labels=labels, num_classes=np.int64(num_classes))
-  _write_atomically(cache_path, arrays)
+  files.write_cache(cache_path, lambda f: np.savez(f, **arrays), mode="wb")  # Read-only data dir: decode again.
   return images, labels, num_classes
 
 

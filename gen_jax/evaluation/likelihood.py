@@ -137,18 +137,25 @@ def make_log_likelihood_evaluator(model, images, labels, num_samples, mesh, seed
   return evaluate
 
 
-def per_example_log_likelihood(model, params, x, labels, num_samples, seed, images_per_chunk=100,
-                               rows_per_chunk=DEFAULT_ROWS_PER_CHUNK):
-  """L_k of each image of `x` (float, in [0, 1]), numpy (N,), with the k samples keyed by `seed`."""
+def make_per_example_log_likelihood(model, num_samples, images_per_chunk=100,
+                                    rows_per_chunk=DEFAULT_ROWS_PER_CHUNK):
+  """log_likelihood(params, x, labels, seed) -> L_k of each image of `x` (float, in [0, 1]), numpy (N,), the
+  k samples keyed by `seed`. One compiled chunk shape, reused by every call."""
   samples_per_chunk = max(1, min(num_samples, rows_per_chunk // images_per_chunk))
   bound_fn = jax.jit(lambda params, x, labels, key: _bound_and_encoding(
       params, x, labels, key, model, num_samples, samples_per_chunk)[0])
-  key = jax.random.fold_in(jax.random.key(seed), salts.LIKELIHOOD)
-  bounds = []
-  progress = Progress(f"log-likelihood, k={num_samples}, images", len(x))
-  for index, (start, stop) in enumerate(image_data.evaluation_chunks(len(x), images_per_chunk)):
-    chunk, _ = image_data.padded_chunk(x, start, stop, images_per_chunk)
-    chunk_labels = None if labels is None else image_data.padded_chunk(labels, start, stop, images_per_chunk)[0]
-    bounds.append(np.asarray(bound_fn(params, chunk, chunk_labels, jax.random.fold_in(key, index)))[:stop - start])
-    progress.update(stop)
-  return np.concatenate(bounds) if bounds else np.zeros((0,), np.float32)
+
+  def log_likelihood(params, x, labels, seed):
+    key = jax.random.fold_in(jax.random.key(seed), salts.LIKELIHOOD)
+    bounds = []
+    progress = Progress(f"log-likelihood, k={num_samples}, images", len(x))
+    for index, (start, stop) in enumerate(image_data.evaluation_chunks(len(x), images_per_chunk)):
+      chunk, _ = image_data.padded_chunk(x, start, stop, images_per_chunk)
+      chunk_labels = (None if labels is None
+                      else image_data.padded_chunk(labels, start, stop, images_per_chunk)[0])
+      bound = bound_fn(params, chunk, chunk_labels, jax.random.fold_in(key, index))
+      bounds.append(np.asarray(bound)[:stop - start])
+      progress.update(stop)
+    return np.concatenate(bounds) if bounds else np.zeros((0,), np.float32)
+
+  return log_likelihood

@@ -1,4 +1,5 @@
-"""The PacGAN/VEEGAN mode-coverage score for samples of a Gaussian mixture (Lin et al. 2018, PacGAN; Srivastava et al. 2017, VEEGAN).
+"""The PacGAN/VEEGAN mode-coverage score for samples of a Gaussian mixture (Lin et al. 2018;
+Srivastava et al. 2017).
 
 Each sample is assigned to its nearest mode, the distance measured in units of that mode's standard
 deviation; a sample within `threshold_stds` (3) of it is "high quality". Then

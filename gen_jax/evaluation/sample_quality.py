@@ -8,11 +8,12 @@ Any model's samples are scored the same way (`scripts/evaluate_samples.py`), so 
 the same data can be compared, each number beside the floor that real data reaches.
 
 Decisions:
-- `fcd`, the Fréchet classifier distance (README, "Sample quality"): the Fréchet distance between Gaussians fitted (mean and
-  unbiased covariance) to the classifier's penultimate-layer features of the samples and of the whole
-  reference split. Computed in float64 numpy without scipy: Tr((C1 C2)^½) is the sum of the square roots of
-  the eigenvalues of the symmetric PSD matrix C1^½ C2 C1^½ (similar to C1 C2), which avoids the complex
-  round-off of a general matrix square root; rank-deficient covariances (dead ReLU units) are fine.
+- `fcd`, the Fréchet classifier distance (README, "Sample quality"): the Fréchet distance between
+  Gaussians fitted (mean and unbiased covariance) to the classifier's penultimate-layer features of the
+  samples and of the whole reference split. Computed in float64 numpy without scipy: Tr((C1 C2)^½) is the
+  sum of the square roots of the eigenvalues of the symmetric PSD matrix C1^½ C2 C1^½ (similar to C1 C2),
+  which avoids the complex round-off of a general matrix square root; rank-deficient covariances (dead ReLU
+  units) are fine.
 - `precision` and `recall` (Kynkäänniemi et al. 2019, k = 3): a set's manifold is the union of balls around its
   feature vectors, each of radius the distance to its k-th nearest neighbour in the set. Precision = share of
   samples inside the real manifold, recall = share of real images inside the samples' manifold. The radii
@@ -29,11 +30,11 @@ Decisions:
 
 import json
 import os
-import tempfile
 from typing import Optional
 
 import numpy as np
 
+from gen_jax import files
 from gen_jax.data import SPLITS, load_split
 from gen_jax.errors import UserError
 from gen_jax.evaluation import classifier as classifier_lib
@@ -159,25 +160,6 @@ def precision_recall(real_features, fake_features, k: int = PR_K) -> tuple[float
 # --- Reference statistics and floors, cached beside the classifier ----------------------------------------
 
 
-def _write_atomically(path: str, write) -> None:
-  """`write(file)` into a temporary file renamed over `path`: readers see the old or the new file whole.
-
-  A read-only classifier folder (a shared data dir) is not an error: the numbers are recomputed next time.
-  """
-  try:
-    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-  except OSError:
-    return
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
-  except BaseException:
-    os.unlink(temporary)
-    raise
-
-
 def reference_statistics(classifier, dataset: str, data_dir: Optional[str], split: str) -> dict:
   """{'mean', 'cov' (float64), 'features' (first PR_MAX_EXAMPLES, float32), 'num_examples'} of a split."""
   path = os.path.join(classifier.checkpoint_dir, f"reference-{split}.npz")
@@ -194,7 +176,7 @@ def reference_statistics(classifier, dataset: str, data_dir: Optional[str], spli
   mean, cov = gaussian_statistics(features)
   statistics = {"mean": mean, "cov": cov, "features": features[:PR_MAX_EXAMPLES],
                 "num_examples": np.int64(len(features))}
-  _write_atomically(path, lambda f: np.savez(f, **statistics))
+  files.write_cache(path, lambda f: np.savez(f, **statistics), mode="wb")  # Rebuilt if it cannot be kept.
   return statistics
 
 
@@ -221,7 +203,7 @@ def real_data_floor(classifier, dataset: str, data_dir: Optional[str], reference
   if key not in floors:
     reference = reference_statistics(classifier, dataset, data_dir, reference_split)
     floors[key] = _score_features(other["features"][:count], reference, k) | {"num_samples": count}
-    _write_atomically(path, lambda f: f.write(json.dumps(floors, indent=1).encode()))
+    files.write_cache(path, lambda f: json.dump(floors, f, indent=1))
   return floors[key]
 
 

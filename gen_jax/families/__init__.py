@@ -6,6 +6,8 @@ A family is one plain module (no base class) with:
                         experiment's flags (list fields are comma-separated flags);
   HELP                  {field: help text} for the flags the shared help (experiments/main.py) lacks;
   MAY_CHANGE_ON_RESUME  the fields a resumed run may change (when or how long, never what is computed);
+  OPERATIONS            the names of the operations its runs offer `load_run` (the keys its
+                        `Task.operations(state)` returns: sample, encode, decode, reconstruct, ...);
   validate(config)      raises `UserError` (one line naming the value and what is allowed);
   make_task(config, workdir, mesh) -> `gen_jax.runtime.loop.Task`: the data loaded, the jitted step, the
                         evaluation, the figures and `operations(state)` for `load_run`. It writes nothing.
@@ -28,21 +30,11 @@ FAMILIES = {
     "gmm": "gen_jax.families.gmm",
 }
 
-# Which operations each family offers `load_run` (the families' `Task.operations` return these keys); used to
-# name the families that have an operation when a run lacks it.
-OPERATIONS = {
-    "vae": ("sample", "encode", "decode", "reconstruct", "log_likelihood", "test_log_likelihood"),
-    "cvae": ("sample", "encode", "decode", "reconstruct", "log_likelihood", "test_log_likelihood"),
-    "autoencoder": ("sample", "encode", "decode", "reconstruct"),
-    "gan": ("sample",),
-    "gmm": ("sample", "log_likelihood", "test_log_likelihood"),
-}
 
 
-def register(name, module, operations=()):
+def register(name, module):
   """Adds a family (a module or any object with the attributes above) under `name`."""
   FAMILIES[name] = module
-  OPERATIONS[name] = tuple(operations)
 
 
 def get(name):
@@ -54,7 +46,8 @@ def get(name):
 
 
 def families_with(operation):
-  return [name for name, operations in OPERATIONS.items() if operation in operations]
+  """The registered families whose runs offer `operation` (for the one line a run that lacks it gives)."""
+  return [name for name in FAMILIES if operation in get(name).OPERATIONS]
 
 
 def load_run(workdir, step=None):

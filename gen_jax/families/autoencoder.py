@@ -26,6 +26,7 @@ from gen_jax import config as config_lib, objectives
 from gen_jax.families import latent_code
 
 NAME = "autoencoder"
+OPERATIONS = ("sample", "encode", "decode", "reconstruct")
 MAY_CHANGE_ON_RESUME = config_lib.MAY_CHANGE_ON_RESUME
 HELP = latent_code.HELP | {
     "architecture": "mlp or conv (convolutional encoder/decoder).",

@@ -27,6 +27,7 @@ from gen_jax.evaluation import classifier as classifier_lib
 from gen_jax.families import latent_code, vae
 
 NAME = "cvae"
+OPERATIONS = vae.OPERATIONS
 MAY_CHANGE_ON_RESUME = vae.MAY_CHANGE_ON_RESUME
 HELP = vae.HELP | {
     "architecture": "mlp or conv (convolutional encoder/decoder); the one-hot label enters both.",

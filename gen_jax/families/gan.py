@@ -22,6 +22,7 @@ from gen_jax.runtime import loop
 
 
 NAME = "gan"
+OPERATIONS = ("sample",)
 MAY_CHANGE_ON_RESUME = config_lib.MAY_CHANGE_ON_RESUME
 TOY_STEPS_PER_EPOCH = 1000  # Toy data has no epochs; for logging and --num_epochs an epoch is 1000 steps.
 HELP = {
@@ -150,7 +151,8 @@ def make_task(config, workdir, mesh):
   """The GAN as a loop.Task."""
   validate(config)
   d_steps = config.d_steps_per_g_step
-  if toys.is_toy(config.dataset):
+  toy = toys.is_toy(config.dataset)
+  if toy:
     dataset = toys.load_toy(config.dataset)
     data_shape, num_classes, steps_per_epoch = (dataset.dim,), None, TOY_STEPS_PER_EPOCH
     data = None
@@ -168,7 +170,7 @@ def make_task(config, workdir, mesh):
   networks = gan_steps.build_networks(config, data_shape, num_classes)
   schedule = loop.Schedule.from_config(config, steps_per_epoch, examples_per_step=config.batch_size * d_steps)
   init, step = gan_steps.bind_steps(config, networks, data_shape, schedule.num_steps, steps_per_epoch)
-  if toys.is_toy(config.dataset):
+  if toy:
     evaluation = gan_evaluation.ToyEvaluation(networks, config, dataset, workdir)
   else:
     evaluation = gan_evaluation.ImageEvaluation(networks, config, workdir, schedule.num_steps,

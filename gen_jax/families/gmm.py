@@ -25,6 +25,7 @@ from gen_jax.models import mixture as gmm
 from gen_jax.runtime import loop
 
 NAME = "gmm"
+OPERATIONS = ("sample", "log_likelihood", "test_log_likelihood")
 MAY_CHANGE_ON_RESUME = config_lib.MAY_CHANGE_ON_RESUME
 HELP = {
     "num_components": "Mixture components K.",

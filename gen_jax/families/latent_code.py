@@ -75,9 +75,7 @@ def _conv(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype):
 
 
 def _two_layer(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype):
-  if num_classes is not None:
-    raise UserError("--architecture=two_layer with --conditional is not supported; allowed: mlp or conv "
-                    "for the conditional VAE")
+  del num_classes  # Unconditional only: `validate_network` refuses two_layer with --conditional.
   return hierarchical.build_two_layer_vae(config.hidden_sizes, config.latent_dim, config.top_hidden_sizes,
                                           config.top_latent_dim, image_shape, outputs_per_pixel,
                                           config.activation, init_std, dtype)

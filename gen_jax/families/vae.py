@@ -18,6 +18,7 @@ from gen_jax.evaluation import likelihood as likelihood_lib
 from gen_jax.families import latent_code
 
 NAME = "vae"
+OPERATIONS = ("sample", "encode", "decode", "reconstruct", "log_likelihood", "test_log_likelihood")
 # Settings that only change when or how a run is evaluated may also change on resume.
 MAY_CHANGE_ON_RESUME = config_lib.MAY_CHANGE_ON_RESUME | {"final_iwae_k"}
 HELP = latent_code.HELP | {
@@ -185,7 +186,8 @@ def evaluation_sums(params, x, labels, mask, key, model, config):
 
 
 def likelihood_operations(parts, mesh):
-  """`test_log_likelihood(k)` and `log_likelihood(params, x, k, labels, seed)` of a latent-variable model."""
+  """`test_log_likelihood(params, k)` and `log_likelihood(params, x, k, labels, seed)` of a latent-variable
+  model; the evaluators are built (and compiled) once per k, however often they are called."""
   config, data = parts.config, parts.data
   model = likelihood_model(parts.model, config)
   num_devices = mesh.devices.size
@@ -193,15 +195,18 @@ def likelihood_operations(parts, mesh):
   # Bits per dimension only mean something for discrete data: binarised pixels under a Bernoulli decoder.
   discrete = config.likelihood == "bernoulli" and config.binarization != "none"
 
+  test_evaluator = functools.lru_cache(lambda k: likelihood_lib.make_log_likelihood_evaluator(
+      model, data.test_images, parts.test_labels, k, mesh, config.seed, images_per_chunk=images_per_chunk,
+      discrete=discrete))
+  per_example = functools.lru_cache(lambda k: likelihood_lib.make_per_example_log_likelihood(
+      model, k, images_per_chunk=images_per_chunk))
+
   def test_log_likelihood(params, k):
-    return likelihood_lib.make_log_likelihood_evaluator(
-        model, data.test_images, parts.test_labels, k, mesh, config.seed, images_per_chunk=images_per_chunk,
-        discrete=discrete)(params)
+    return test_evaluator(k)(params)
 
   def log_likelihood(params, x, k, labels, seed):
     labels = parts.codes.labels_for(labels, len(x))
-    return likelihood_lib.per_example_log_likelihood(model, params, image_data.as_unit_images(x), labels, k,
-                                                     seed, images_per_chunk=images_per_chunk)
+    return per_example(k)(params, image_data.as_unit_images(x), labels, seed)
 
   return test_log_likelihood, log_likelihood
 

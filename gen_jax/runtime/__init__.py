@@ -1,1 +1,2 @@
-"""Training: train states, jitted steps, the shared loop, checkpoints and metric writers."""
+"""The training runtime: the shared loop, checkpoints, the metric writer, the workdir (lock, config.json,
+flags.txt), and training or opening a run of any family."""

@@ -195,7 +195,7 @@ def _mean_rows(step_metrics):
 
 
 class WriteFailed(UserError):
-  """Writing the workdir failed (a full disk, an I/O error, a read-only file system, a permission)."""
+  """An I/O error stopped the run (a full disk, a failing device, a read-only file system, a permission)."""
 
 
 def train(task, workdir, seed, mesh):
@@ -216,7 +216,7 @@ def train(task, workdir, seed, mesh):
       pass
     intact = (f"the checkpoint at step {complete[-1]} is intact" if complete else "no checkpoint is complete yet")
     failed = f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
-    raise WriteFailed(f"writing the workdir failed at step {where['step']}: {failed}; {intact}; resume by "
+    raise WriteFailed(f"an I/O error stopped the run at step {where['step']}: {failed}; {intact}; resume by "
                       "re-running the same command with the same --workdir once the cause is fixed") from None
 
 

@@ -70,13 +70,13 @@ class MetricWriter:
         f.truncate(data.rfind(b"\n") + 1)
 
   def write(self, row):
-    """Writes one row unless an identical one (timing aside) is already in the file."""
+    """Writes one row unless an identical one (timing aside) is already in the file; True if it wrote."""
     if not self.enabled:
-      return
+      return False
     row = {key: _to_json_value(value) for key, value in row.items()}
     identity = _row_identity(row, self.identity_keys)
     if identity in self._written:
-      return
+      return False
     self._written.add(identity)
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")  # One write per row: a kill leaves at most one torn line.
@@ -85,6 +85,7 @@ class MetricWriter:
         if key not in ("step", "split") and isinstance(value, (int, float)):
           self._tensorboard.add_scalar(f"{row['split']}/{key}", value, row["step"])
       self._tensorboard.flush()
+    return True
 
   def close(self):
     if self._tensorboard is not None:

@@ -9,7 +9,7 @@ setting therefore never touches the workdir.
 operations (`sample`, `encode`, `decode`, `reconstruct`, `log_likelihood`, `test_log_likelihood`). The
 registry's `gen_jax.load_run(workdir)` finds the family in config.json and calls it.
 
-A family is any object with NAME, Config, MAY_CHANGE_ON_RESUME, validate(config) and
+A family is any object with NAME, Config, MAY_CHANGE_ON_RESUME, OPERATIONS, validate(config) and
 make_task(config, workdir, mesh) -> loop.Task (see `gen_jax/families/__init__.py`).
 """
 
@@ -21,17 +21,6 @@ import jax
 from gen_jax import parallel
 from gen_jax.errors import UserError
 from gen_jax.runtime import checkpointing, loop, metrics as metrics_lib, workdir as workdir_lib
-
-# Every operation a run may offer, with what it does; a family offers those its `Task.operations` returns.
-OPERATIONS = {
-    "sample": "sample(n, seed=None, labels=None): n samples in data space (images in [0, 1])",
-    "encode": "encode(x, labels=None): the code of each image (the mean of q(z|x))",
-    "decode": "decode(z, labels=None): the decoder's mean image of each code",
-    "reconstruct": "reconstruct(x, labels=None): decode(encode(x))",
-    "log_likelihood": "log_likelihood(x, k=5000, labels=None, seed=None): log p(x) per image (L_k or exact)",
-    "test_log_likelihood": "test_log_likelihood(k=5000): the test split's log_likelihood row",
-}
-
 
 def train_and_evaluate(family, config, workdir, flags_text=None):
   """Trains (or resumes) a run of `family` in `workdir`; returns the final state."""
@@ -61,7 +50,11 @@ def open_run(family, config, workdir, step=None, providers=lambda operation: [])
   if restored is None:
     raise UserError(f"--workdir={workdir} has no checkpoint yet; allowed: a run that has saved one")
   state, progress = restored
-  return Run(workdir, family.NAME, config, state, progress, task, providers)
+  run = Run(workdir, family.NAME, config, state, progress, task, providers)
+  if set(run.operations) != set(family.OPERATIONS):  # The declared list names other families' runs' abilities.
+    raise RuntimeError(f"the {family.NAME} family declares OPERATIONS {sorted(family.OPERATIONS)} but its task "
+                       f"offers {sorted(run.operations)}")
+  return run
 
 
 class Run:
@@ -117,24 +110,29 @@ class Run:
     return self._operation("test_log_likelihood")(k)
 
   def append_test_row(self, metrics, started):
-    """Appends a test row for this checkpoint to metrics.jsonl under the run lock; returns the row.
+    """Appends a test row for this checkpoint to metrics.jsonl under the run lock; returns (row, appended).
 
-    `wall_time` is the run's training time at the checkpoint plus the time since `started`.
+    `wall_time` is the run's training time at the checkpoint plus the time since `started`. A row of the same
+    metric names at the same step (and the same `iwae_k`) is already there when `appended` is False.
     """
     row = {"step": self.step, "examples_seen": int(self.progress["examples_seen"]), "split": "test",
            "wall_time": round(float(self.progress["wall_time"]) + time.time() - started, 3)} | metrics
     with workdir_lib.run_lock(self.workdir):
-      writer = metrics_lib.MetricWriter(self.workdir, enabled=parallel.is_main_process(),
-                                        identity_keys=self._task.identity_keys)
-      writer.write(row)
-      writer.close()
-    return row
+      return row, _append(self.workdir, row, self._task.identity_keys)
 
+
+def _append(workdir, row, identity_keys=()):
+  """Appends `row` (the caller holds the run lock); True if it was written, False if already there."""
+  writer = metrics_lib.MetricWriter(workdir, enabled=parallel.is_main_process(), identity_keys=identity_keys)
+  try:
+    return writer.write(row)
+  finally:
+    writer.close()
 
 
 def append_after_last_row(workdir, metrics):
   """Appends `metrics` as a test row at the step of the workdir's last row, under the run lock (for scores
-  of a run's samples computed afterwards); returns the row."""
+  of a run's samples computed afterwards); returns (row, appended) as `Run.append_test_row` does."""
   if not os.path.isdir(workdir):
     raise UserError(f"workdir {workdir} is not a directory; allowed: a run's workdir (an existing directory)")
   with workdir_lib.run_lock(workdir):
@@ -142,7 +140,4 @@ def append_after_last_row(workdir, metrics):
     last = rows[-1] if rows else {}
     row = {"step": int(last.get("step", 0)), "examples_seen": int(last.get("examples_seen", 0)),
            "split": "test", "wall_time": float(last.get("wall_time", 0.0))} | metrics
-    writer = metrics_lib.MetricWriter(workdir)
-    writer.write(row)
-    writer.close()
-  return row
+    return row, _append(workdir, row)
