@@ -34,7 +34,7 @@ COMMON_HELP = {
     "batch_size": "Global batch size, split over all devices.",
     "num_epochs": "Training epochs.",
     "num_steps": "Training steps; > 0 overrides --num_epochs.",
-    "optimizer": "adam, adagrad or sgd.",
+    "optimizer": "adam, adam_norm_grad (Adam on per-parameter normalised gradients), adagrad or sgd.",
     "learning_rate": "Peak learning rate.",
     "lr_schedule": "constant, step (x lr_decay_factor every lr_decay_every_steps) or cosine (to 0).",
     "compute_dtype": "float32, or bfloat16 for mixed precision (float32 parameters and loss).",

@@ -4,6 +4,8 @@ Adding an optimizer or a schedule is one entry here (plus its test); `--optimize
 accept every key of these tables.
 """
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from gen_jax.errors import UserError
@@ -42,9 +44,19 @@ SCHEDULES = {
     "iwae": _iwae_in_epochs,
 }
 
+def normalize_each_parameter(eps=1e-7):
+  """Divides every parameter's gradient by its own L2 norm (+ `eps`): the VampPrior code's `AdamNormGrad`
+  step before Adam, which makes each parameter's update direction independent of its gradient's scale."""
+  return optax.stateless(lambda updates, params=None: jax.tree.map(
+      lambda gradient: gradient / (jnp.linalg.norm(gradient.ravel()) + eps), updates))
+
+
 # name -> optimizer(config, learning-rate schedule, b1).
 OPTIMIZERS = {
     "adam": lambda config, schedule, b1: optax.adam(schedule, b1=b1, b2=config.adam_b2, eps=config.adam_eps),
+    # Tomczak & Welling's AdamNormGrad: Adam on per-parameter normalised gradients.
+    "adam_norm_grad": lambda config, schedule, b1: optax.chain(
+        normalize_each_parameter(), optax.adam(schedule, b1=b1, b2=config.adam_b2, eps=config.adam_eps)),
     "adagrad": lambda config, schedule, b1: optax.adagrad(schedule),
     "sgd": lambda config, schedule, b1: optax.sgd(schedule, momentum=config.momentum or None),
 }

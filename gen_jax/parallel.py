@@ -57,3 +57,12 @@ def check_batch_divisible(batch_size, mesh):
 def is_main_process():
   """Only process 0 writes metrics, images and samples; checkpoints are written by all (orbax)."""
   return jax.process_index() == 0
+
+
+def main_process_says(flag):
+  """Process 0's `flag` on every process, so that all processes of a multi-host run take the same branch
+  (each must run the same jitted computations) when only process 0 can read the answer (metrics.jsonl)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))

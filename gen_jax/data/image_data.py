@@ -17,6 +17,7 @@ from gen_jax.data import load_split, preprocessing
 from gen_jax.errors import UserError
 
 TEST_BINARIZATION_SEED = 0xB1
+VALIDATION_BINARIZATION_SEED = 0xB2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +27,9 @@ class ImageData:
   test_images: np.ndarray  # Already binarised where the run binarises; scale by 1/255.
   test_labels: Optional[np.ndarray]
   num_classes: Optional[int]
+  # The last `num_validation_examples` of the training split, held out and prepared like the test split.
+  validation_images: Optional[np.ndarray] = None
+  validation_labels: Optional[np.ndarray] = None
 
   @property
   def image_shape(self):
@@ -39,17 +43,39 @@ class ImageData:
     return data
 
 
+def _hold_out(images, labels, count, dataset):
+  """(train images, train labels, validation images, validation labels): the last `count` examples held out."""
+  if count >= len(images):
+    raise UserError(f"--num_validation_examples={count} leaves no training examples of the {len(images)} in "
+                    f"--dataset={dataset}; allowed: fewer than {len(images)}")
+  keep = len(images) - count
+  held_labels = (None, None) if labels is None else (labels[:keep], labels[keep:])
+  return images[:keep], held_labels[0], images[keep:], held_labels[1]
+
+
 def load_image_data(config):
-  """Both splits of `config.dataset`, binarised as `config.binarization` asks."""
+  """Both splits of `config.dataset`, binarised as `config.binarization` asks, with the last
+  `config.num_validation_examples` training examples (if any) held out as a validation split.
+
+  Held-out and test images of a binarised run are binarised once, each with its own fixed seed (the
+  VampPrior protocol's fixed draws), so every evaluation of every run sees the same bits.
+  """
   kwargs = dict(data_dir=config.data_dir, image_size=config.image_size or None)
   train = load_split(config.dataset, "train", num_examples=config.num_train_examples or None, **kwargs)
   test = load_split(config.dataset, "test", num_examples=config.num_test_examples or None, **kwargs)
-  train_images, test_images = train.images, test.images
+  train_images, train_labels, test_images = train.images, train.labels, test.images
+  validation_images = validation_labels = None
+  if getattr(config, "num_validation_examples", 0):
+    train_images, train_labels, validation_images, validation_labels = _hold_out(
+        train_images, train_labels, config.num_validation_examples, config.dataset)
   if config.binarization == "static":
     train_images = preprocessing.binarize_static(config.seed, train_images)
   if config.binarization in ("static", "dynamic"):
     test_images = preprocessing.binarize_static(TEST_BINARIZATION_SEED, test_images)
-  return ImageData(train_images, train.labels, test_images, test.labels, train.num_classes)
+    if validation_images is not None:
+      validation_images = preprocessing.binarize_static(VALIDATION_BINARIZATION_SEED, validation_images)
+  return ImageData(train_images, train_labels, test_images, test.labels, train.num_classes, validation_images,
+                   validation_labels)
 
 
 def make_batch_fn(binarization, with_labels=False):

@@ -85,5 +85,6 @@ def make_task(config, workdir, mesh):
   parts = latent_code.build(config, mesh)
   evaluate_recon = parts.split_evaluator(evaluation_sums)
   return parts.task(workdir, update=functools.partial(train_step, model=parts.model, config=config),
-                    evaluate=lambda state: evaluate_recon(state.params), operations=parts.codes.operations,
+                    evaluate=lambda state: evaluate_recon(state.params), validation_sums=evaluation_sums,
+                    operations=parts.codes.operations,
                     headline="recon", curve_label="autoencoder")

@@ -22,8 +22,7 @@ from gen_jax import config as config_lib, files, objectives, optim, plots, salts
 from gen_jax.data import image_data
 from gen_jax.errors import UserError
 from gen_jax.evaluation import chunked
-from gen_jax.models import hierarchical, networks
-from gen_jax.models.vae import VAE
+from gen_jax.models import hierarchical, networks, vae as vae_model
 from gen_jax.runtime import loop
 
 CHUNK = 1000  # Codes or images per jitted call of the operations.
@@ -38,7 +37,13 @@ HELP = {
     "init_std": "Weights drawn from N(0, init_std^2) (0: Flax's default init).",
     "num_images": "Images in each reconstruction/sample grid.",
     "top_hidden_sizes": "two_layer: hidden sizes between h1 (--latent_dim) and h2 (--top_latent_dim).",
-    "top_latent_dim": "two_layer: dimension of the top stochastic layer h2 (the prior's).",
+    "top_latent_dim": "two_layer, hvae: dimension of the top stochastic layer (the prior's).",
+    "hidden_layer": "dense (Dense + --activation) or gated ((W1 x + b1) * sigmoid(W2 x + b2), VampPrior's).",
+    "weight_init": "lecun_normal (Flax's default) or he_normal (N(0, 2/fan_in)); --init_std > 0 overrides.",
+    "log_variance_clamp": "low,high: encoder log-variances clamped (hard tanh) to [low, high]; empty: none.",
+    "num_validation_examples": "The last N training examples become a fixed validation split (0: none).",
+    "early_stopping_patience": "Stop after this many validation evaluations without a better ELBO (0: never);"
+                               " evaluations before the KL warm-up ends do not count.",
 }
 
 
@@ -54,36 +59,59 @@ class NetworkConfig(config_lib.TrainingConfig):
   init_std: float = 0.0  # > 0: N(0, init_std²) weights (Kingma & Welling use 0.01); 0: Flax's default.
   num_images: int = 64
   top_hidden_sizes: Tuple[int, ...] = (100, 100)  # two_layer only: between h1 (latent_dim) and h2.
-  top_latent_dim: int = 50  # two_layer only: the dimension of h2, the top (prior) layer.
+  top_latent_dim: int = 50  # two_layer and hvae: the dimension of the top (prior) layer.
+  hidden_layer: str = "dense"  # A key of networks.HIDDEN_LAYERS.
+  weight_init: str = "lecun_normal"  # A key of networks.WEIGHT_INITS.
+  log_variance_clamp: Tuple[float, ...] = ()  # (low, high): clamp of the encoders' log-variances.
+  # Model selection: the last N training examples are held out (binarised once, like the test split);
+  # validation rows replace the periodic test rows and the best-validation checkpoint is the run's model.
+  num_validation_examples: int = 0
+  early_stopping_patience: int = 0  # Validation evaluations without improvement before stopping (0: never).
 
 
-def _mlp(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype):
-  encoder = networks.MLPEncoder(config.hidden_sizes, config.latent_dim, config.activation, init_std, dtype)
-  decoder = networks.MLPDecoder(tuple(reversed(config.hidden_sizes)), image_shape, outputs_per_pixel,
-                                config.activation, init_std, dtype)
-  return VAE(encoder, decoder, num_classes)
+def _mlp_settings(config, init_std, dtype):
+  return dict(activation=config.activation, init_std=init_std, dtype=dtype, hidden_layer=config.hidden_layer,
+              weight_init=config.weight_init)
 
 
-def _conv(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype):
+def _mlp(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, pseudo_inputs):
+  settings = _mlp_settings(config, init_std, dtype)
+  encoder = networks.MLPEncoder(config.hidden_sizes, config.latent_dim,
+                                log_variance_range=config.log_variance_clamp, **settings)
+  decoder = networks.MLPDecoder(tuple(reversed(config.hidden_sizes)), image_shape, outputs_per_pixel, **settings)
+  return vae_model.VAE(encoder, decoder, num_classes, pseudo_inputs)
+
+
+def _conv(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, pseudo_inputs):
   del init_std
   if image_shape[0] % 4 or image_shape[1] % 4:
     raise UserError(f"--architecture=conv needs image sides divisible by 4, got {image_shape[:2]}; allowed: "
                     "28, 32, 64 ... (set --image_size)")
   encoder = networks.ConvEncoder(config.latent_dim, activation=config.activation, dtype=dtype)
   decoder = networks.ConvDecoder(image_shape, outputs_per_pixel, activation=config.activation, dtype=dtype)
-  return VAE(encoder, decoder, num_classes)
+  return vae_model.VAE(encoder, decoder, num_classes, pseudo_inputs)
 
 
-def _two_layer(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype):
-  del num_classes  # Unconditional only: `validate_network` refuses two_layer with --conditional.
+def _two_layer(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, pseudo_inputs):
+  del num_classes, pseudo_inputs  # `validate_network` refuses two_layer with --conditional or a VampPrior.
   return hierarchical.build_two_layer_vae(config.hidden_sizes, config.latent_dim, config.top_hidden_sizes,
                                           config.top_latent_dim, image_shape, outputs_per_pixel,
                                           config.activation, init_std, dtype)
 
 
-# name -> build(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype) -> Linen module.
-# two_layer: two stochastic layers, x-hidden_sizes-latent_dim-top_hidden_sizes-top_latent_dim (IWAE, Table 1).
-ARCHITECTURES = {"mlp": _mlp, "conv": _conv, "two_layer": _two_layer}
+def _hvae(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, pseudo_inputs):
+  del num_classes, init_std  # Unconditional; initialised by --weight_init.
+  return hierarchical.HVAE(config.hidden_sizes, config.latent_dim, config.top_latent_dim, image_shape,
+                           outputs_per_pixel, config.hidden_layer, config.activation, config.weight_init,
+                           config.log_variance_clamp, dtype, pseudo_inputs)
+
+
+# name -> build(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, pseudo_inputs) -> module.
+# two_layer: two stochastic layers, x-hidden_sizes-latent_dim-top_hidden_sizes-top_latent_dim (IWAE, Table 1);
+# hvae: the VampPrior paper's two-level VAE, q(z2|x) q(z1|x,z2), p(z2) p(z1|z2) p(x|z1,z2).
+ARCHITECTURES = {"mlp": _mlp, "conv": _conv, "two_layer": _two_layer, "hvae": _hvae}
+# Architectures with a latent layer on top (the prior's) above a bottom one, and those with no label input.
+TWO_LEVEL_ARCHITECTURES = ("two_layer", "hvae")
 
 
 def validate_network(config):
@@ -94,12 +122,31 @@ def validate_network(config):
   config_lib.check_choice(config, "activation", tuple(networks.ACTIVATIONS))
   config_lib.check_choice(config, "likelihood", tuple(objectives.LIKELIHOODS))
   config_lib.check_non_negative(config, ("gaussian_std", "init_std"))
-  if getattr(config, "conditional", False) and config.architecture == "two_layer":
-    raise UserError("--architecture=two_layer with --conditional is not supported; allowed: mlp or conv "
-                    "for the conditional VAE")
+  config_lib.check_choice(config, "hidden_layer", tuple(networks.HIDDEN_LAYERS))
+  config_lib.check_choice(config, "weight_init", tuple(networks.WEIGHT_INITS))
+  config_lib.check_non_negative(config, ("num_validation_examples", "early_stopping_patience"))
+  clamp = config.log_variance_clamp
+  if clamp and (len(clamp) != 2 or not clamp[0] < clamp[1]):
+    raise UserError(f"--log_variance_clamp={','.join(map(str, clamp))} is not allowed; allowed: empty or "
+                    "low,high with low < high (e.g. -6,2)")
+  if config.early_stopping_patience and not config.num_validation_examples:
+    raise UserError(f"--early_stopping_patience={config.early_stopping_patience} needs a validation split; "
+                    "allowed: with --num_validation_examples > 0, or --early_stopping_patience=0")
+  if getattr(config, "conditional", False) and config.architecture in TWO_LEVEL_ARCHITECTURES:
+    raise UserError(f"--architecture={config.architecture} with --conditional is not supported; allowed: mlp or "
+                    "conv for the conditional VAE")
   if config.architecture == "two_layer":
     config_lib.check_sizes(config, ("top_hidden_sizes",))
+  if config.architecture in TWO_LEVEL_ARCHITECTURES:
     config_lib.check_positive(config, ("top_latent_dim",))
+
+
+def _pseudo_inputs(config, image_shape):
+  """The VampPrior's pseudo-inputs module when the config asks for that prior (VAE family), else None."""
+  if getattr(config, "prior", "standard_normal") != "vampprior":
+    return None
+  return vae_model.PseudoInputs(config.num_pseudo_inputs, tuple(image_shape), config.pseudo_input_init_mean,
+                      config.pseudo_input_init_std)
 
 
 def build_model(config, image_shape, num_classes=None):
@@ -107,7 +154,8 @@ def build_model(config, image_shape, num_classes=None):
   outputs_per_pixel = 2 if config.likelihood == "gaussian" and config.gaussian_std == 0 else 1
   classes = num_classes if getattr(config, "conditional", False) else None
   return ARCHITECTURES[config.architecture](config, image_shape, classes, outputs_per_pixel,
-                                            config.init_std or None, jnp.dtype(config.compute_dtype))
+                                            config.init_std or None, jnp.dtype(config.compute_dtype),
+                                            _pseudo_inputs(config, image_shape))
 
 
 def gaussian_std(config):
@@ -116,7 +164,7 @@ def gaussian_std(config):
 
 def prior_dim(config):
   """The dimension of the latent that p(z) = N(0, I) is on: the top layer's for two stochastic layers."""
-  return config.top_latent_dim if config.architecture == "two_layer" else config.latent_dim
+  return config.top_latent_dim if config.architecture in TWO_LEVEL_ARCHITECTURES else config.latent_dim
 
 
 class CodeFunctions:
@@ -133,6 +181,9 @@ class CodeFunctions:
         {"params": params}, x, labels, method="encode")[0])
     self._decode = jax.jit(lambda params, z, labels: objectives.decoder_mean(
         config.likelihood, model.apply({"params": params}, z, labels, method="decode"), std))
+    learned_prior = _pseudo_inputs(config, (1, 1, 1)) is not None
+    self._prior_components = (jax.jit(lambda params: model.apply({"params": params}, method="prior_components"))
+                              if learned_prior else lambda params: None)
 
   def labels_for(self, labels, count):
     """None for an unconditional model; else the given labels or, by default, classes in turn."""
@@ -157,11 +208,14 @@ class CodeFunctions:
     labels = self.labels_for(labels, len(x))
     return self.decode(params, self.encode(params, x, labels), labels)
 
+  def prior_draws(self, params, key, count):
+    """`count` draws of the prior p(z) (the top layer's for two levels): N(0, I) or the VampPrior."""
+    return vae_model.sample_prior(key, count, prior_dim(self.config), self._prior_components(params))
+
   def sample(self, params, count, seed, labels=None):
-    """Decoder means at z ~ N(0, I) drawn from fold_in(key(seed), FINAL_SAMPLES): at the run's own seed and
+    """Decoder means at z ~ p(z) drawn from fold_in(key(seed), FINAL_SAMPLES): at the run's own seed and
     `num_samples`, exactly samples.npy."""
-    z = jax.random.normal(jax.random.fold_in(jax.random.key(seed), salts.FINAL_SAMPLES),
-                          (count, prior_dim(self.config)))
+    z = self.prior_draws(params, jax.random.fold_in(jax.random.key(seed), salts.FINAL_SAMPLES), count)
     return self.decode(params, z, labels)
 
   def operations(self, state, reconstructs=True):
@@ -188,8 +242,7 @@ class _Figures:
     self.test_x = image_data.as_unit_images(data.test_images[:count])
     self.test_labels = None if codes.num_classes is None else data.test_labels[:count]
     # The same prior draws at every evaluation, so the sample grids show the model changing, not the noise.
-    self.grid_z = jax.random.normal(jax.random.fold_in(jax.random.key(config.seed), salts.IMAGE_GRID),
-                                    (config.num_images, prior_dim(config)))
+    self.grid_key = jax.random.fold_in(jax.random.key(config.seed), salts.IMAGE_GRID)
 
   def on_evaluation(self, state, step):
     params = jax.device_get(state.params)
@@ -197,7 +250,7 @@ class _Figures:
     pairs = np.stack([self.test_x, reconstructions], axis=1)
     pairs = pairs.reshape(-1, *pairs.shape[2:])  # Rows alternate: original, reconstruction.
     plots.save_image_grid(os.path.join(self.images_dir, f"reconstructions_{step:08d}.png"), pairs, columns=8)
-    samples = self.codes.decode(params, self.grid_z)
+    samples = self.codes.decode(params, self.codes.prior_draws(params, self.grid_key, self.config.num_images))
     plots.save_image_grid(os.path.join(self.images_dir, f"samples_{step:08d}.png"), samples, columns=8)
 
   def finalize(self, state):
@@ -220,14 +273,31 @@ class Parts:
   init_state: Any
   test_labels: Any
 
-  def split_evaluator(self, sums_fn):
-    """evaluate(params) over the test split from `sums_fn(params, x, labels, mask, key, model, config)`."""
-    key = jax.random.fold_in(jax.random.key(self.config.seed), salts.EVALUATION)
+  def split_evaluator(self, sums_fn, split="test"):
+    """evaluate(params) over the test (or validation) split from `sums_fn(params, x, labels, mask, key, model,
+    config)`."""
+    images, labels, salt = {
+        "test": (self.data.test_images, self.test_labels, salts.EVALUATION),
+        "validation": (self.data.validation_images,
+                       None if self.test_labels is None else self.data.validation_labels, salts.VALIDATION),
+    }[split]
+    key = jax.random.fold_in(jax.random.key(self.config.seed), salt)
     return chunked.make_split_evaluator(functools.partial(sums_fn, model=self.model, config=self.config),
-                                        self.data.test_images, self.test_labels, self.config.eval_batch_size,
-                                        self.mesh, key)
+                                        images, labels, self.config.eval_batch_size, self.mesh, key)
 
-  def task(self, workdir, *, update, evaluate, operations, headline, curve_label, identity_keys=()):
+  def selection(self, validation_sums, metric):
+    """Model selection on the validation split by `metric` of `validation_sums`, when the config holds one out."""
+    if not self.config.num_validation_examples:
+      return None
+    evaluate = self.split_evaluator(validation_sums, "validation")
+    warmup_steps = getattr(self.config, "kl_warmup_epochs", 0) * self.schedule.steps_per_epoch
+    return loop.Selection(validate=lambda state: evaluate(state.params), metric=metric,
+                          patience=self.config.early_stopping_patience, start_step=warmup_steps)
+
+  def task(self, workdir, *, update, evaluate, validation_sums, operations, headline, curve_label,
+           identity_keys=(), final_evaluate=None):
+    """The loop.Task; `validation_sums` are the masked sums the validation rows report (and select by
+    `headline`) when the config holds out a validation split."""
     figures = _Figures(self.codes, self.config, self.data, workdir, headline, curve_label)
     conditional = self.codes.num_classes is not None
     return loop.Task(
@@ -236,7 +306,8 @@ class Parts:
         data=self.data.device_data(with_labels=conditional), step_inputs=self.step_inputs,
         evaluate=evaluate, schedule=self.schedule, on_evaluation=figures.on_evaluation,
         finalize=figures.finalize, operations=operations, dataset=self.data, headline=headline,
-        identity_keys=identity_keys)
+        identity_keys=identity_keys, final_evaluate=final_evaluate or (lambda state: {}),
+        selection=self.selection(validation_sums, headline))
 
 
 def build(config, mesh):

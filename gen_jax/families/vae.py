@@ -16,6 +16,7 @@ from gen_jax.data import image_data
 from gen_jax.errors import UserError
 from gen_jax.evaluation import likelihood as likelihood_lib
 from gen_jax.families import latent_code
+from gen_jax.models import vae as vae_model
 
 NAME = "vae"
 OPERATIONS = ("sample", "encode", "decode", "reconstruct", "log_likelihood", "test_log_likelihood")
@@ -27,6 +28,11 @@ HELP = latent_code.HELP | {
     "num_importance_samples": "k: samples of z per example in the training objective.",
     "beta": "Weight of the KL term in the training loss (the reported ELBO is always the true bound).",
     "kl_warmup_steps": "Steps of linear KL warm-up from 0 to beta (0: none).",
+    "kl_warmup_epochs": "Epochs of KL warm-up: epoch e (from 1) weighs the KL by beta*min(1, e/N) (0: none).",
+    "prior": "standard_normal (N(0, I)) or vampprior (mixture of q(z|u_k) over learned pseudo-inputs u_k).",
+    "num_pseudo_inputs": "vampprior: K, the number of pseudo-inputs (mixture components).",
+    "pseudo_input_init_mean": "vampprior: mean of the pseudo-inputs' initial N(mean, std^2) draw.",
+    "pseudo_input_init_std": "vampprior: std of the pseudo-inputs' initial draw.",
     "final_iwae_k": "k of the test log-likelihood (L_k over the test split) in the last test row (0: none).",
 }
 # Draws of h1 used to estimate E_q[h2 | x] = E_{q(h1|x)}[E[h2 | h1]] for the top layer's active units.
@@ -41,19 +47,57 @@ class Config(latent_code.NetworkConfig):
   objective: str = "elbo"
   num_importance_samples: int = 1  # k: samples per example for the k-sample ELBO or L_k.
   final_iwae_k: int = 0  # > 0: the last test row adds log_likelihood = L_k over the test split (papers: 5000).
+  kl_warmup_epochs: int = 0  # > 0: epoch e (from 1) weighs the KL by β·min(1, e / kl_warmup_epochs).
+  prior: str = "standard_normal"  # A key of PRIORS.
+  num_pseudo_inputs: int = 500  # The VampPrior's K.
+  # The VampPrior paper's N(0.05, 0.01²); experiments/configs/density_*vampprior*.cfg use the Exemplar-VAE
+  # code's effective N(0, 2/K) (see the README's density table).
+  pseudo_input_init_mean: float = 0.05
+  pseudo_input_init_std: float = 0.01
 
 
 VAEConfig = Config  # The name other modules and notebooks know it by.
+
+
+def _closed_form_kl(encoded, log_prior, log_posterior):
+  del log_prior, log_posterior
+  return objectives.kl_to_standard_normal(*encoded[:2])
+
+
+def _monte_carlo_kl(encoded, log_prior, log_posterior):
+  """The k-sample estimate mean_i [log q(z_i|x) − log p(z_i)] (no closed form: a mixture prior, two layers)."""
+  del encoded
+  return jnp.mean(log_posterior - log_prior, axis=0)
+
+
+# Prior name -> the one-stochastic-layer KL(q(z|x) ‖ p(z)) per example, from (encoded, log p(z), log q(z|x)).
+# standard_normal: N(0, I), closed form. vampprior: p(z) = (1/K) Σ_k q(z | u_k) over K learned
+# pseudo-inputs (Tomczak & Welling 2018), Monte-Carlo. The prior itself lives in the model
+# (`models.vae.PseudoInputs`, built by `latent_code.build_model`).
+PRIORS = {"standard_normal": _closed_form_kl, "vampprior": _monte_carlo_kl}
 
 
 def validate(config):
   latent_code.validate_network(config)
   config_lib.check_positive(config, ("num_importance_samples",))
   config_lib.check_choice(config, "objective", tuple(objectives.TRAINING_OBJECTIVES))
-  config_lib.check_non_negative(config, ("final_iwae_k", "beta", "kl_warmup_steps"))
-  if config.objective == "iwae" and (config.beta != 1.0 or config.kl_warmup_steps):
-    raise UserError(f"--beta={config.beta} --kl_warmup_steps={config.kl_warmup_steps} with --objective=iwae is "
-                    "not allowed; allowed: --beta=1 --kl_warmup_steps=0 (β weights the ELBO's KL only)")
+  config_lib.check_choice(config, "prior", tuple(PRIORS))
+  config_lib.check_non_negative(config, ("final_iwae_k", "beta", "kl_warmup_steps", "kl_warmup_epochs"))
+  if config.objective == "iwae" and (config.beta != 1.0 or config.kl_warmup_steps or config.kl_warmup_epochs):
+    raise UserError(f"--beta={config.beta} --kl_warmup_steps={config.kl_warmup_steps} --kl_warmup_epochs="
+                    f"{config.kl_warmup_epochs} with --objective=iwae is not allowed; allowed: --beta=1 and no "
+                    "warm-up (β weights the ELBO's KL only)")
+  if config.kl_warmup_steps and config.kl_warmup_epochs:
+    raise UserError(f"--kl_warmup_steps={config.kl_warmup_steps} with --kl_warmup_epochs={config.kl_warmup_epochs}"
+                    " is not allowed; allowed: one of them")
+  if config.prior == "vampprior":
+    config_lib.check_positive(config, ("num_pseudo_inputs",))
+    config_lib.check_non_negative(config, ("pseudo_input_init_std",))
+    if config.conditional or config.architecture == "two_layer":
+      raise UserError(f"--prior=vampprior with --architecture={config.architecture}"
+                      f"{' --conditional' if config.conditional else ''} is not supported; allowed: the "
+                      "unconditional VAE with --architecture=mlp, conv or hvae (a prior on q(z|u) needs an encoder "
+                      "of images alone to the prior's layer)")
 
 
 def _log_px(config, decoder_output, x):
@@ -90,36 +134,58 @@ def _two_layer_functions(model, config):
     top_mean, _ = model.apply({"params": params}, h1, method="encode_top")
     return encoded[0], jnp.mean(top_mean, axis=0)
 
-  # No closed form with two layers: the k-sample Monte-Carlo estimate mean_i [log q(z_i|x) − log p(z_i)].
-  kl = lambda encoded, log_prior, log_posterior: jnp.mean(log_posterior - log_prior, axis=0)
-  return encode, log_weight_terms, posterior_means, kl
+  return encode, log_weight_terms, posterior_means, _monte_carlo_kl  # No closed form with two layers.
+
+
+def _hvae_functions(model, config):
+  def encode(params, x, labels):
+    del labels
+    variables = {"params": params}
+    return (*model.apply(variables, x, method="encode_image"), model.apply(variables, method="prior_components"))
+
+  def log_weight_terms(params, encoded, x, labels, key, num_samples):
+    del labels
+    output, log_prior, log_posterior = model.apply({"params": params}, encoded, key, num_samples,
+                                                   method="log_weight_terms")
+    return _log_px(config, output, x), log_prior, log_posterior
+
+  def posterior_means(params, encoded, key):
+    top_stats, flat_x, _ = encoded
+    z2 = objectives.reparameterize(key, *top_stats, num_samples=TOP_MEAN_SAMPLES)
+    bottom_mean, _ = model.apply({"params": params}, flat_x, z2, method="bottom_posterior")
+    return jnp.mean(bottom_mean, axis=0), top_stats[0]  # E_q[z1 | x] (over z2 ~ q(z2|x)), E_q[z2 | x].
+
+  return encode, log_weight_terms, posterior_means, _monte_carlo_kl
 
 
 def _one_layer_functions(model, config):
   def encode(params, x, labels):
-    return model.apply({"params": params}, x, labels, method="encode")
+    variables = {"params": params}
+    # The prior's components (the VampPrior's q(z|u_k); None for N(0, I)) depend on the parameters only:
+    # computed once here, not once per chunk of samples.
+    return (*model.apply(variables, x, labels, method="encode"), model.apply(variables, method="prior_components"))
 
   def log_weight_terms(params, encoded, x, labels, key, num_samples):
-    mean, log_variance = encoded
+    mean, log_variance, components = encoded
     z = objectives.reparameterize(key, mean, log_variance, num_samples=num_samples)
     # (k, batch) rows flattened into one batch: every decoder (the conv one included) takes it as is, and
     # the decoder's matmuls see k·batch rows at once.
     flat_labels = None if labels is None else jnp.broadcast_to(labels, z.shape[:2]).reshape(-1)
     output = model.apply({"params": params}, z.reshape(-1, z.shape[-1]), flat_labels, method="decode")
     output = output.reshape(*z.shape[:2], *output.shape[1:])
-    return (_log_px(config, output, x), objectives.standard_normal_log_density(z),
+    return (_log_px(config, output, x), vae_model.log_prior(z, components),
             objectives.gaussian_log_density(z, mean, log_variance))
 
   def posterior_means(params, encoded, key):
     del params, key
     return (encoded[0],)
 
-  kl = lambda encoded, log_prior, log_posterior: objectives.kl_to_standard_normal(*encoded)
-  return encode, log_weight_terms, posterior_means, kl
+  return encode, log_weight_terms, posterior_means, PRIORS[config.prior]
 
 
 # Stochastic layers of each architecture -> its (encode, log_weight_terms, posterior_means, kl) builder.
-_LATENT_FUNCTIONS = {"mlp": _one_layer_functions, "conv": _one_layer_functions, "two_layer": _two_layer_functions}
+_LATENT_FUNCTIONS = {"mlp": _one_layer_functions, "conv": _one_layer_functions, "two_layer": _two_layer_functions,
+                     "hvae": _hvae_functions}
 
 
 def latent_variable_functions(model, config):
@@ -162,7 +228,7 @@ def per_example_elbo(model, params, x, key, labels, config):
   return recon, kl
 
 
-def train_step(state, batch, key, model, config):
+def train_step(state, batch, key, model, config, steps_per_epoch=1):
   """One optimisation step on the objective `config.objective` names; pure, jitted by the loop.
 
   For `iwae` the gradient is the plain reparameterised gradient of the log-sum-exp (Burda et al., Eq. 14):
@@ -173,7 +239,8 @@ def train_step(state, batch, key, model, config):
   def loss_fn(params):
     log_weights, recon, kl = per_example_terms(model, params, batch["x"], key, batch.get("labels"), config,
                                                config.num_importance_samples)
-    weight = objectives.kl_weight_schedule(state.step, config.beta, config.kl_warmup_steps)
+    weight = objectives.kl_weight_schedule(state.step, config.beta, config.kl_warmup_steps, config.kl_warmup_epochs,
+                                           steps_per_epoch)
     return objective(log_weights, recon, kl, weight)
 
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -228,9 +295,10 @@ def assemble(parts, workdir, mesh, extra_evaluation=None):
     metrics = evaluate_elbo(state.params)
     if extra_evaluation is not None:
       metrics |= extra_evaluation(jax.device_get(state.params))
-    if config.final_iwae_k and int(jax.device_get(state.step)) == parts.schedule.num_steps:
-      metrics |= test_log_likelihood(state.params, config.final_iwae_k)  # The last row carries the paper's number.
     return metrics
+
+  def final_evaluate(state):  # The last test row carries the paper's number.
+    return test_log_likelihood(state.params, config.final_iwae_k) if config.final_iwae_k else {}
 
   def operations(state):
     params = state.params
@@ -238,6 +306,8 @@ def assemble(parts, workdir, mesh, extra_evaluation=None):
         "log_likelihood": lambda x, k, labels, seed: log_likelihood(params, x, k, labels, seed),
         "test_log_likelihood": lambda k: test_log_likelihood(params, k)}
 
-  return parts.task(workdir, update=functools.partial(train_step, model=parts.model, config=config),
-                    evaluate=evaluate, operations=operations, headline="elbo",
+  update = functools.partial(train_step, model=parts.model, config=config,
+                             steps_per_epoch=parts.schedule.steps_per_epoch)
+  return parts.task(workdir, update=update, evaluate=evaluate, validation_sums=evaluation_sums,
+                    final_evaluate=final_evaluate, operations=operations, headline="elbo",
                     curve_label="CVAE" if config.conditional else "VAE", identity_keys=("iwae_k",))

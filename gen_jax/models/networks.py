@@ -7,7 +7,7 @@ log-variance). Compute runs in `dtype` (bfloat16 for mixed precision); parameter
 are returned in float32 so the objective accumulates in float32.
 """
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -15,9 +15,57 @@ import jax.numpy as jnp
 ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "leaky_relu": nn.leaky_relu, "elu": nn.elu}
 
 
-def kernel_init(init_std):
-  """N(0, init_std²) weights as in Kingma & Welling (0.01); Flax's LeCun normal when init_std is None."""
-  return nn.initializers.lecun_normal() if init_std is None else nn.initializers.normal(init_std)
+# name -> weight initialiser, for `--weight_init`. he_normal is PyTorch's kaiming_normal_ (untruncated
+# N(0, 2/fan_in)), which the VampPrior and Exemplar-VAE code apply to every linear layer; Flax's own
+# `he_normal` draws from a truncated normal instead.
+WEIGHT_INITS = {
+    "lecun_normal": nn.initializers.lecun_normal(),
+    "he_normal": nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
+}
+
+
+def kernel_init(init_std, weight_init="lecun_normal"):
+  """N(0, init_std²) weights as in Kingma & Welling (0.01) when init_std is set; else `WEIGHT_INITS[weight_init]`."""
+  return WEIGHT_INITS[weight_init] if init_std is None else nn.initializers.normal(init_std)
+
+
+class GatedDense(nn.Module):
+  """(W₁x + b₁) ⊙ σ(W₂x + b₂): the gated linear unit (Dauphin et al. 2017) the VampPrior models are built of.
+
+  W₁ and W₂ stay two parameters (a per-parameter gradient normaliser sees them apart, as in the reference),
+  but run as one matmul against their concatenation: one (in, 2·out) product is faster than two (in, out) ones.
+  """
+  features: int
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    shape = (x.shape[-1], self.features)
+    kernels = [self.param(name, self.kernel_init, shape) for name in ("linear_kernel", "gate_kernel")]
+    biases = [self.param(name, nn.initializers.zeros, (self.features,)) for name in ("linear_bias", "gate_bias")]
+    both = x @ jnp.concatenate(kernels, axis=1).astype(self.dtype) + jnp.concatenate(biases).astype(self.dtype)
+    linear, gate = jnp.split(both, 2, axis=-1)
+    return linear * nn.sigmoid(gate)
+
+
+def _dense_layer(h, size, activation, init, dtype):
+  return ACTIVATIONS[activation](nn.Dense(size, dtype=dtype, kernel_init=init)(h))
+
+
+def _gated_layer(h, size, activation, init, dtype):
+  del activation  # The sigmoid gate is the nonlinearity.
+  return GatedDense(size, init, dtype)(h)
+
+
+# name -> hidden layer (h, size, activation, kernel init, dtype) -> h', for `--hidden_layer`; called inside
+# a compact module, so the layer's parameters belong to that module.
+HIDDEN_LAYERS = {"dense": _dense_layer, "gated": _gated_layer}
+
+
+def clamp_log_variance(log_variance, log_variance_range):
+  """Hard tanh of the log-variance to [low, high] (the VampPrior code's [−6, 2]); unchanged when the range is ()."""
+  return jnp.clip(log_variance, *log_variance_range) if log_variance_range else log_variance
 
 
 def _with_label(h, label_onehot):
@@ -25,20 +73,25 @@ def _with_label(h, label_onehot):
 
 
 class MLPEncoder(nn.Module):
+  """Images (or any (batch, ...) input) to the mean and log-variance of a diagonal Gaussian."""
   hidden_sizes: Sequence[int]
   latent_dim: int
   activation: str = "relu"
   init_std: Optional[float] = None
   dtype: jnp.dtype = jnp.float32
+  hidden_layer: str = "dense"
+  weight_init: str = "lecun_normal"
+  log_variance_range: Tuple[float, ...] = ()  # (low, high): the log-variance is clamped to it.
 
   @nn.compact
   def __call__(self, x, label_onehot=None):
+    init = kernel_init(self.init_std, self.weight_init)
     h = _with_label(x.reshape(x.shape[0], -1).astype(self.dtype), label_onehot)
     for size in self.hidden_sizes:
-      h = ACTIVATIONS[self.activation](nn.Dense(size, dtype=self.dtype, kernel_init=kernel_init(self.init_std))(h))
-    stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype, kernel_init=kernel_init(self.init_std))(h)
+      h = HIDDEN_LAYERS[self.hidden_layer](h, size, self.activation, init, self.dtype)
+    stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype, kernel_init=init)(h)
     mean, log_variance = jnp.split(stats.astype(jnp.float32), 2, axis=-1)
-    return mean, log_variance
+    return mean, clamp_log_variance(log_variance, self.log_variance_range)
 
 
 class MLPDecoder(nn.Module):
@@ -48,15 +101,17 @@ class MLPDecoder(nn.Module):
   activation: str = "relu"
   init_std: Optional[float] = None
   dtype: jnp.dtype = jnp.float32
+  hidden_layer: str = "dense"
+  weight_init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, z, label_onehot=None):
+    init = kernel_init(self.init_std, self.weight_init)
     h = _with_label(z.astype(self.dtype), label_onehot)
     for size in self.hidden_sizes:
-      h = ACTIVATIONS[self.activation](nn.Dense(size, dtype=self.dtype, kernel_init=kernel_init(self.init_std))(h))
+      h = HIDDEN_LAYERS[self.hidden_layer](h, size, self.activation, init, self.dtype)
     height, width, channels = self.image_shape
-    out = nn.Dense(height * width * channels * self.outputs_per_pixel, dtype=self.dtype,
-                   kernel_init=kernel_init(self.init_std))(h)
+    out = nn.Dense(height * width * channels * self.outputs_per_pixel, dtype=self.dtype, kernel_init=init)(h)
     return out.astype(jnp.float32).reshape(*z.shape[:-1], height, width, channels * self.outputs_per_pixel)
 
 

@@ -18,22 +18,45 @@ from absl import logging
 from gen_jax.errors import UserError
 
 
-class Checkpointer:
-  """Saves every `every_steps` (and when asked), keeps the latest `keep`, restores with fallback."""
+def selection_key(metrics):
+  """The rank of a checkpoint saved with selection metrics: its validation value, then the earlier step, so
+  that of two equal values the first wins, as the early-stopping rule's strict improvement has it."""
+  return (metrics["value"], -metrics["step"])
 
-  def __init__(self, directory, keep):
+
+class Checkpointer:
+  """Saves when asked, keeps the latest `keep` (and with `selecting`, the best by `selection_key` too, through
+  orbax's preservation policies), restores with fallback."""
+
+  def __init__(self, directory, keep, selecting=False):
     self.directory = os.path.abspath(directory)
-    self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                                 enable_async_checkpointing=True)
+    if selecting:
+      preservation = ocp.checkpoint_managers.AnyPreservationPolicy([
+          ocp.checkpoint_managers.LatestN(keep),
+          ocp.checkpoint_managers.BestN(get_metric_fn=selection_key, n=1, keep_checkpoints_without_metrics=False)])
+      self._options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=True,
+                                                   preservation_policy=preservation, best_fn=selection_key,
+                                                   best_mode="max")
+    else:
+      self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
     self._manager = ocp.CheckpointManager(self.directory, options=self._options)
 
   def all_steps(self):
     return sorted(self._manager.all_steps())
 
-  def save(self, step, state, progress):
-    """Starts an asynchronous save; returns as soon as the arrays are copied off the training path."""
+  def best_step(self):
+    """The step of the best checkpoint saved with selection metrics (None when there is none)."""
+    steps = [step for step in self._manager.all_steps() if self._manager.metrics(step) is not None]
+    return self._manager.best_step() if steps else None
+
+  def save(self, step, state, progress, selection_value=None):
+    """Starts an asynchronous save; returns as soon as the arrays are copied off the training path.
+
+    `selection_value` (a validation metric, higher is better) ranks the checkpoint for `best_step`.
+    """
+    metrics = None if selection_value is None else {"value": float(selection_value), "step": int(step)}
     self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)), force=True)
+        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)), metrics=metrics, force=True)
 
   def wait(self):
     self._manager.wait_until_finished()

@@ -15,7 +15,7 @@ import dataclasses
 import os
 import signal
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -57,6 +57,36 @@ def no_operations(state):
 
 
 @dataclasses.dataclass(frozen=True)
+class Selection:
+  """Model selection on a validation split, with early stopping.
+
+  At every evaluation the loop writes a `validation` row of `validate(state)` (instead of a test row) and
+  saves a checkpoint ranked by its `metric` (higher is better); orbax keeps the best one beside the latest.
+  Training stops early by `early_stopping_update`'s rule with `patience` and `start_step`. At the end the
+  best-validation state is restored and gets the run's one test row (with the family's final evaluation),
+  samples.npy, and is what `load_run` opens.
+  """
+  validate: Callable[[Any], dict]
+  metric: str
+  patience: int = 0  # Evaluations without improvement before stopping; 0: never stop early.
+  start_step: int = 0  # Evaluations before this step never count against the patience (KL warm-up).
+
+
+def early_stopping_update(record, step, value, patience, start_step):
+  """(record, stop) after validation `value` at `step`; record = {best, best_step, since_best} ({} at first).
+
+  The VampPrior and Exemplar-VAE authors' rule: a strictly better value resets the count; otherwise it grows,
+  except before `start_step` (their KL warm-up), where it stays 0; stop once it exceeds `patience`. A NaN is
+  never better.
+  """
+  if not record or value > record["best"]:
+    record = {"best": float(value), "best_step": int(step), "since_best": 0}
+  else:
+    record = dict(record, since_best=record["since_best"] + 1 if step >= start_step else 0)
+  return record, patience > 0 and record["since_best"] > patience
+
+
+@dataclasses.dataclass(frozen=True)
 class Task:
   """What a model family hands the loop.
 
@@ -67,6 +97,8 @@ class Task:
   step_inputs(first_step, count) -> host array (count, ...): the per-step input, e.g. example indices;
     its axis 1 (the batch axis), if any, is sharded over devices.
   evaluate(state) -> dict of test metrics over the whole test split.
+  final_evaluate(state) -> dict of metrics added to the run's last test row (the k = 5000 bound, say).
+  selection: model selection on a validation split (`Selection`), or None: test rows at every evaluation.
   schedule: when things happen (`Schedule.from_config`).
   on_evaluation(state, step): figures per evaluation (main process only).
   finalize(state): end-of-run outputs such as samples.npy; must be idempotent (it reruns on resume).
@@ -89,6 +121,8 @@ class Task:
   dataset: Any = None
   headline: str = "loss"
   identity_keys: tuple = ()
+  final_evaluate: Callable[[Any], dict] = lambda state: {}
+  selection: Optional[Selection] = None
 
 
 class Preempted(Exception):
@@ -225,16 +259,21 @@ def _train(task, workdir, seed, mesh, where):
   main = parallel.is_main_process()
   parallel.check_batch_divisible(schedule.batch_size, mesh)
   writer = metrics_lib.MetricWriter(workdir, enabled=main, identity_keys=task.identity_keys)
-  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), schedule.keep_checkpoints)
+  selection = task.selection
+  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), schedule.keep_checkpoints,
+                                            selecting=selection is not None)
   where["checkpointer"] = checkpointer
   init_key, train_key = jax.random.split(jax.random.key(seed))
 
   state = parallel.replicate_tree(task.init_state(init_key), mesh)
-  restored = checkpointer.restore(checkpointing.abstract_like(state))
+  abstract_state = checkpointing.abstract_like(state)
+  restored = checkpointer.restore(abstract_state)
   step, wall_time_before = 0, 0.0
+  selection_record, stopped_early = {}, False
   if restored is not None:
     state, progress = restored
     step, wall_time_before = int(progress["step"]), float(progress["wall_time"])
+    selection_record, stopped_early = progress.get("selection", {}), bool(progress.get("stopped_early"))
     where["step"] = step
     carried = {name: np.asarray(values, np.float32) for name, values in progress["pending_metrics"].items()}
     expected_epoch = step // schedule.steps_per_epoch
@@ -262,7 +301,8 @@ def _train(task, workdir, seed, mesh, where):
     return {"step": at_step, "pending_metrics": carried, "epoch": at_step // schedule.steps_per_epoch,
             "offset_in_epoch": (at_step % schedule.steps_per_epoch) * schedule.batch_size,
             "examples_seen": at_step * schedule.batch_size,
-            "wall_time": wall_time_before + time.time() - start_time}
+            "wall_time": wall_time_before + time.time() - start_time,
+            "selection": selection_record, "stopped_early": stopped_early}
 
   def base_row(at_step, split):
     return {"step": at_step, "examples_seen": at_step * schedule.batch_size, "split": split,
@@ -278,7 +318,7 @@ def _train(task, workdir, seed, mesh, where):
   inputs_sharding = parallel.batch_sharded(mesh, 1) if sample_input.ndim > 1 else parallel.replicated(mesh)
 
   with _StopSignals() as stop:
-    while step < schedule.num_steps:
+    while step < schedule.num_steps and not stopped_early:
       count = _dispatch_plan(step, schedule, event_steps)
       step_inputs = parallel.global_array(task.step_inputs(step, count), inputs_sharding)
       state, step_metrics = run_steps(state, data, step_inputs)
@@ -307,16 +347,27 @@ def _train(task, workdir, seed, mesh, where):
         else:
           interval_seconds += time.time() - interval_start
           pending = [merged]
+        selection_value = None
         if evaluation_due:
-          test_metrics = task.evaluate(state)
+          split = "test" if selection is None else "validation"
+          if selection is None:
+            split_metrics = task.evaluate(state)
+            if step == schedule.num_steps:
+              split_metrics |= task.final_evaluate(state)
+          else:
+            split_metrics = selection.validate(state)
+            selection_value = split_metrics[selection.metric]
+            selection_record, stopped_early = early_stopping_update(
+                selection_record, step, selection_value, selection.patience, selection.start_step)
           _inject_fault("eval", step)
-          writer.write(base_row(step, "test") | test_metrics)
-          logging.info("step %d test %s", step, _format_metrics(test_metrics))
+          writer.write(base_row(step, split) | split_metrics)
+          logging.info("step %d %s %s", step, split, _format_metrics(split_metrics))
           if main:
             task.on_evaluation(state, step)
-        if checkpoint_due or stop.received:
+        # With selection every validated state is saved, ranked, so that the best one can be restored.
+        if checkpoint_due or stop.received or selection_value is not None:
           save_start = time.time()
-          checkpointer.save(step, state, progress_record(step))
+          checkpointer.save(step, state, progress_record(step), selection_value)
           save_seconds += time.time() - save_start
           _inject_fault("save", step)
           last_saved = step
@@ -329,15 +380,38 @@ def _train(task, workdir, seed, mesh, where):
   if last_saved != step:
     checkpointer.save(step, state, progress_record(step))
   save_start = time.time()
-  checkpointer.close()
+  checkpointer.wait()
   save_seconds += time.time() - save_start
   if main and step > first_step:
     total = time.time() - start_time
-    print(f"trained steps {first_step}-{step} in {total:.1f}s; checkpoint saves held training for "
+    stop_note = f" (stopped early: no better validation {selection.metric} since step " \
+                f"{selection_record['best_step']})" if stopped_early else ""
+    print(f"trained steps {first_step}-{step} in {total:.1f}s{stop_note}; checkpoint saves held training for "
           f"{save_seconds:.2f}s ({save_seconds / total:.1%})", flush=True)
+  if selection is not None and selection_record:
+    state = _selected_state(task, state, step, selection_record["best_step"], checkpointer, abstract_state,
+                            writer, base_row)
+  checkpointer.close()
   if main:
     task.finalize(state)
   writer.close()
+  return state
+
+
+def _selected_state(task, state, step, best_step, checkpointer, abstract_state, writer, base_row):
+  """The best-validation state, restored unless it is the current one, and its test row (the run's only
+  one, with the family's final evaluation), written once: a rerun of a finished run finds it there."""
+  if best_step != step:
+    state, _ = checkpointer.restore(abstract_state, step=best_step)
+  if not parallel.main_process_says(writer.has_row("test", best_step)):
+    test_metrics = task.evaluate(state) | task.final_evaluate(state)
+    row = base_row(best_step, "test") | test_metrics
+    row["examples_seen"] = best_step * task.schedule.batch_size
+    writer.write(row)
+    logging.info("step %d test (best validation) %s", best_step, _format_metrics(test_metrics))
+    if parallel.is_main_process():
+      print(f"best validation {task.selection.metric} at step {best_step}: test "
+            f"{_format_metrics(test_metrics)}", flush=True)
   return state
 
 

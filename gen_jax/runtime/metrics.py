@@ -87,6 +87,10 @@ class MetricWriter:
       self._tensorboard.flush()
     return True
 
+  def has_row(self, split, step):
+    """Whether a row of `split` at `step` is in the file (whatever its metrics)."""
+    return any(identity[:2] == (split, int(step)) for identity in self._written)
+
   def close(self):
     if self._tensorboard is not None:
       self._tensorboard.close()
