@@ -12,6 +12,7 @@ and a restored state replays bit-identically. Dispatch sizes are a function of t
 """
 
 import dataclasses
+import math
 import os
 import signal
 import time
@@ -77,9 +78,9 @@ def early_stopping_update(record, step, value, patience, start_step):
 
   The VampPrior and Exemplar-VAE authors' rule: a strictly better value resets the count; otherwise it grows,
   except before `start_step` (their KL warm-up), where it stays 0; stop once it exceeds `patience`. A NaN is
-  never better.
+  never better, and any value is better than a NaN.
   """
-  if not record or value > record["best"]:
+  if not record or value > record["best"] or math.isnan(record["best"]):
     record = {"best": float(value), "best_step": int(step), "since_best": 0}
   else:
     record = dict(record, since_best=record["since_best"] + 1 if step >= start_step else 0)

@@ -36,14 +36,18 @@ def train_and_evaluate(family, config, workdir, flags_text=None):
 
 
 def open_run(family, config, workdir, step=None, providers=lambda operation: []):
-  """The `Run` of `workdir` at checkpoint `step` (None: the newest that restores)."""
+  """The `Run` of `workdir` at checkpoint `step` (None: the best-validation checkpoint of a run that selects
+  on a validation split, else the newest that restores)."""
   mesh = parallel.make_mesh()
   task = family.make_task(config, workdir, mesh)
   abstract = jax.tree.map(
       lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=parallel.replicated(mesh)),
       jax.eval_shape(task.init_state, jax.random.key(0)))
-  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
+                                            selecting=task.selection is not None)
   try:
+    if step is None and task.selection is not None:
+      step = checkpointer.best_step()
     restored = checkpointer.restore(abstract, step)
   finally:
     checkpointer.close()

@@ -1,0 +1,303 @@
+"""The density-table pieces against maths: the VampPrior's log-density and KL, the gradient normaliser, the
+two-level HVAE's log-weights and its bound against brute-force integration, gated layers, the KL warm-up in
+epochs, the validation split and early stopping with the best checkpoint, and their bad input."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax.training import train_state
+
+from gen_jax import objectives, optim, parallel
+from gen_jax.data import image_data
+from gen_jax.errors import UserError
+from gen_jax.families import latent_code, vae
+from gen_jax.models import networks, vae as vae_model
+from gen_jax.runtime import checkpointing, loop
+
+
+def _normal_log_density(z, mean, log_variance):
+  """log N(z; mean, diag exp(log_variance)) in float64 numpy, one dimension at a time."""
+  return float(np.sum(-0.5 * (math.log(2 * math.pi) + log_variance + (z - mean)**2 / np.exp(log_variance))))
+
+
+def test_vampprior_log_density_is_the_brute_force_mixture_density():
+  rng = np.random.default_rng(0)
+  means, log_variances = rng.normal(size=(5, 3)), rng.normal(size=(5, 3)) - 1.0
+  z = rng.normal(size=(4, 3)) * 2.0
+  expected = [math.log(sum(math.exp(_normal_log_density(point, m, s)) for m, s in zip(means, log_variances)) / 5)
+              for point in z]
+  got = vae_model.log_prior(jnp.asarray(z, jnp.float32), (jnp.asarray(means, jnp.float32),
+                                                           jnp.asarray(log_variances, jnp.float32)))
+  np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5)
+  # Leading sample axes broadcast: (k, batch, d) codes give (k, batch) densities.
+  assert vae_model.log_prior(jnp.zeros((2, 4, 3)), (jnp.asarray(means), jnp.asarray(log_variances))).shape == (2, 4)
+
+
+def test_vampprior_through_the_model_is_the_mixture_of_the_encoders_posteriors_at_the_pseudo_inputs():
+  config = vae.Config(hidden_sizes=(8,), latent_dim=2, hidden_layer="gated", prior="vampprior", num_pseudo_inputs=3,
+                      pseudo_input_init_mean=0.5, pseudo_input_init_std=0.3, log_variance_clamp=(-6.0, 2.0))
+  model = latent_code.build_model(config, (2, 2, 1))
+  params = model.init(jax.random.key(0), jnp.zeros((1, 2, 2, 1)), jax.random.key(1))["params"]
+  pseudo_inputs = np.clip(np.asarray(params["pseudo_inputs"]["pseudo_inputs"]), 0.0, 1.0)
+  assert pseudo_inputs.shape == (3, 2, 2, 1) and 0 < pseudo_inputs.mean() < 1
+  means, log_variances = model.apply({"params": params}, jnp.asarray(pseudo_inputs), method="encode")
+  z = jnp.asarray([[0.3, -0.2], [2.0, 1.0]])
+  components = model.apply({"params": params}, method="prior_components")
+  expected = [math.log(np.mean([math.exp(_normal_log_density(np.asarray(point), np.asarray(m), np.asarray(s)))
+                                for m, s in zip(means, log_variances)])) for point in z]
+  np.testing.assert_allclose(np.asarray(vae_model.log_prior(z, components)), expected, rtol=1e-5)
+
+
+def test_one_component_vampprior_at_the_standard_normal_gives_the_closed_form_kl():
+  """K = 1 and q(z | u_1) = N(0, I): log p(z) is N(0, I)'s to the last bit, so the Monte-Carlo KL is an
+  unbiased estimate of the closed form; with 200,000 samples it is within four standard errors."""
+  mean, log_variance = jnp.asarray([[0.7, -1.2, 0.1]]), jnp.asarray([[-0.5, 0.4, -2.0]])
+  z = objectives.reparameterize(jax.random.key(0), mean, log_variance, num_samples=200_000)  # (k, 1, 3)
+  components = (jnp.zeros((1, 3)), jnp.zeros((1, 3)))
+  np.testing.assert_allclose(np.asarray(vae_model.log_prior(z, components)),
+                             np.asarray(objectives.standard_normal_log_density(z)), atol=2e-5)
+  log_posterior = objectives.gaussian_log_density(z, mean, log_variance)
+  per_sample = np.asarray(log_posterior - vae_model.log_prior(z, components))[:, 0]
+  estimate = vae.PRIORS["vampprior"](None, vae_model.log_prior(z, components), log_posterior)
+  closed = float(vae.PRIORS["standard_normal"]((mean, log_variance, None), None, None)[0])
+  assert float(estimate[0]) == pytest.approx(per_sample.mean(), rel=1e-5)
+  assert abs(per_sample.mean() - closed) < 4 * per_sample.std() / math.sqrt(len(per_sample))
+
+
+def test_mixture_sampler_draws_each_component_with_its_own_spread():
+  means = jnp.asarray([[-10.0], [10.0]])
+  draws = np.asarray(objectives.sample_mixture(jax.random.key(0), means, jnp.log(jnp.asarray([[0.01], [4.0]])),
+                                               20_000))[:, 0]
+  left, right = draws[draws < 0], draws[draws > 0]
+  assert abs(len(left) / len(draws) - 0.5) < 0.02
+  assert left.std() == pytest.approx(0.1, rel=0.05) and right.std() == pytest.approx(2.0, rel=0.05)
+
+
+def test_gradient_normaliser_hands_adam_unit_norm_gradients():
+  grads = {"w": jnp.asarray([[3.0, 4.0], [0.0, 12.0]]), "b": jnp.asarray([1e-3, -2e-3]), "zero": jnp.zeros(3)}
+  normalised, _ = optim.normalize_each_parameter().update(grads, optax.EmptyState())
+  assert float(jnp.linalg.norm(normalised["w"])) == pytest.approx(1.0, abs=1e-6)
+  assert float(jnp.linalg.norm(normalised["b"])) == pytest.approx(1.0, abs=1e-4)  # 1e-7 of slack on a 2e-3 norm.
+  np.testing.assert_array_equal(np.asarray(normalised["zero"]), 0.0)
+  config = vae.Config(optimizer="adam_norm_grad", learning_rate=0.1)
+  chained = optim.make_optimizer(config, total_steps=10)
+  params = jax.tree.map(jnp.ones_like, grads)
+  updates, _ = chained.update(grads, chained.init(params), params)
+  adam = optax.adam(0.1)
+  expected, _ = adam.update(normalised, adam.init(params), params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6), updates, expected)
+
+
+def test_gated_dense_is_the_product_of_a_linear_map_and_a_sigmoid_gate():
+  layer = networks.GatedDense(3)
+  x = jax.random.normal(jax.random.key(0), (4, 5))
+  params = layer.init(jax.random.key(1), x)["params"]
+  assert set(params) == {"linear_kernel", "gate_kernel", "linear_bias", "gate_bias"}
+  p = {name: np.asarray(value, np.float64) for name, value in params.items()}
+  x64 = np.asarray(x, np.float64)
+  expected = (x64 @ p["linear_kernel"] + p["linear_bias"]) / (1 + np.exp(-(x64 @ p["gate_kernel"] + p["gate_bias"])))
+  np.testing.assert_allclose(np.asarray(layer.apply({"params": params}, x)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_he_normal_init_has_the_variance_two_over_fan_in():
+  kernel = networks.WEIGHT_INITS["he_normal"](jax.random.key(0), (400, 300))
+  assert float(jnp.std(kernel)) == pytest.approx(math.sqrt(2 / 400), rel=0.02)
+  assert float(jnp.max(jnp.abs(kernel))) > 2.5 * math.sqrt(2 / 400)  # Not truncated at two standard deviations.
+
+
+def test_kl_warmup_in_epochs_follows_the_reference_beta_equals_epoch_over_warmup():
+  weights = [float(objectives.kl_weight_schedule(jnp.asarray(step), warmup_epochs=4, steps_per_epoch=10))
+             for step in (0, 9, 10, 29, 30, 39, 40, 1000)]
+  assert weights == [0.25, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0]
+
+
+def _tiny_hvae(prior):
+  config = vae.Config(architecture="hvae", hidden_sizes=(6, 6), latent_dim=1, top_latent_dim=1,
+                      hidden_layer="gated", weight_init="he_normal", log_variance_clamp=(-6.0, 2.0), prior=prior,
+                      num_pseudo_inputs=2, pseudo_input_init_mean=0.5, pseudo_input_init_std=0.3)
+  model = latent_code.build_model(config, (2, 2, 1))
+  params = model.init(jax.random.key(3), jnp.zeros((1, 2, 2, 1)), jax.random.key(4))["params"]
+  return config, model, params
+
+
+def _bernoulli_log_likelihood(logits, x):
+  return np.sum(x * -np.logaddexp(0, -logits) + (1 - x) * -np.logaddexp(0, logits), axis=-1)
+
+
+def test_hvae_log_weights_are_the_direct_sum_of_its_five_densities():
+  config, model, params = _tiny_hvae("standard_normal")
+  x = jnp.asarray([[[[1.0], [0.0]], [[1.0], [1.0]]]])
+  key = jax.random.key(7)
+  log_weights, _, _ = vae.per_example_terms(model, params, x, key, None, config, num_samples=3)
+  apply = lambda method, *args: jax.tree.map(np.asarray, model.apply({"params": params}, *args, method=method))
+  # The draws log_weight_terms makes: z2 from q(z2|x) with the first key, z1 from q(z1|x,z2) with the second.
+  top_key, bottom_key = jax.random.split(key)
+  (top_mean, top_log_variance), flat_x = apply("encode_image", x)
+  z2 = np.asarray(objectives.reparameterize(top_key, top_mean, top_log_variance, num_samples=3))
+  bottom_mean, bottom_log_variance = apply("bottom_posterior", flat_x, z2)
+  z1 = np.asarray(objectives.reparameterize(bottom_key, bottom_mean, bottom_log_variance))
+  prior_mean, prior_log_variance = apply("bottom_prior_stats", z2)
+  logits = apply("decode_both", z1, z2).reshape(3, 1, -1)
+  for i in range(3):
+    direct = (_bernoulli_log_likelihood(logits[i, 0], np.asarray(x).reshape(-1))
+              + _normal_log_density(z2[i, 0], 0.0, 0.0)
+              + _normal_log_density(z1[i, 0], prior_mean[i, 0], prior_log_variance[i, 0])
+              - _normal_log_density(z2[i, 0], top_mean[0], top_log_variance[0])
+              - _normal_log_density(z1[i, 0], bottom_mean[i, 0], bottom_log_variance[i, 0]))
+    assert float(log_weights[i, 0]) == pytest.approx(direct, abs=1e-4)
+
+
+@pytest.mark.parametrize("prior", ["standard_normal", "vampprior"])
+def test_hvae_importance_weights_estimate_the_brute_force_likelihood(prior):
+  """With one-dimensional z1 and z2, p(x) = ∫∫ p(x|z1,z2) p(z1|z2) p(z2) dz1 dz2 on a fine grid. The mean of
+  the importance weights w = p(x, z) / q(z | x) is an unbiased estimate of p(x): over 200,000 draws it must
+  agree within four standard errors (the untrained q is far from the posterior, so the weights vary a lot;
+  that is why the test does not compare L_k itself, whose noise at this q is a tenth of a nat)."""
+  config, model, params = _tiny_hvae(prior)
+  images = np.asarray([[[[1.0], [0.0]], [[1.0], [1.0]]], [[[0.0], [0.0]], [[1.0], [0.0]]]], np.float32)
+  grid = np.linspace(-7.0, 7.0, 561)
+  step = grid[1] - grid[0]
+  z2 = jnp.asarray(grid[:, None])
+  components = model.apply({"params": params}, method="prior_components")
+  log_p_z2 = np.asarray(vae_model.log_prior(z2, components))
+  prior_mean, prior_log_variance = (np.asarray(v)[:, 0] for v in model.apply({"params": params}, z2,
+                                                                              method="bottom_prior_stats"))
+  z1_grid, z2_grid = np.meshgrid(grid, grid, indexing="ij")
+  logits = np.asarray(model.apply({"params": params}, jnp.asarray(z1_grid.reshape(-1, 1)),
+                                  jnp.asarray(z2_grid.reshape(-1, 1)), method="decode_both")).reshape(len(grid)**2, -1)
+  log_p_z1 = -0.5 * (math.log(2 * math.pi) + prior_log_variance[None, :]
+                     + (z1_grid - prior_mean[None, :])**2 / np.exp(prior_log_variance[None, :]))
+  model_fns = vae.likelihood_model(model, config)
+  for x in images:
+    log_joint = (_bernoulli_log_likelihood(logits, x.reshape(-1)).reshape(z1_grid.shape) + log_p_z1
+                 + log_p_z2[None, :])
+    brute_force = float(np.exp(jax.nn.logsumexp(log_joint) + 2 * math.log(step)))
+    encoded = model_fns.encode(params, jnp.asarray(x[None]), None)
+    weights = np.exp(np.asarray(model_fns.log_weights(params, encoded, jnp.asarray(x[None]), None, jax.random.key(5),
+                                                      200_000), np.float64)[:, 0])
+    standard_error = weights.std() / math.sqrt(len(weights))
+    assert standard_error < 0.05 * weights.mean()
+    assert abs(weights.mean() - brute_force) < 4 * standard_error, (weights.mean(), brute_force, standard_error)
+
+
+def test_validation_split_is_held_out_from_the_end_of_the_training_split_and_binarised_once(tmp_path):
+  images = np.arange(10 * 4, dtype=np.uint8).reshape(10, 2, 2, 1) * 6
+  train, labels, held, held_labels = image_data._hold_out(images, np.arange(10), 3, "npz:x")
+  np.testing.assert_array_equal(held, images[7:])
+  np.testing.assert_array_equal(train, images[:7])
+  assert held_labels.tolist() == [7, 8, 9] and labels.tolist() == list(range(7))
+  with pytest.raises(UserError, match=r"--num_validation_examples=10 leaves no training examples"):
+    image_data._hold_out(images, None, 10, "npz:x")
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (dict(prior="vampprior", num_pseudo_inputs=0), "--num_pseudo_inputs=0"),
+    (dict(early_stopping_patience=5), "--early_stopping_patience=5 needs a validation split"),
+    (dict(prior="vampprior", architecture="two_layer"), "--prior=vampprior with --architecture=two_layer"),
+    (dict(prior="vampprior", conditional=True), "--prior=vampprior with --architecture=mlp --conditional"),
+    (dict(prior="laplace"), "--prior='laplace' is unknown; allowed: standard_normal, vampprior"),
+    (dict(log_variance_clamp=(2.0, -6.0)), "--log_variance_clamp=2.0,-6.0"),
+    (dict(hidden_layer="maxout"), "--hidden_layer='maxout' is unknown"),
+    (dict(kl_warmup_epochs=3, kl_warmup_steps=10), "--kl_warmup_steps=10 with --kl_warmup_epochs=3"),
+    (dict(optimizer="adamw"), "adam_norm_grad"),
+])
+def test_bad_density_settings_are_refused_in_one_line(overrides, fragment):
+  with pytest.raises(UserError) as error:
+    vae.validate(vae.Config(**overrides))
+  assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+class _ScriptedTask:
+  """y = 3x by SGD, validated on a scripted curve of 'score' per step (higher is better)."""
+
+  def __init__(self, curve):
+    self.curve = curve
+
+  def task(self, num_steps, patience, start_step, keep=1):
+    def update(state, batch, key):
+      del key
+      loss_fn = lambda params: jnp.mean((batch["x"] * params["w"] - batch["y"])**2)
+      loss, grads = jax.value_and_grad(loss_fn)(state.params)
+      return state.apply_gradients(grads=grads), {"loss": loss}
+
+    def make_batch(data, step_input, key):
+      del data, step_input
+      x = jax.random.normal(key, (8,))
+      return {"x": x, "y": 3.0 * x}
+
+    def init_state(key):
+      del key
+      return train_state.TrainState.create(apply_fn=None, params={"w": jnp.zeros(())}, tx=optax.sgd(0.05))
+
+    schedule = loop.Schedule(num_steps=num_steps, steps_per_epoch=1, batch_size=8, log_every_steps=1,
+                             eval_every_steps=1, checkpoint_every_steps=1, keep_checkpoints=keep, steps_per_dispatch=1)
+    validate = lambda state: {"score": self.curve[int(state.step)]}
+    return loop.Task(init_state=init_state, update=update, make_batch=make_batch, data=None,
+                     step_inputs=lambda first, count: np.arange(first, first + count),
+                     evaluate=lambda state: {"w": float(state.params["w"]), "at_step": int(state.step)},
+                     final_evaluate=lambda state: {"final": 1}, schedule=schedule,
+                     selection=loop.Selection(validate=validate, metric="score", patience=patience,
+                                              start_step=start_step))
+
+
+def test_early_stopping_rule_on_a_scripted_curve():
+  # Validation after epochs 1..12; the warm-up lasts until step 4, so the dip at steps 2-3 never counts.
+  curve = [None, 1.0, 0.5, 0.4, 2.0, 3.0, 2.9, 3.0, 2.5, 2.0, 1.0, 0.0, 5.0]
+  record, stopped_at = {}, None
+  for step in range(1, 13):
+    record, stop = loop.early_stopping_update(record, step, curve[step], patience=3, start_step=4)
+    if stop:
+      stopped_at = step
+      break
+  # Best 3.0 at step 5 (the equal 3.0 at step 7 is no improvement); steps 6, 7, 8, 9 fail; 4 > 3 at step 9.
+  assert record["best_step"] == 5 and record["best"] == 3.0 and stopped_at == 9
+  # Without the warm-up rule the dip after step 1 would have stopped it at step 3 (patience 1).
+  record = {}
+  for step in range(1, 4):
+    record, stop = loop.early_stopping_update(record, step, curve[step], patience=1, start_step=0)
+  assert stop and record["best_step"] == 1
+  record, stop = loop.early_stopping_update({}, 1, float("nan"), patience=1, start_step=0)
+  record, stop = loop.early_stopping_update(record, 2, 1.0, patience=1, start_step=0)
+  assert record["best_step"] == 2 and not stop  # A NaN is never the best once a number arrives.
+  record, stop = loop.early_stopping_update(record, 3, float("nan"), patience=1, start_step=0)
+  assert record["best_step"] == 2 and record["since_best"] == 1
+
+
+def test_training_stops_early_and_the_best_checkpoint_is_the_runs_model(tmp_path):
+  curve = [None, 1.0, 0.5, 0.4, 2.0, 3.0, 2.9, 3.0, 2.5, 2.0, 1.0, 0.0, 5.0, 6.0]
+  scripted = _ScriptedTask(curve)
+  mesh = parallel.make_mesh()
+  state = loop.train(scripted.task(num_steps=13, patience=3, start_step=4), str(tmp_path), seed=0, mesh=mesh)
+  assert int(state.step) == 5  # The returned state is the best-validation one, restored.
+  rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  validation = [row["step"] for row in rows if row["split"] == "validation"]
+  assert validation == list(range(1, 10))  # Stopped after step 9.
+  tests = [row for row in rows if row["split"] == "test"]
+  assert len(tests) == 1 and tests[0]["step"] == 5 and tests[0]["at_step"] == 5 and tests[0]["final"] == 1
+  # orbax kept the latest (keep=1) and the best.
+  assert checkpointing.Checkpointer(str(tmp_path / "checkpoints"), 1, selecting=True).all_steps() == [5, 9]
+  # Running the finished command again trains nothing and writes nothing new.
+  again = loop.train(scripted.task(num_steps=13, patience=3, start_step=4), str(tmp_path), seed=0, mesh=mesh)
+  assert int(again.step) == 5
+  assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == len(rows)
+
+
+def test_early_stopping_resumes_its_count_from_the_checkpoint(tmp_path):
+  """A run stopped at step 7 and resumed (a longer --num_steps) stops where an uninterrupted one does."""
+  curve = [None, 1.0, 0.5, 0.4, 2.0, 3.0, 2.9, 3.0, 2.5, 2.0, 1.0, 0.0, 5.0, 6.0]
+  scripted = _ScriptedTask(curve)
+  mesh = parallel.make_mesh()
+  loop.train(scripted.task(num_steps=7, patience=3, start_step=4), str(tmp_path / "a"), seed=0, mesh=mesh)
+  resumed = loop.train(scripted.task(num_steps=13, patience=3, start_step=4), str(tmp_path / "a"), seed=0,
+                       mesh=mesh)
+  straight = loop.train(scripted.task(num_steps=13, patience=3, start_step=4), str(tmp_path / "b"), seed=0,
+                        mesh=mesh)
+  assert int(resumed.step) == int(straight.step) == 5
+  validation = lambda name: [json.loads(line)["step"] for line in (tmp_path / name / "metrics.jsonl").read_text()
+                             .splitlines() if '"validation"' in line]
+  assert validation("a") == validation("b") == list(range(1, 10))
