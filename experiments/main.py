@@ -115,16 +115,25 @@ def initialize_distributed():
     jax.distributed.initialize()
 
 
-def _parse_flags(argv):
-  try:
-    return FLAGS(argv)
-  except flags.Error as error:
-    message = str(error).splitlines()[0].replace("ERROR:: ", "")
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+def families_with_setting(name, excluding=None):
+  """The registered families whose config has a setting (flag) `name`, other than `excluding`."""
+  return [family for family in families.FAMILIES if family != excluding
+          and name in {field.name for field in dataclasses.fields(families.get(family).Config)}]
 
 
-def run(main):
+def _flag_error_message(error, family_name):
+  """absl's message, or for a flag that another family has (the VampPrior's --prior given to the GAN, say),
+  which families have it."""
+  message = str(error).splitlines()[0].replace("ERROR:: ", "")
+  flag = getattr(error, "flagname", None)
+  owners = families_with_setting(flag, family_name) if family_name and flag else []
+  if isinstance(error, flags.UnrecognizedFlagError) and owners:
+    return (f"--{flag} is not a setting of the {family_name} family; allowed: its own flags (--helpfull); --{flag} "
+            f"belongs to {', '.join(f'experiments.{owner}' for owner in owners)}")
+  return message
+
+
+def run(main, family_name=None):
   """app.run(main), turning a user's mistake into one line on stderr and a non-zero exit."""
   from gen_jax.runtime.loop import Preempted
 
@@ -146,7 +155,14 @@ def run(main):
       print(str(stop), file=sys.stderr)
       sys.exit(stop.exit_code)
 
-  app.run(guarded_main, flags_parser=_parse_flags)
+  def parse_flags(argv):
+    try:
+      return FLAGS(argv)
+    except flags.Error as error:
+      print(f"error: {_flag_error_message(error, family_name)}", file=sys.stderr)
+      sys.exit(2)
+
+  app.run(guarded_main, flags_parser=parse_flags)
 
 
 def run_family(name):
@@ -159,4 +175,4 @@ def run_family(name):
     config = config_from_flags(family.Config)
     run_lib.train_and_evaluate(family, config, FLAGS.workdir, flags_text=_resolved_flags(family.Config))
 
-  run(main)
+  run(main, family_name=name)

@@ -301,3 +301,31 @@ def test_early_stopping_resumes_its_count_from_the_checkpoint(tmp_path):
   validation = lambda name: [json.loads(line)["step"] for line in (tmp_path / name / "metrics.jsonl").read_text()
                              .splitlines() if '"validation"' in line]
   assert validation("a") == validation("b") == list(range(1, 10))
+
+
+def test_density_flagfiles_train_select_and_open_on_a_tiny_budget(tmp_path):
+  """The VampPrior flagfiles of the three architectures (each includes its Gaussian-prior row's flagfile) on
+  240 images: validation rows every epoch, one test row with the k-sample bound at the best step, and the run
+  opens through load_run at that checkpoint."""
+  import gen_jax
+  from conftest import finish, start_experiment
+  tiny = ("--num_train_examples=240", "--num_validation_examples=40", "--num_test_examples=40", "--num_epochs=2",
+          "--kl_warmup_epochs=1", "--early_stopping_patience=1", "--eval_batch_size=40", "--final_iwae_k=4",
+          "--num_pseudo_inputs=4", "--num_samples=8", "--num_images=4", "--log_every_steps=2")
+  rows = ("vampprior", "hvae_vampprior", "convhvae_vampprior")
+  processes = {row: start_experiment("vae", f"--flagfile=experiments/configs/density_{row}.cfg",
+                                     f"--workdir={tmp_path / row}", *tiny) for row in rows}
+  best_steps = {}
+  for row, process in processes.items():
+    result = finish(process, timeout=400)
+    assert result.returncode == 0, (row, result.stderr[-2000:])
+    metrics = [json.loads(line) for line in (tmp_path / row / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if m["split"] == "validation"] == [2, 4]
+    tests = [m for m in metrics if m["split"] == "test"]
+    best = max((m for m in metrics if m["split"] == "validation"), key=lambda m: m["elbo"])
+    assert len(tests) == 1 and tests[0]["step"] == best["step"] and tests[0]["iwae_k"] == 4
+    assert tests[0]["log_likelihood"] >= tests[0]["elbo"] - 1.0  # L_4 is (about) no worse than the ELBO.
+    best_steps[row] = best["step"]
+  run = gen_jax.load_run(str(tmp_path / "hvae_vampprior"))
+  assert run.step == best_steps["hvae_vampprior"]
+  assert run.sample(3).shape == (3, 28, 28, 1)

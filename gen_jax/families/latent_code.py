@@ -28,7 +28,8 @@ from gen_jax.runtime import loop
 CHUNK = 1000  # Codes or images per jitted call of the operations.
 
 HELP = {
-    "architecture": "mlp, conv (convolutional encoder/decoder) or two_layer (two stochastic layers, IWAE).",
+    "architecture": "mlp, conv (convolutional encoder/decoder), two_layer (two stochastic layers, IWAE), hvae or "
+                    "conv_hvae (the VampPrior paper's two-level VAE, fully connected or convolutional).",
     "hidden_sizes": "Encoder hidden layer sizes; the decoder mirrors them.",
     "latent_dim": "Dimension of the code z.",
     "activation": "relu, tanh, leaky_relu or elu.",
@@ -99,19 +100,28 @@ def _two_layer(config, image_shape, num_classes, outputs_per_pixel, init_std, dt
                                           config.activation, init_std, dtype)
 
 
-def _hvae(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, pseudo_inputs):
+def _hvae(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, pseudo_inputs,
+          convolutional=False):
   del num_classes, init_std  # Unconditional; initialised by --weight_init.
-  return hierarchical.HVAE(config.hidden_sizes, config.latent_dim, config.top_latent_dim, image_shape,
-                           outputs_per_pixel, config.hidden_layer, config.activation, config.weight_init,
-                           config.log_variance_clamp, dtype, pseudo_inputs)
+  return hierarchical.build_hvae(config.hidden_sizes, config.latent_dim, config.top_latent_dim, image_shape,
+                                 outputs_per_pixel, config.hidden_layer, config.activation, config.weight_init,
+                                 config.log_variance_clamp, dtype, pseudo_inputs, convolutional)
+
+
+def _conv_hvae(config, image_shape, *args):
+  if tuple(image_shape[:2]) != (28, 28):
+    raise UserError(f"--architecture=conv_hvae is the 28 x 28 ConvHVAE, got images of {image_shape[:2]}; allowed: "
+                    "28 x 28 images (set --image_size=28)")
+  return _hvae(config, image_shape, *args, convolutional=True)
 
 
 # name -> build(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, pseudo_inputs) -> module.
 # two_layer: two stochastic layers, x-hidden_sizes-latent_dim-top_hidden_sizes-top_latent_dim (IWAE, Table 1);
-# hvae: the VampPrior paper's two-level VAE, q(z2|x) q(z1|x,z2), p(z2) p(z1|z2) p(x|z1,z2).
-ARCHITECTURES = {"mlp": _mlp, "conv": _conv, "two_layer": _two_layer, "hvae": _hvae}
-# Architectures with a latent layer on top (the prior's) above a bottom one, and those with no label input.
-TWO_LEVEL_ARCHITECTURES = ("two_layer", "hvae")
+# hvae: the VampPrior paper's two-level VAE, q(z2|x) q(z1|x,z2), p(z2) p(z1|z2) p(x|z1,z2); conv_hvae: its
+# ConvHVAE, with gated convolutions where it sees or writes images.
+ARCHITECTURES = {"mlp": _mlp, "conv": _conv, "two_layer": _two_layer, "hvae": _hvae, "conv_hvae": _conv_hvae}
+# Architectures with a latent layer (the prior's) above a bottom one; none of them takes a label.
+TWO_LEVEL_ARCHITECTURES = ("two_layer", "hvae", "conv_hvae")
 
 
 def validate_network(config):
@@ -129,6 +139,9 @@ def validate_network(config):
   if clamp and (len(clamp) != 2 or not clamp[0] < clamp[1]):
     raise UserError(f"--log_variance_clamp={','.join(map(str, clamp))} is not allowed; allowed: empty or "
                     "low,high with low < high (e.g. -6,2)")
+  if config.num_train_examples and config.num_validation_examples >= config.num_train_examples:
+    raise UserError(f"--num_validation_examples={config.num_validation_examples} leaves no training examples of "
+                    f"--num_train_examples={config.num_train_examples}; allowed: fewer than {config.num_train_examples}")
   if config.early_stopping_patience and not config.num_validation_examples:
     raise UserError(f"--early_stopping_patience={config.early_stopping_patience} needs a validation split; "
                     "allowed: with --num_validation_examples > 0, or --early_stopping_patience=0")

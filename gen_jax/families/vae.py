@@ -150,9 +150,9 @@ def _hvae_functions(model, config):
     return _log_px(config, output, x), log_prior, log_posterior
 
   def posterior_means(params, encoded, key):
-    top_stats, flat_x, _ = encoded
+    top_stats, features, _ = encoded
     z2 = objectives.reparameterize(key, *top_stats, num_samples=TOP_MEAN_SAMPLES)
-    bottom_mean, _ = model.apply({"params": params}, flat_x, z2, method="bottom_posterior")
+    bottom_mean, _ = model.apply({"params": params}, features, z2, method="bottom_posterior")
     return jnp.mean(bottom_mean, axis=0), top_stats[0]  # E_q[z1 | x] (over z2 ~ q(z2|x)), E_q[z2 | x].
 
   return encode, log_weight_terms, posterior_means, _monte_carlo_kl
@@ -185,7 +185,7 @@ def _one_layer_functions(model, config):
 
 # Stochastic layers of each architecture -> its (encode, log_weight_terms, posterior_means, kl) builder.
 _LATENT_FUNCTIONS = {"mlp": _one_layer_functions, "conv": _one_layer_functions, "two_layer": _two_layer_functions,
-                     "hvae": _hvae_functions}
+                     "hvae": _hvae_functions, "conv_hvae": _hvae_functions}
 
 
 def latent_variable_functions(model, config):

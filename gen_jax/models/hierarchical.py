@@ -96,101 +96,169 @@ def build_two_layer_vae(hidden_sizes, latent_dim, top_hidden_sizes, top_latent_d
                                          activation, init_std, dtype))
 
 
-class JointMLP(nn.Module):
-  """Two inputs, each through one hidden layer of `hidden_sizes[0]`, concatenated, then the layers of
-  `hidden_sizes[1:]`: the shape of the VampPrior HVAE's q(z1 | x, z2) and p(x | z1, z2) trunks."""
-  hidden_sizes: Sequence[int]
+def _layer_fn(hidden_layer, activation, weight_init, dtype):
+  """h, size -> the hidden layer `hidden_layer` names (see networks.HIDDEN_LAYERS), for use in compact modules."""
+  return functools.partial(networks.HIDDEN_LAYERS[hidden_layer], activation=activation,
+                           init=networks.kernel_init(None, weight_init), dtype=dtype)
+
+
+class DenseFeatures(nn.Module):
+  """The image flattened and through hidden layers of `sizes`: the MLP HVAE's x-branch of q(z1 | x, z2)."""
+  sizes: Sequence[int]
   hidden_layer: str = "gated"
   activation: str = "relu"
   weight_init: str = "he_normal"
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, first, second):
-    init = networks.kernel_init(None, self.weight_init)
-    layer = functools.partial(networks.HIDDEN_LAYERS[self.hidden_layer], activation=self.activation, init=init,
-                              dtype=self.dtype)
-    first = layer(first.astype(self.dtype), self.hidden_sizes[0])
-    second = layer(second.astype(self.dtype), self.hidden_sizes[0])
-    first, second = jnp.broadcast_arrays(first, second)  # One image's features serve all its k samples.
-    h = jnp.concatenate([first, second], axis=-1)
-    for size in self.hidden_sizes[1:]:
+  def __call__(self, x):
+    layer = _layer_fn(self.hidden_layer, self.activation, self.weight_init, self.dtype)
+    h = x.reshape(x.shape[0], -1).astype(self.dtype)
+    for size in self.sizes:
       h = layer(h, size)
     return h
 
 
-class HVAE(nn.Module):
-  """The VampPrior paper's two-level VAE (Tomczak & Welling 2018, Sec. 3.2; Exemplar-VAE's `HVAE_2level`).
+# The ConvHVAE's gated convolution stacks (Tomczak & Welling's convHVAE_2level): (features, kernel, stride) per
+# layer, padding (kernel - 1) / 2, so 28 x 28 images end as 6 maps of 7 x 7 (294 features).
+TOP_ENCODER_CONVS = ((32, 7, 1), (32, 3, 2), (64, 5, 1), (64, 3, 2), (6, 3, 1))  # q(z2 | x)
+BOTTOM_ENCODER_CONVS = ((32, 3, 1), (32, 3, 2), (64, 3, 1), (64, 3, 2), (6, 3, 1))  # q(z1 | x, z2)'s x-branch
+DECODER_CONVS = ((64, 3, 1), (64, 3, 1), (64, 3, 1), (64, 3, 1))  # p(x | z1, z2) after its image-sized layer
+# PyTorch's default convolution init (kaiming_uniform with a = sqrt(5): U(±1/sqrt(fan_in))), which the reference
+# keeps for its convolutions (its He-normal re-initialisation touches linear layers only).
+TORCH_CONV_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
-  Generative model p(z2) p(z1 | z2) p(x | z1, z2), recognition model q(z2 | x) q(z1 | x, z2): the top layer
-  z2 carries the prior (N(0, I) or the VampPrior, on q(z2 | u_k)). With `hidden_sizes` (300, 300):
-  q(z2|x) and p(z1|z2) are two hidden layers each; q(z1|x,z2) and p(x|z1,z2) take each input through one
-  layer of 300, concatenate and add one more. Gaussian log-variances are clamped to `log_variance_range`.
 
-  `encode_image` runs what depends on x alone once per image; `log_weight_terms` then handles k samples.
-  """
-  hidden_sizes: Sequence[int]
-  latent_dim: int  # z1, the bottom layer.
-  top_latent_dim: int  # z2, the top layer (the prior's).
-  image_shape: Sequence[int]
-  outputs_per_pixel: int = 1
+class GatedConvStack(nn.Module):
+  """Gated convolutions h ⊙ σ(g) (h, g two convolutions of the same input), flattened at the end."""
+  layers: Sequence[Tuple[int, int, int]]
+  flatten: bool = True
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    h = x.astype(self.dtype)
+    for features, kernel, stride in self.layers:
+      conv = functools.partial(nn.Conv, features, (kernel, kernel), strides=(stride, stride),
+                               padding=[((kernel - 1) // 2,) * 2] * 2, kernel_init=TORCH_CONV_INIT, dtype=self.dtype)
+      h = conv()(h) * nn.sigmoid(conv()(h))
+    return h.reshape(h.shape[0], -1) if self.flatten else h
+
+
+class ConvTopEncoder(nn.Module):
+  """q(z2 | x) of the ConvHVAE: the gated convolution stack, then the mean and clamped log-variance."""
+  latent_dim: int
+  log_variance_range: Tuple[float, ...] = (-6.0, 2.0)
+  weight_init: str = "he_normal"
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, label_onehot=None):
+    del label_onehot
+    h = GatedConvStack(TOP_ENCODER_CONVS, dtype=self.dtype)(x)
+    stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype, kernel_init=networks.kernel_init(None, self.weight_init))(h)
+    mean, log_variance = jnp.split(stats.astype(jnp.float32), 2, axis=-1)
+    return mean, networks.clamp_log_variance(log_variance, self.log_variance_range)
+
+
+class BottomEncoder(nn.Module):
+  """q(z1 | x, z2) from the image's features (once per image) and samples z2 (..., batch, d2): z2 through one
+  hidden layer as wide as the features, both concatenated, the `joint_sizes` layers, the mean and log-variance."""
+  joint_sizes: Sequence[int]
+  latent_dim: int
   hidden_layer: str = "gated"
   activation: str = "relu"
   weight_init: str = "he_normal"
   log_variance_range: Tuple[float, ...] = (-6.0, 2.0)
   dtype: jnp.dtype = jnp.float32
-  pseudo_inputs: Optional[nn.Module] = None
 
-  def setup(self):
-    mlp = functools.partial(networks.MLPEncoder, activation=self.activation, dtype=self.dtype,
-                            hidden_layer=self.hidden_layer, weight_init=self.weight_init,
-                            log_variance_range=self.log_variance_range)
-    joint = functools.partial(JointMLP, self.hidden_sizes, self.hidden_layer, self.activation, self.weight_init,
-                              self.dtype)
-    init = networks.kernel_init(None, self.weight_init)
-    self.top_encoder = mlp(self.hidden_sizes, self.top_latent_dim)  # q(z2 | x)
-    self.bottom_encoder_trunk = joint()  # q(z1 | x, z2) up to its output layer
-    self.bottom_encoder_head = nn.Dense(2 * self.latent_dim, dtype=self.dtype, kernel_init=init)
-    self.bottom_prior = mlp(self.hidden_sizes, self.latent_dim)  # p(z1 | z2)
-    self.decoder_trunk = joint()  # p(x | z1, z2) up to its output layer
-    height, width, channels = self.image_shape
-    self.decoder_head = nn.Dense(height * width * channels * self.outputs_per_pixel, dtype=self.dtype,
-                                 kernel_init=init)
-
-  def _stats(self, head, h):
-    mean, log_variance = jnp.split(head(h).astype(jnp.float32), 2, axis=-1)
+  @nn.compact
+  def __call__(self, features, z2):
+    layer = _layer_fn(self.hidden_layer, self.activation, self.weight_init, self.dtype)
+    from_z2 = layer(z2.astype(self.dtype), features.shape[-1])
+    features, from_z2 = jnp.broadcast_arrays(features.astype(self.dtype), from_z2)  # One image, its k samples.
+    h = jnp.concatenate([features, from_z2], axis=-1)
+    for size in self.joint_sizes:
+      h = layer(h, size)
+    stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype, kernel_init=networks.kernel_init(None, self.weight_init))(h)
+    mean, log_variance = jnp.split(stats.astype(jnp.float32), 2, axis=-1)
     return mean, networks.clamp_log_variance(log_variance, self.log_variance_range)
+
+
+class JointDecoder(nn.Module):
+  """p(x | z1, z2): z1 and z2 each through one hidden layer of `hidden_sizes[0]`, concatenated, the layers of
+  `hidden_sizes[1:]`, then an output layer to the image; with `convs`, that layer is an image-sized hidden
+  layer followed by gated 3 x 3 convolutions and a 1 x 1 convolution (the ConvHVAE's)."""
+  hidden_sizes: Sequence[int]
+  image_shape: Sequence[int]
+  outputs_per_pixel: int = 1
+  convs: Sequence[Tuple[int, int, int]] = ()
+  hidden_layer: str = "gated"
+  activation: str = "relu"
+  weight_init: str = "he_normal"
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, z1, z2):
+    layer = _layer_fn(self.hidden_layer, self.activation, self.weight_init, self.dtype)
+    h = jnp.concatenate([layer(z1.astype(self.dtype), self.hidden_sizes[0]),
+                         layer(z2.astype(self.dtype), self.hidden_sizes[0])], axis=-1)
+    for size in self.hidden_sizes[1:]:
+      h = layer(h, size)
+    height, width, channels = self.image_shape
+    leading = z1.shape[:-1]
+    if not self.convs:
+      out = nn.Dense(height * width * channels * self.outputs_per_pixel, dtype=self.dtype,
+                     kernel_init=networks.kernel_init(None, self.weight_init))(h)
+      return out.astype(jnp.float32).reshape(*leading, height, width, channels * self.outputs_per_pixel)
+    image = layer(h, height * width * channels).reshape(-1, height, width, channels)
+    h = GatedConvStack(self.convs, flatten=False, dtype=self.dtype)(image)
+    out = nn.Conv(channels * self.outputs_per_pixel, (1, 1), kernel_init=TORCH_CONV_INIT, dtype=self.dtype)(h)
+    return out.astype(jnp.float32).reshape(*leading, height, width, channels * self.outputs_per_pixel)
+
+
+class HVAE(nn.Module):
+  """The VampPrior paper's two-level VAE (Tomczak & Welling 2018; Exemplar-VAE's `HVAE_2level` and
+  `convHVAE_2level`), built by `build_hvae`.
+
+  Generative model p(z2) p(z1 | z2) p(x | z1, z2), recognition model q(z2 | x) q(z1 | x, z2): the top layer
+  z2 carries the prior (N(0, I), or the VampPrior on q(z2 | u_k)). `image_features` is the part of q(z1 | x, z2)
+  that sees x alone; it runs once per image (`encode_image`), and `log_weight_terms` then handles k samples.
+  """
+  top_encoder: nn.Module  # x -> (mean, log-variance) of q(z2 | x)
+  image_features: nn.Module  # x -> features of x for q(z1 | x, z2)
+  bottom_encoder: nn.Module  # (features, z2) -> (mean, log-variance) of q(z1 | x, z2)
+  bottom_prior: nn.Module  # z2 -> (mean, log-variance) of p(z1 | z2)
+  decoder: nn.Module  # (z1, z2) -> decoder output of p(x | z1, z2)
+  pseudo_inputs: Optional[nn.Module] = None
 
   def prior_components(self):
     """(means, log-variances) of q(z2 | u_k) for the VampPrior's pseudo-inputs; None for N(0, I)."""
     return None if self.pseudo_inputs is None else self.top_encoder(self.pseudo_inputs())
 
   def encode_image(self, x):
-    """q(z2 | x) and the flattened image (what q(z1 | x, z2) reads)."""
-    return self.top_encoder(x), x.reshape(x.shape[0], -1)
+    """q(z2 | x) and the features of x that q(z1 | x, z2) reads."""
+    return self.top_encoder(x), self.image_features(x)
 
-  def bottom_posterior(self, flat_x, z2):
+  def bottom_posterior(self, features, z2):
     """(mean, log-variance) of q(z1 | x, z2) for z2 of shape (..., batch, d2)."""
-    return self._stats(self.bottom_encoder_head, self.bottom_encoder_trunk(flat_x, z2))
+    return self.bottom_encoder(features, z2)
 
   def bottom_prior_stats(self, z2):
     """(mean, log-variance) of p(z1 | z2) for z2 of shape (..., d2)."""
-    flat_mean, flat_log_variance = self.bottom_prior(z2.reshape(-1, z2.shape[-1]))
-    return flat_mean.reshape(*z2.shape[:-1], -1), flat_log_variance.reshape(*z2.shape[:-1], -1)
+    return _over_leading_axes(self.bottom_prior, z2)
 
   def decode_both(self, z1, z2):
     """The decoder output of p(x | z1, z2), shape (..., H, W, C·outputs_per_pixel)."""
-    height, width, channels = self.image_shape
-    out = self.decoder_head(self.decoder_trunk(z1, z2)).astype(jnp.float32)
-    return out.reshape(*z1.shape[:-1], height, width, channels * self.outputs_per_pixel)
+    return self.decoder(z1, z2)
 
   def log_weight_terms(self, encoded, key, num_samples):
     """For k = `num_samples` draws z2 ~ q(z2|x), z1 ~ q(z1|x,z2): the decoder output of p(x | z1, z2),
     log p(z1, z2) and log q(z1, z2 | x), each with leading axes (k, batch)."""
-    (top_mean, top_log_variance), flat_x, components = encoded
+    (top_mean, top_log_variance), features, components = encoded
     top_key, bottom_key = jax.random.split(key)
     z2 = objectives.reparameterize(top_key, top_mean, top_log_variance, num_samples=num_samples)
-    bottom_mean, bottom_log_variance = self.bottom_posterior(flat_x, z2)
+    bottom_mean, bottom_log_variance = self.bottom_posterior(features, z2)
     z1 = objectives.reparameterize(bottom_key, bottom_mean, bottom_log_variance)
     prior_mean, prior_log_variance = self.bottom_prior_stats(z2)
     log_prior = (vae_lib.log_prior(z2, components)
@@ -216,3 +284,26 @@ class HVAE(nn.Module):
     encoded = (*self.encode_image(x), self.prior_components())
     decoder_output, _, _ = self.log_weight_terms(encoded, key, 1)
     return decoder_output[0]
+
+
+def build_hvae(hidden_sizes, latent_dim, top_latent_dim, image_shape, outputs_per_pixel, hidden_layer, activation,
+               weight_init, log_variance_range, dtype, pseudo_inputs, convolutional=False):
+  """The HVAE (`convolutional`: the ConvHVAE) with fully connected layers of `hidden_sizes` ((300, 300) in the
+  paper): q(z2|x) and p(z1|z2) have both layers; q(z1|x,z2) and p(x|z1,z2) take each input through a layer of
+  `hidden_sizes[0]`, concatenate, and add the layers of `hidden_sizes[1:]`. The ConvHVAE replaces q(z2|x)'s and
+  q(z1|x,z2)'s image layers by gated convolution stacks and ends p(x|z1,z2) with gated convolutions."""
+  layers = dict(hidden_layer=hidden_layer, activation=activation, weight_init=weight_init, dtype=dtype)
+  stats = dict(log_variance_range=log_variance_range, **layers)
+  if convolutional:
+    top_encoder = ConvTopEncoder(top_latent_dim, log_variance_range, weight_init, dtype)
+    image_features = GatedConvStack(BOTTOM_ENCODER_CONVS, dtype=dtype)
+  else:
+    top_encoder = networks.MLPEncoder(hidden_sizes, top_latent_dim, **stats)
+    image_features = DenseFeatures(hidden_sizes[:1], **layers)
+  return HVAE(
+      top_encoder=top_encoder, image_features=image_features,
+      bottom_encoder=BottomEncoder(hidden_sizes[1:], latent_dim, **stats),
+      bottom_prior=networks.MLPEncoder(hidden_sizes, latent_dim, **stats),
+      decoder=JointDecoder(hidden_sizes, image_shape, outputs_per_pixel, DECODER_CONVS if convolutional else (),
+                           **layers),
+      pseudo_inputs=pseudo_inputs)

@@ -1,0 +1,124 @@
+"""The Fashion-MNIST density table (Exemplar VAE paper) as measured here, beside the published numbers, and a
+figure of the validation curves with the published values marked.
+
+  .venv/bin/python scripts/density_table.py --runs=runs/density [--output=runs/density/table.md]
+
+Reads RUNS/<row>/seed<N>/metrics.jsonl only (a run still training is listed with its progress). A row's
+measured number is the mean (± standard deviation over seeds) of each seed's newest test row with a
+`log_likelihood` (the k-sample bound of the best-validation checkpoint, written when training ends, or by
+`scripts/evaluate.py --k=...` on a stopped run); its k is shown, since only k = 5000 is the published protocol.
+"""
+
+import glob
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+
+from experiments import main as experiment_main  # noqa: E402
+from gen_jax import files, plots  # noqa: E402
+from gen_jax.errors import UserError  # noqa: E402
+from gen_jax.runtime import metrics as metrics_lib  # noqa: E402
+
+flags.DEFINE_string("runs", "runs/density", "Folder of the runs: RUNS/<row>/seed<N>.")
+flags.DEFINE_string("output", None, "Markdown file for the table (default: RUNS/table.md).")
+flags.DEFINE_string("figure", None, "PNG of the validation curves (default: RUNS/validation_curves.png).")
+FLAGS = flags.FLAGS
+
+# Norouzi, Fleet & Norouzi (NeurIPS 2020), density-estimation table, Fashion-MNIST column: test
+# log-likelihood in nats (k = 5000), mean ± std of 5 runs.
+PUBLISHED = {
+    "vae": ("VAE, Gaussian prior", -228.70, 0.15),
+    "vampprior": ("VAE, VampPrior", -227.35, 0.05),
+    "hvae": ("HVAE, Gaussian prior", -227.37, 0.10),
+    "hvae_vampprior": ("HVAE, VampPrior", -226.72, 0.08),
+    "convhvae": ("ConvHVAE, Gaussian prior", -225.38, 0.08),
+    "convhvae_vampprior": ("ConvHVAE, VampPrior", -224.67, 0.03),
+}
+
+
+def seed_summary(rows):
+  """What one seed's rows say: epochs trained, the best validation ELBO and its epoch, its newest measured
+  log-likelihood and k, the wall time, and whether training has ended (a test row follows the validations)."""
+  validation = [row for row in rows if row["split"] == "validation"]
+  if not validation:
+    return None
+  steps_per_epoch = validation[0]["step"]  # The density flagfiles validate once an epoch.
+  best = max(validation, key=lambda row: (row["elbo"], -row["step"]))
+  measured = [index for index, row in enumerate(rows) if row["split"] == "test" and "log_likelihood" in row]
+  last_validation = max(index for index, row in enumerate(rows) if row["split"] == "validation")
+  return {"epochs": validation[-1]["step"] // steps_per_epoch, "best_epoch": best["step"] // steps_per_epoch,
+          "best_validation_elbo": best["elbo"], "hours": rows[-1]["wall_time"] / 3600,
+          "log_likelihood": rows[measured[-1]]["log_likelihood"] if measured else None,
+          "iwae_k": rows[measured[-1]]["iwae_k"] if measured else None,
+          # Training wrote its final test row after its last validation; a row from evaluate.py may follow too.
+          "finished": bool(measured) and "examples_per_sec" not in rows[-1] and measured[-1] > last_validation}
+
+
+def table(runs):
+  lines = ["| model | published | measured here | k | seeds | epochs (best / trained) | best validation ELBO | "
+           "hours per seed |", "|---|---|---|---|---|---|---|---|"]
+  curves = {}
+  for row, (name, mean, std) in PUBLISHED.items():
+    seeds = {}
+    for workdir in sorted(glob.glob(os.path.join(runs, row, "seed*"))):
+      summary = seed_summary(metrics_lib.read_rows(os.path.join(workdir, "metrics.jsonl")))
+      if summary:
+        seeds[os.path.basename(workdir)] = summary
+        curves[f"{row}/{os.path.basename(workdir)}"] = (
+            metrics_lib.read_rows(os.path.join(workdir, "metrics.jsonl")), mean)
+    if not seeds:
+      lines.append(f"| {name} | {mean:.2f} ± {std:.2f} | not run | | 0 | | | |")
+      continue
+    values = [s["log_likelihood"] for s in seeds.values() if s["log_likelihood"] is not None]
+    ks = sorted({s["iwae_k"] for s in seeds.values() if s["iwae_k"]})
+    measured = (f"{np.mean(values):.2f}" + (f" ± {np.std(values):.2f}" if len(values) > 1 else "")) if values \
+        else "not yet evaluated"
+    state = ", ".join(f"{s['best_epoch']} / {s['epochs']}" + ("" if s["finished"] else " (not finished)")
+                      for s in seeds.values())
+    best = ", ".join(f"{s['best_validation_elbo']:.2f}" for s in seeds.values())
+    hours = ", ".join(f"{s['hours']:.1f}" for s in seeds.values())
+    lines.append(f"| {name} | {mean:.2f} ± {std:.2f} | {measured} | {','.join(map(str, ks))} | {len(seeds)} | "
+                 f"{state} | {best} | {hours} |")
+  return "\n".join(lines) + "\n", curves
+
+
+def figure(curves, path):
+  plt = plots.pyplot()
+  fig, axis = plt.subplots(figsize=(8, 5))
+  colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  for index, (label, (rows, published)) in enumerate(sorted(curves.items())):
+    validation = [row for row in rows if row["split"] == "validation"]
+    steps_per_epoch = validation[0]["step"]
+    colour = colours[index % len(colours)]
+    axis.plot([row["step"] / steps_per_epoch for row in validation], [row["elbo"] for row in validation],
+              color=colour, label=f"{label} validation ELBO")
+    axis.axhline(published, color=colour, linestyle="--", linewidth=0.8)
+  axis.set_xlabel("epoch")
+  axis.set_ylabel("nats per image")
+  axis.set_ylim(-260, -220)
+  axis.set_title("Validation ELBO; dashed: the published test log-likelihood of the same row")
+  axis.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  if not os.path.isdir(FLAGS.runs):
+    raise UserError(f"--runs={FLAGS.runs} is not a directory; allowed: the RUNS folder of "
+                    "scripts/reproduce_density_table.sh")
+  text, curves = table(FLAGS.runs)
+  output = FLAGS.output or os.path.join(FLAGS.runs, "table.md")
+  files.write_text(output, text)
+  print(text, end="")
+  if curves:
+    figure(curves, FLAGS.figure or os.path.join(FLAGS.runs, "validation_curves.png"))
+
+
+if __name__ == "__main__":
+  experiment_main.run(main)
