@@ -7,7 +7,10 @@
 2. Training throughput of the `vae_pytorch_example` protocol (784-400-20 ReLU, Bernoulli, Adam, batch 128)
    through the same jitted, scanned step the training loop runs, compilation excluded; the matmul FLOPs of
    forward and backward counted layer by layer; the fraction of the roofline reached; the implied epoch time.
-3. The k=5000 importance-weighted evaluation (scripts/benchmark_iwae.py), where present.
+3. The density table's training steps (experiments/configs/density_vae.cfg: gated 784-300-300-40, batch 100,
+   AdamNormGrad), with the Gaussian prior and with the VampPrior (500 pseudo-inputs), their roofline
+   fractions and the VampPrior step's time as a multiple of the plain one.
+4. The k=5000 importance-weighted evaluation (scripts/benchmark_iwae.py), where present.
 """
 
 import os
@@ -51,26 +54,35 @@ def matmul_rates(size):
   return peak, model_shape
 
 
-def mlp_vae_matmul_flops(batch, image_size, hidden, latent):
-  """Matmul FLOPs of one training step: forward 2·B·in·out per dense layer; backward the same for the
-  weight gradient and again for the input gradient, except the first layer (the data needs none)."""
-  encoder = [(image_size, hidden), (hidden, 2 * latent)]
-  decoder = [(latent, hidden), (hidden, image_size)]
+def layer_flops(batch, layers, first_needs_input_gradient=False):
+  """Matmul FLOPs of one training step through dense layers (fan_in, fan_out): forward 2·B·in·out; backward
+  the same for the weight gradient and again for the input gradient, except the first layer's when its
+  input is data (pseudo-inputs are parameters, so theirs is needed)."""
   flops = 0
-  for index, (fan_in, fan_out) in enumerate(encoder + decoder):
-    per_pass = 2 * batch * fan_in * fan_out
-    flops += per_pass * (2 if index == 0 else 3)
+  for index, (fan_in, fan_out) in enumerate(layers):
+    flops += 2 * batch * fan_in * fan_out * (2 if index == 0 and not first_needs_input_gradient else 3)
   return flops
 
 
-def vae_training_throughput(steps_per_dispatch, dispatches):
+def mlp_vae_matmul_flops(batch, image_size, hidden, latent):
+  """The one-hidden-layer MLP VAE's step (encoder then decoder)."""
+  return layer_flops(batch, [(image_size, hidden), (hidden, 2 * latent), (latent, hidden), (hidden, image_size)])
+
+
+def gated_vae_layers(image_size, hidden, latent):
+  """(encoder, decoder) layers of the density VAE: two gated layers each way (a gated layer is two matmuls,
+  counted as one of twice the width), the encoder's mean and log-variance, the decoder's logits."""
+  encoder = [(image_size, 2 * hidden), (hidden, 2 * hidden), (hidden, 2 * latent)]
+  decoder = [(latent, 2 * hidden), (hidden, 2 * hidden), (hidden, image_size)]
+  return encoder, decoder
+
+
+def training_throughput(config, steps_per_dispatch, dispatches):
+  """examples/s of `config`'s VAE training step as the loop runs it (scanned, compiled once), and its data."""
   import jax
-  import numpy as np
   from gen_jax import parallel
   from gen_jax.families import vae
   from gen_jax.runtime import loop
-  config = vae.Config(binarization="none", hidden_sizes=(400,), latent_dim=20, batch_size=128,
-                      learning_rate=1e-3, lr_schedule="constant")
   mesh = parallel.make_mesh()
   task = vae.make_task(config, "/tmp/gen_jax_benchmark", mesh)  # Writes nothing: only the task is built.
   data = task.dataset
@@ -87,12 +99,40 @@ def vae_training_throughput(steps_per_dispatch, dispatches):
     state, metrics = run_steps(state, device_data, step_inputs)
   jax.block_until_ready(metrics)
   seconds = time.perf_counter() - start
-  examples = dispatches * steps_per_dispatch * config.batch_size
-  image_size = int(np.prod(data.image_shape))
-  flops_per_step = mlp_vae_matmul_flops(config.batch_size, image_size, 400, 20)
-  return {"examples_per_sec": examples / seconds,
-          "matmul_flops_per_example": flops_per_step / config.batch_size,
-          "epoch_seconds": len(data.train_images) / (examples / seconds)}
+  return dispatches * steps_per_dispatch * config.batch_size / seconds, data
+
+
+def vae_training_throughput(steps_per_dispatch, dispatches):
+  import numpy as np
+  from gen_jax.families import vae
+  config = vae.Config(binarization="none", hidden_sizes=(400,), latent_dim=20, batch_size=128,
+                      learning_rate=1e-3, lr_schedule="constant")
+  examples_per_sec, data = training_throughput(config, steps_per_dispatch, dispatches)
+  flops_per_step = mlp_vae_matmul_flops(config.batch_size, int(np.prod(data.image_shape)), 400, 20)
+  return {"examples_per_sec": examples_per_sec, "matmul_flops_per_example": flops_per_step / config.batch_size,
+          "epoch_seconds": len(data.train_images) / examples_per_sec}
+
+
+def density_step_benchmark(steps_per_dispatch, dispatches, peak):
+  """The density table's gated-MLP VAE step and its VampPrior step: examples/s, roofline fraction, ratio."""
+  from gen_jax.families import vae
+  settings = dict(hidden_layer="gated", hidden_sizes=(300, 300), latent_dim=40, log_variance_clamp=(-6.0, 2.0),
+                  weight_init="he_normal", optimizer="adam_norm_grad", learning_rate=5e-4, batch_size=100,
+                  num_validation_examples=10000, kl_warmup_epochs=100)
+  encoder, decoder = gated_vae_layers(784, 300, 40)
+  plain_flops = layer_flops(100, encoder + decoder)
+  results = {}
+  for name, prior_settings, prior_flops in [
+      ("gaussian", {}, 0),
+      ("vampprior", dict(prior="vampprior", num_pseudo_inputs=500), layer_flops(500, encoder, True))]:
+    examples_per_sec, _ = training_throughput(vae.Config(**settings, **prior_settings), steps_per_dispatch,
+                                              dispatches)
+    flops_per_example = (plain_flops + prior_flops) / 100
+    results[name] = {"examples_per_sec": examples_per_sec, "gflop_per_example": flops_per_example / 1e9,
+                     "roofline_fraction": examples_per_sec * flops_per_example / peak}
+  results["vampprior_step_time_ratio"] = results["gaussian"]["examples_per_sec"] / results["vampprior"][
+      "examples_per_sec"]
+  return results
 
 
 def main(argv):
@@ -109,6 +149,13 @@ def main(argv):
         f"{result['matmul_flops_per_example'] / 1e6:.2f} MFLOP/example in matmuls -> "
         f"{achieved / 1e9:.0f} GFLOP/s = {achieved / peak:.0%} of the roofline "
         f"({achieved / model_shape:.0%} of the model-shaped matmul rate)")
+  density = density_step_benchmark(FLAGS.steps_per_dispatch, FLAGS.dispatches, peak)
+  for name in ("gaussian", "vampprior"):
+    row = density[name]
+    print(f"density VAE step, {name} prior: {row['examples_per_sec']:.0f} examples/s "
+          f"({50000 / row['examples_per_sec']:.1f} s per 50k-image epoch), {row['gflop_per_example'] * 1e3:.2f} "
+          f"MFLOP/example in matmuls -> {row['roofline_fraction']:.0%} of the roofline")
+  print(f"VampPrior step time / Gaussian-prior step time: {density['vampprior_step_time_ratio']:.2f}")
   try:
     from benchmark_iwae import iwae_evaluation_benchmark
   except ImportError:

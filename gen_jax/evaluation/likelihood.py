@@ -52,7 +52,10 @@ def log_mean_exp_in_chunks(log_weights_fn, key, num_samples, samples_per_chunk, 
     return jnp.logaddexp(total, jax.nn.logsumexp(log_weights, axis=0)), None
 
   initial = jnp.full((batch_size,), -jnp.inf, jnp.float32)
-  total, _ = jax.lax.scan(body, initial, jnp.arange(num_chunks))
+  if num_chunks == 1:  # Straight-line code: XLA's CPU convolutions are very slow inside a loop (JAX #12868).
+    total, _ = body(initial, 0)
+  else:
+    total, _ = jax.lax.scan(body, initial, jnp.arange(num_chunks))
   return total - math.log(num_samples)
 
 
