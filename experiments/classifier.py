@@ -11,6 +11,7 @@ import os
 from absl import flags
 
 from experiments import main as experiment_main
+from gen_jax import config as config_lib
 from gen_jax.errors import UserError
 from gen_jax.evaluation import classifier as classifier_lib
 
@@ -29,9 +30,11 @@ flags.DEFINE_string("cache_dir", None, "Folder of classifier folders (default: t
 
 def main(argv):
   del argv
-  for name, smallest in (("image_size", 0), ("num_train_examples", 0), ("num_epochs", 1)):
+  for name, smallest in (("image_size", 0), ("num_train_examples", 0), ("num_epochs", 1), ("seed", 0)):
     if FLAGS[name].value < smallest:
       raise UserError(f"--{name}={FLAGS[name].value} is not allowed; allowed: an integer >= {smallest}")
+  if FLAGS.seed > config_lib.MAX_SEED:
+    raise UserError(f"--seed={FLAGS.seed} is not allowed; allowed: at most {config_lib.MAX_SEED}")
   settings = dict(image_size=FLAGS.image_size or None, num_train_examples=FLAGS.num_train_examples or None,
                   num_epochs=FLAGS.num_epochs, seed=FLAGS.seed, cache_dir=FLAGS.cache_dir)
   directory = classifier_lib.cache_directory(FLAGS.dataset, FLAGS.data_dir, **settings)

@@ -53,30 +53,30 @@ flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-host
 flags.DEFINE_integer("process_id", None, "This process's index in a multi-host run.")
 
 
-def define_config_flags(config_class, help_texts):
+def define_config_flags(config_class, help_texts, flag_values=FLAGS):
   """One flag per field of `config_class`, with its default and type."""
   hints = typing.get_type_hints(config_class)
   for field in dataclasses.fields(config_class):
     name, default, hint = field.name, field.default, hints[field.name]
     text = help_texts.get(name) or COMMON_HELP.get(name) or name.replace("_", " ")
     if hint is bool:
-      flags.DEFINE_bool(name, default, text)
+      flags.DEFINE_bool(name, default, text, flag_values=flag_values)
     elif hint is int:
-      flags.DEFINE_integer(name, default, text)
+      flags.DEFINE_integer(name, default, text, flag_values=flag_values)
     elif hint is float:
-      flags.DEFINE_float(name, default, text)
+      flags.DEFINE_float(name, default, text, flag_values=flag_values)
     elif typing.get_origin(hint) is tuple:
-      flags.DEFINE_list(name, [str(v) for v in default], text + " (comma-separated)")
+      flags.DEFINE_list(name, [str(v) for v in default], text + " (comma-separated)", flag_values=flag_values)
     else:
-      flags.DEFINE_string(name, default, text)
+      flags.DEFINE_string(name, default, text, flag_values=flag_values)
 
 
-def config_from_flags(config_class):
+def config_from_flags(config_class, flag_values=FLAGS):
   """The frozen config from the parsed flags; list flags become tuples of their element type."""
   hints = typing.get_type_hints(config_class)
   values = {}
   for field in dataclasses.fields(config_class):
-    value = FLAGS[field.name].value
+    value = flag_values[field.name].value
     hint = hints[field.name]
     if typing.get_origin(hint) is tuple:
       element = typing.get_args(hint)[0]

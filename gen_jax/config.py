@@ -2,6 +2,7 @@
 JSON form a run records in its `config.json`."""
 
 import dataclasses
+import math
 import typing
 from typing import Optional
 
@@ -64,10 +65,10 @@ def check_positive(config, names):
 
 
 def check_non_negative(config, names):
-  """One line naming the first field that is negative."""
+  """One line naming the first field that is negative (or NaN)."""
   for name in names:
     value = getattr(config, name)
-    if value < 0:
+    if not value >= 0:
       raise UserError(f"--{name}={value} is not allowed; allowed: zero or a positive number")
 
 
@@ -86,9 +87,33 @@ def check_choice(config, name, allowed):
     raise UserError(f"--{name}={value!r} is unknown; allowed: {', '.join(allowed)}")
 
 
+def check_finite(config):
+  """One line naming the first float setting that is NaN or infinite (no setting means either)."""
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    if isinstance(value, float) and not math.isfinite(value):
+      raise UserError(f"--{field.name}={value} is not allowed; allowed: a finite number")
+
+
+def check_range(config, name, low, high):
+  """One line unless low <= value < high."""
+  value = getattr(config, name)
+  if not low <= value < high:
+    raise UserError(f"--{name}={value} is not allowed; allowed: at least {low} and below {high}")
+
+
+# jax.random.key takes 32-bit seeds here (64-bit types are off): larger ones would silently collide.
+MAX_SEED = 2**31 - 1
+
+
 def validate_common(config):
+  check_finite(config)
+  check_range(config, "seed", 0, MAX_SEED + 1)
+  check_range(config, "adam_b1", 0.0, 1.0)
+  check_range(config, "adam_b2", 0.0, 1.0)
   check_positive(config, ("batch_size", "learning_rate", "log_every_steps", "keep_checkpoints",
-                          "steps_per_dispatch", "eval_batch_size", "num_samples"))
+                          "steps_per_dispatch", "eval_batch_size", "num_samples", "adam_eps",
+                          "lr_decay_every_steps", "lr_decay_factor"))
   check_non_negative(config, ("num_epochs", "num_steps", "num_train_examples", "num_test_examples", "image_size",
                               "eval_every_steps", "checkpoint_every_steps", "weight_decay", "grad_clip_norm",
                               "momentum"))

@@ -106,6 +106,10 @@ def validate(config):
   config_lib.check_choice(config, "d_normalization", gan_models.NORMALIZATIONS)
   config_lib.check_non_negative(config, ("gradient_penalty_weight", "r1_weight", "d_learning_rate",
                                          "num_eval_samples"))
+  for name in ("d_adam_b1", "d_adam_b2"):  # Negative means "the generator's"; otherwise Adam's [0, 1).
+    if not getattr(config, name) < 1.0:
+      raise UserError(f"--{name}={getattr(config, name)} is not allowed; allowed: below 1 (negative: the "
+                      f"generator's --{name[2:]})")
   if not 0.0 <= config.ema_decay < 1.0:
     raise UserError(f"--ema_decay={config.ema_decay} is not allowed; allowed: 0 <= value < 1")
   if config.batch_size % config.packing:

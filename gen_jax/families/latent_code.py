@@ -148,10 +148,9 @@ def validate_network(config):
   if getattr(config, "conditional", False) and config.architecture in TWO_LEVEL_ARCHITECTURES:
     raise UserError(f"--architecture={config.architecture} with --conditional is not supported; allowed: mlp or "
                     "conv for the conditional VAE")
-  if config.architecture == "two_layer":
-    config_lib.check_sizes(config, ("top_hidden_sizes",))
-  if config.architecture in TWO_LEVEL_ARCHITECTURES:
-    config_lib.check_positive(config, ("top_latent_dim",))
+  # Checked whatever the architecture, so that a bad value is never silently ignored.
+  config_lib.check_sizes(config, ("top_hidden_sizes",))
+  config_lib.check_positive(config, ("top_latent_dim",))
 
 
 def _pseudo_inputs(config, image_shape):

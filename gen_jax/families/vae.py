@@ -90,9 +90,9 @@ def validate(config):
   if config.kl_warmup_steps and config.kl_warmup_epochs:
     raise UserError(f"--kl_warmup_steps={config.kl_warmup_steps} with --kl_warmup_epochs={config.kl_warmup_epochs}"
                     " is not allowed; allowed: one of them")
+  config_lib.check_positive(config, ("num_pseudo_inputs",))
+  config_lib.check_non_negative(config, ("pseudo_input_init_std",))
   if config.prior == "vampprior":
-    config_lib.check_positive(config, ("num_pseudo_inputs",))
-    config_lib.check_non_negative(config, ("pseudo_input_init_std",))
     if config.conditional or config.architecture == "two_layer":
       raise UserError(f"--prior=vampprior with --architecture={config.architecture}"
                       f"{' --conditional' if config.conditional else ''} is not supported; allowed: the "
