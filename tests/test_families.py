@@ -5,6 +5,7 @@ import ast
 import dataclasses
 import hashlib
 import os
+import re
 import subprocess
 import sys
 
@@ -119,6 +120,7 @@ class TinyConfig(config_lib.TrainingConfig):
   batch_size: int = 32
   learning_rate: float = 0.2
   log_every_steps: int = 5
+  ballast_floats: int = 0  # An unused parameter of this many floats: makes checkpoints big (the full-disk test).
 
 
 class TinyFamily:
@@ -141,8 +143,10 @@ class TinyFamily:
 
     def init_state(key):
       del key
-      return train_state.TrainState.create(apply_fn=None, params={"mean": jnp.zeros(()), "log_std": jnp.zeros(())},
-                                           tx=tx)
+      params = {"mean": jnp.zeros(()), "log_std": jnp.zeros(())}
+      if config.ballast_floats:
+        params["ballast"] = jnp.sin(jnp.arange(config.ballast_floats, dtype=jnp.float32))  # Incompressible.
+      return train_state.TrainState.create(apply_fn=None, params=params, tx=tx)
 
     def update(state, batch, key):
       del key
@@ -257,6 +261,40 @@ def test_refused_runs_leave_every_familys_workdir_byte_for_byte(tmp_path):
     assert result.returncode == 2
   for path, digest in digests.items():
     assert _tree_digest(path) == digest, path
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+  """A 3 MiB tmpfs (needs root and a kernel that lets this process mount); skipped where it cannot be had."""
+  mount_point = tmp_path / "small_disk"
+  mount_point.mkdir()
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)],
+                           capture_output=True)
+  if mounted.returncode != 0:
+    pytest.skip("cannot mount a tmpfs here (not root?); the patched-write test below covers the metrics path")
+  try:
+    yield mount_point
+  finally:
+    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+def test_a_disk_that_fills_during_an_asynchronous_checkpoint_save_stops_in_one_line(tiny_family, small_tmpfs,
+                                                                                   capfd):
+  """Checkpoints of ~1.6 MB (an unused 400,000-float parameter; its Adam moments stay 0) on a 3 MiB disk: the second
+  save runs out of space inside orbax's writer thread. The run ends with the one-line WriteFailed (no
+  orbax traceback on stderr), the first checkpoint intact; with room again, the same command resumes."""
+  workdir = str(small_tmpfs / "run")
+  config = TinyConfig(num_steps=40, checkpoint_every_steps=10, ballast_floats=400_000)
+  with pytest.raises(loop.WriteFailed) as info:
+    run_lib.train_and_evaluate(tiny_family, config, workdir)
+  message = str(info.value)
+  assert "\n" not in message and "No space left on device while saving a checkpoint" in message
+  intact = re.search(r"the checkpoint at step (\d+) is intact", message)
+  assert intact and os.path.isdir(os.path.join(workdir, "checkpoints", intact.group(1)))
+  assert "Traceback" not in capfd.readouterr().err
+  subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)
+  state = run_lib.train_and_evaluate(tiny_family, config, workdir)
+  assert int(state.step) == 40
 
 
 def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_resumes(tiny_family, tmp_path, monkeypatch):

@@ -9,13 +9,46 @@ Saves are asynchronous (training continues while orbax writes) and atomic: orbax
 directory and renames it when complete, so a save interrupted half-way never damages an earlier checkpoint.
 """
 
+import errno
 import os
+import re
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
 from gen_jax.errors import UserError
+
+
+# How an I/O failure reads when orbax's writer (TensorStore, in a background thread) reports it: as a
+# ValueError naming the OS error, not as an OSError.
+_OS_ERROR_CODE = re.compile(r"os_error_code='(\d+)'")
+_IO_FAILURE_MARKS = ("RESOURCE_EXHAUSTED", "No space left", "Permission denied", "Read-only file system",
+                     "Input/output error")
+
+
+def _as_os_error(error, directory):
+  """`error` as the OSError it reports (ENOSPC, EACCES, EROFS, EIO ...), or None if it is not an I/O failure."""
+  if isinstance(error, OSError):
+    return error
+  text = str(error)
+  code = _OS_ERROR_CODE.search(text)
+  if code is None and not any(mark in text for mark in _IO_FAILURE_MARKS):
+    return None
+  number = int(code.group(1)) if code else errno.EIO
+  return OSError(number, f"{os.strerror(number)} while saving a checkpoint", directory)
+
+
+class _HandledIOFailures(logging.logging.Filter):
+  """Drops orbax's own log record (an ERROR with a 50-line traceback, from its writer thread) of an I/O
+  failure that `Checkpointer` turns into an OSError: the run reports that failure itself, in one line."""
+
+  def filter(self, record):
+    failure = record.exc_info[1] if record.exc_info else None
+    return not (_OS_ERROR_CODE.search(record.getMessage()) or (failure and _as_os_error(failure, "")))
+
+
+logging.get_absl_logger().addFilter(_HandledIOFailures())
 
 
 def selection_key(metrics):
@@ -55,11 +88,22 @@ class Checkpointer:
     `selection_value` (a validation metric, higher is better) ranks the checkpoint for `best_step`.
     """
     metrics = None if selection_value is None else {"value": float(selection_value), "step": int(step)}
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)), metrics=metrics, force=True)
+    self._io_errors_as_os_errors(lambda: self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)), metrics=metrics, force=True))
 
   def wait(self):
-    self._manager.wait_until_finished()
+    self._io_errors_as_os_errors(self._manager.wait_until_finished)
+
+  def _io_errors_as_os_errors(self, operation):
+    """Runs `operation`; an I/O failure of an asynchronous save (reported by the next save or wait) is
+    re-raised as the OSError it is, so that the loop stops the run in one line (`loop.WriteFailed`)."""
+    try:
+      return operation()
+    except Exception as error:
+      os_error = _as_os_error(error, self.directory)
+      if os_error is None or os_error is error:
+        raise
+      raise os_error from None
 
   def restore(self, abstract_state, step=None):
     """(state, progress) of checkpoint `step`, or of the newest one that restores when `step` is None
@@ -117,7 +161,7 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(self.directory, options=self._options)
 
   def close(self):
-    self._manager.wait_until_finished()
+    self.wait()
     self._manager.close()
 
 
