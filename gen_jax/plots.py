@@ -52,7 +52,7 @@ def plot_curves(workdirs, path, metric="elbo", labels=None, reference_csv=None, 
   for index, workdir in enumerate(workdirs):
     rows = [row for row in read_metrics(workdir) if isinstance(row.get(metric), (int, float))]
     label = labels[index] if labels else os.path.basename(os.path.normpath(workdir))
-    for split, style in (("train", "--"), ("test", "-")):
+    for split, style in (("train", "--"), ("validation", ":"), ("test", "-")):
       points = [(row["examples_seen"], row[metric]) for row in rows if row["split"] == split]
       if points:
         x, y = zip(*points)

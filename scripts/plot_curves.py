@@ -3,8 +3,8 @@
   .venv/bin/python scripts/plot_curves.py --workdirs=runs/a,runs/b --output=curves.png \
       [--labels=A,B] [--metric=elbo] [--panels] [--reference_csv=published.csv] [--ylim=-150,-100]
 
-Train rows are dashed, test rows solid; a run's test `log_likelihood` (the k-sample bound, written after
-training or by scripts/evaluate.py) is drawn as a star on the ELBO plot. `--panels` gives each run its own
+Train rows are dashed, validation rows dotted, test rows solid; a run's test `log_likelihood` (the k-sample
+bound, written after training or by scripts/evaluate.py) is drawn as a star on the ELBO plot. `--panels` gives each run its own
 panel with a shared y-axis, like Kingma & Welling's Fig. 2 (one panel per latent size). The reference CSV
 (header line, then examples_seen,value rows) adds a published curve in black to every panel. A curve is
 labelled by its directory's name and the run's family (from config.json, where the run recorded one); only
@@ -59,7 +59,7 @@ def default_label(workdir):
 
 def _draw(axis, rows, metric, colour, label):
   """Train (dashed) and test (solid) curves of `metric`, and the test log-likelihood stars on an ELBO plot."""
-  for split, style in (("train", "--"), ("test", "-")):
+  for split, style in (("train", "--"), ("validation", ":"), ("test", "-")):
     points = [(r["examples_seen"], r[metric]) for r in rows
               if r["split"] == split and isinstance(r.get(metric), (int, float))]
     if points:

@@ -141,7 +141,8 @@ def validate_network(config):
                     "low,high with low < high (e.g. -6,2)")
   if config.num_train_examples and config.num_validation_examples >= config.num_train_examples:
     raise UserError(f"--num_validation_examples={config.num_validation_examples} leaves no training examples of "
-                    f"--num_train_examples={config.num_train_examples}; allowed: fewer than {config.num_train_examples}")
+                    f"--num_train_examples={config.num_train_examples}; allowed: fewer than "
+                    f"{config.num_train_examples}")
   if config.early_stopping_patience and not config.num_validation_examples:
     raise UserError(f"--early_stopping_patience={config.early_stopping_patience} needs a validation split; "
                     "allowed: with --num_validation_examples > 0, or --early_stopping_patience=0")
