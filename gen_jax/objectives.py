@@ -47,11 +47,19 @@ def standard_normal_log_density(z):
 def mixture_log_density(z, means, log_variances):
   """log (1/K) Σ_k N(z; μ_k, diag σ_k²) for z (..., d) and K components (K, d): the VampPrior's log p(z).
 
-  Each (z, component) pair is one fused subtract-square-sum, never a matmul expansion of the square: the
-  expanded form cancels terms of size z²/σ² (thousands, for σ² near the log-variance floor e⁻⁶), which in
-  float32 costs hundredths of a nat.
+  The squared distances Σ_d (z_d − μ_kd)² / σ_kd² of every (z, component) pair come from two matmuls,
+  z² · (1/σ²)ᵀ − 2 z · (μ/σ²)ᵀ + Σ μ²/σ², rather than from broadcasting (…, K, d) differences: on the CPU the
+  broadcast form made the VampPrior's training step 16 times slower than the plain VAE's (the matmul form,
+  about 30 times faster here, brings it to its FLOP count). The expansion cancels large terms, so z and the
+  means are first centred on the means' average, which leaves every difference unchanged and keeps the terms
+  small; the test against a float64 brute force holds it to a relative 1e-5.
   """
-  pair_log_densities = gaussian_log_density(z[..., None, :], means, log_variances)  # (..., K)
+  precisions = jnp.exp(-log_variances)
+  centre = jax.lax.stop_gradient(jnp.mean(means, axis=0))  # Any shift works; the gradient needs none.
+  z, means = z - centre, means - centre
+  squared_distances = (z**2) @ precisions.T - 2.0 * (z @ (means * precisions).T) + jnp.sum(
+      means**2 * precisions, axis=-1)
+  pair_log_densities = -0.5 * (squared_distances + jnp.sum(log_variances, axis=-1) + z.shape[-1] * _LOG_2PI)
   return jax.nn.logsumexp(pair_log_densities, axis=-1) - math.log(means.shape[0])
 
 
