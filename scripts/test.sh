@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
-exec .venv/bin/python -m pytest -q "$@" tests
+# Two workers, a whole file each (tests/conftest.py orders the files); `-n 0` after these runs it in one process.
+exec .venv/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder "$@" tests

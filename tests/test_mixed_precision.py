@@ -14,12 +14,14 @@ def test_bfloat16_compute_keeps_float32_parameters_and_elbo_close_to_float32():
   for dtype in ("float32", "bfloat16"):
     config = vae_family.VAEConfig(hidden_sizes=(256,), latent_dim=8, compute_dtype=dtype)
     model = latent_code.build_model(config, image_shape)
-    params = model.init(jax.random.key(1), x[:1], jax.random.key(2))["params"]
+    # Jitted: one compilation each instead of one per operation run eagerly.
+    params = jax.jit(model.init)(jax.random.key(1), x[:1], jax.random.key(2))["params"]
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
     # bf16 activations inside, float32 out: the per-example sum over 784 pixels is accumulated in float32.
-    output, _, _ = model.apply({"params": params}, x, jax.random.key(3))
+    output, _, _ = jax.jit(model.apply)({"params": params}, x, jax.random.key(3))
     assert output.dtype == jnp.float32
-    recon, kl = vae_family.per_example_elbo(model, params, x, jax.random.key(3), None, config)
+    recon, kl = jax.jit(lambda params, x, key: vae_family.per_example_elbo(model, params, x, key, None, config))(
+        params, x, jax.random.key(3))
     assert recon.dtype == jnp.float32 and kl.dtype == jnp.float32
     elbos[dtype] = np.asarray(recon - kl)
   # Same parameters (same init key), so the two differ only by bf16 rounding (~3 significant digits).

@@ -122,7 +122,6 @@ def test_bad_input_gets_one_line_and_keeps_the_workdir(tmp_path):
     ("mlp", "continuous_bernoulli", 0.0)])
 def test_every_decoder_and_architecture_takes_a_finite_training_step(architecture, likelihood, gaussian_std):
   import jax
-  import jax.numpy as jnp
   from flax.training import train_state
   from gen_jax import optim
   from gen_jax.families import latent_code, vae as vae_family
@@ -130,15 +129,22 @@ def test_every_decoder_and_architecture_takes_a_finite_training_step(architectur
                                 hidden_sizes=(16,), latent_dim=3)
   model = latent_code.build_model(config, (8, 8, 1))  # Small images: this tests the maths, not the size.
   x = jax.random.uniform(jax.random.key(0), (8, 8, 8, 1))
-  params = model.init(jax.random.key(1), x[:1], jax.random.key(2))["params"]
-  state = train_state.TrainState.create(apply_fn=model.apply, params=params,
-                                        tx=optim.make_optimizer(config, total_steps=10))
-  new_state, metrics = vae_family.train_step(state, {"x": x}, jax.random.key(3), model, config)
+
+  # Jitted, as the loop runs them: one compilation each instead of one per operation run eagerly.
+  @jax.jit
+  def initial_state(x):
+    params = model.init(jax.random.key(1), x[:1], jax.random.key(2))["params"]
+    return train_state.TrainState.create(apply_fn=model.apply, params=params,
+                                         tx=optim.make_optimizer(config, total_steps=10))
+
+  state = initial_state(x)
+  new_state, metrics = jax.jit(lambda state, batch, key: vae_family.train_step(state, batch, key, model, config))(
+      state, {"x": x}, jax.random.key(3))
   assert all(np.isfinite(float(value)) for value in metrics.values())
   assert float(metrics["kl"]) >= 0
   assert metrics["elbo"] == pytest.approx(float(metrics["recon"] - metrics["kl"]), rel=1e-5)
   assert int(new_state.step) == 1
-  changed = jax.tree.map(lambda new, old: not jnp.array_equal(new, old), new_state.params, state.params)
+  changed = jax.tree.map(lambda new, old: not np.array_equal(new, old), new_state.params, state.params)
   assert all(jax.tree.leaves(changed))  # Every parameter moved.
 
 
