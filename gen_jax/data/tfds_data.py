@@ -22,6 +22,10 @@ import zipfile
 import numpy as np
 import tensorflow_datasets as tfds
 
+# A first preparation takes seconds; its progress bars on stderr would bury the one line that a run refused
+# after loading its data prints (the stderr contract of the README's bad-input section).
+tfds.disable_progress_bar()
+
 from gen_jax import files
 from gen_jax.data import builders
 from gen_jax.errors import UserError

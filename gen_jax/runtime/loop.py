@@ -246,7 +246,14 @@ def train(task, workdir, seed, mesh):
   except OSError as error:
     complete = []
     try:
-      complete = where["checkpointer"].all_steps() if where["checkpointer"] else []
+      if where["checkpointer"]:
+        # Let a save still in flight finish (or fail) first: otherwise it would finalise its step behind the
+        # back of the next run on this workdir, which may be saving that same step (orbax: "already exists").
+        try:
+          where["checkpointer"].close()
+        except Exception:
+          pass
+        complete = where["checkpointer"].all_steps()
     except Exception:  # The file system that just failed may fail again; the message still goes out.
       pass
     intact = (f"the checkpoint at step {complete[-1]} is intact" if complete else "no checkpoint is complete yet")
