@@ -21,7 +21,7 @@ from absl import flags  # noqa: E402
 from experiments import main as experiment_main  # noqa: E402
 from gen_jax import files, plots  # noqa: E402
 from gen_jax.errors import UserError  # noqa: E402
-from gen_jax.runtime import metrics as metrics_lib  # noqa: E402
+from gen_jax.runtime import loop, metrics as metrics_lib, workdir as workdir_lib  # noqa: E402
 
 flags.DEFINE_string("runs", "runs/density", "Folder of the runs: RUNS/<row>/seed<N>.")
 flags.DEFINE_string("output", None, "Markdown file for the table (default: RUNS/table.md).")
@@ -40,32 +40,37 @@ PUBLISHED = {
 }
 
 
-def seed_summary(rows):
+def seed_summary(rows, settings):
   """What one seed's rows say: epochs trained, the best validation ELBO and its epoch, its newest measured
-  log-likelihood and k, the wall time, and whether training has ended (a test row follows the validations)."""
+  log-likelihood and k, the training wall time, and whether training has ended (the early-stopping rule, replayed
+  on the validation rows with the run's settings from config.json, or the last epoch reached)."""
   validation = [row for row in rows if row["split"] == "validation"]
   if not validation:
     return None
   steps_per_epoch = validation[0]["step"]  # The density flagfiles validate once an epoch.
-  best = max(validation, key=lambda row: (row["elbo"], -row["step"]))
-  measured = [index for index, row in enumerate(rows) if row["split"] == "test" and "log_likelihood" in row]
-  last_validation = max(index for index, row in enumerate(rows) if row["split"] == "validation")
-  return {"epochs": validation[-1]["step"] // steps_per_epoch, "best_epoch": best["step"] // steps_per_epoch,
-          "best_validation_elbo": best["elbo"], "hours": rows[-1]["wall_time"] / 3600,
-          "log_likelihood": rows[measured[-1]]["log_likelihood"] if measured else None,
-          "iwae_k": rows[measured[-1]]["iwae_k"] if measured else None,
-          # Training wrote its final test row after its last validation; a row from evaluate.py may follow too.
-          "finished": bool(measured) and "examples_per_sec" not in rows[-1] and measured[-1] > last_validation}
+  record, stopped = {}, False
+  for row in validation:
+    record, stopped = loop.early_stopping_update(record, row["step"], row["elbo"],
+                                                 settings.get("early_stopping_patience", 0),
+                                                 settings.get("kl_warmup_epochs", 0) * steps_per_epoch)
+  measured = [row for row in rows if row["split"] == "test" and "log_likelihood" in row]
+  epochs = validation[-1]["step"] // steps_per_epoch
+  return {"epochs": epochs, "best_epoch": record["best_step"] // steps_per_epoch,
+          "best_validation_elbo": record["best"], "hours": validation[-1]["wall_time"] / 3600,
+          "log_likelihood": measured[-1]["log_likelihood"] if measured else None,
+          "iwae_k": measured[-1]["iwae_k"] if measured else None,
+          "finished": stopped or epochs >= settings.get("num_epochs", 0)}
 
 
 def table(runs):
   lines = ["| model | published | measured here | k | seeds | epochs (best / trained) | best validation ELBO | "
-           "hours per seed |", "|---|---|---|---|---|---|---|---|"]
+           "training hours per seed |", "|---|---|---|---|---|---|---|---|"]
   curves = {}
   for row, (name, mean, std) in PUBLISHED.items():
     seeds = {}
     for workdir in sorted(glob.glob(os.path.join(runs, row, "seed*"))):
-      summary = seed_summary(metrics_lib.read_rows(os.path.join(workdir, "metrics.jsonl")))
+      summary = seed_summary(metrics_lib.read_rows(os.path.join(workdir, "metrics.jsonl")),
+                             workdir_lib.read_config(workdir) or {})
       if summary:
         seeds[os.path.basename(workdir)] = summary
         curves[f"{row}/{os.path.basename(workdir)}"] = (

@@ -2,8 +2,10 @@
 two-level HVAE's log-weights and its bound against brute-force integration, gated layers, the KL warm-up in
 epochs, the validation split and early stopping with the best checkpoint, and their bad input."""
 
+import importlib.util
 import json
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -312,24 +314,34 @@ def test_density_flagfiles_train_select_and_open_on_a_tiny_budget(tmp_path):
   240 images: validation rows every epoch, one test row with the k-sample bound at the best step, and the run
   opens through load_run at that checkpoint."""
   import gen_jax
-  from conftest import finish, start_experiment
+  from conftest import REPO, finish, start_experiment
   tiny = ("--num_train_examples=240", "--num_validation_examples=40", "--num_test_examples=40", "--num_epochs=2",
           "--kl_warmup_epochs=1", "--early_stopping_patience=1", "--eval_batch_size=40", "--final_iwae_k=4",
           "--num_pseudo_inputs=4", "--num_samples=8", "--num_images=4", "--log_every_steps=2")
   rows = ("vampprior", "hvae_vampprior", "convhvae_vampprior")
   processes = {row: start_experiment("vae", f"--flagfile=experiments/configs/density_{row}.cfg",
-                                     f"--workdir={tmp_path / row}", *tiny) for row in rows}
+                                     f"--workdir={tmp_path / row / 'seed0'}", *tiny) for row in rows}
   best_steps = {}
   for row, process in processes.items():
     result = finish(process, timeout=400)
     assert result.returncode == 0, (row, result.stderr[-2000:])
-    metrics = [json.loads(line) for line in (tmp_path / row / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in (tmp_path / row / "seed0" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if m["split"] == "validation"] == [2, 4]
     tests = [m for m in metrics if m["split"] == "test"]
     best = max((m for m in metrics if m["split"] == "validation"), key=lambda m: m["elbo"])
     assert len(tests) == 1 and tests[0]["step"] == best["step"] and tests[0]["iwae_k"] == 4
     assert tests[0]["log_likelihood"] >= tests[0]["elbo"] - 1.0  # L_4 is (about) no worse than the ELBO.
     best_steps[row] = best["step"]
-  run = gen_jax.load_run(str(tmp_path / "hvae_vampprior"))
+  run = gen_jax.load_run(str(tmp_path / "hvae_vampprior" / "seed0"))
   assert run.step == best_steps["hvae_vampprior"]
   assert run.sample(3).shape == (3, 28, 28, 1)
+  # The table script reads these runs: each row measured at k = 4, its best epoch, and finished (2 of 2 epochs).
+  spec = importlib.util.spec_from_file_location("density_table", os.path.join(REPO, "scripts", "density_table.py"))
+  density_table = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(density_table)
+  text, curves = density_table.table(str(tmp_path))
+  lines = {line.split("|")[1].strip(): line for line in text.splitlines()[2:]}
+  for row in rows:
+    name = density_table.PUBLISHED[row][0]
+    assert f"| 4 | 1 | {best_steps[row] // 2} / 2 |" in lines[name], lines[name]
+  assert "not run" in lines["VAE, Gaussian prior"] and len(curves) == 3
