@@ -131,6 +131,24 @@ def small_classifier(tmp_path_factory):
 
 
 @needs_fashion_mnist
+def test_a_damaged_classifier_cache_is_trained_again_with_a_warning(tmp_path, capsys):
+  tiny = dict(num_train_examples=300, num_epochs=1, cache_dir=str(tmp_path))
+  first = classifier_lib.load_or_train_classifier("fashion_mnist", **tiny)
+  for root, _, names in os.walk(os.path.join(first.checkpoint_dir, classifier_lib.CHECKPOINT_FOLDER)):
+    for name in names:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"damaged")
+  classifier_lib._LOADED.clear()
+  capsys.readouterr()
+  again = classifier_lib.load_or_train_classifier("fashion_mnist", **tiny)
+  printed = capsys.readouterr().out
+  warnings = [line for line in printed.splitlines() if line.startswith("warning:")]
+  assert len(warnings) == 1 and "the classifier cache" in warnings[0] and "training it again" in warnings[0]
+  assert again.checkpoint_dir == first.checkpoint_dir and again.test_accuracy == first.test_accuracy
+  assert sorted(os.listdir(tmp_path)) == [os.path.basename(first.checkpoint_dir)]  # Nothing left behind.
+
+
+@needs_fashion_mnist
 def test_small_classifier_learns_and_is_cached(small_classifier):
   classifier, cache_dir, first_seconds = small_classifier
   assert classifier.test_accuracy > 0.75

@@ -244,6 +244,13 @@ def _is_current(directory: str) -> bool:
           and os.path.isdir(os.path.join(directory, CHECKPOINT_FOLDER)))
 
 
+def _remove(directory: str) -> None:
+  """Renames a cached classifier folder out of the way, then deletes it (a reader never sees half of it)."""
+  stale = tempfile.mkdtemp(dir=os.path.dirname(directory), prefix=f".{os.path.basename(directory)}.stale-")
+  os.rename(directory, os.path.join(stale, "old"))
+  shutil.rmtree(stale, ignore_errors=True)
+
+
 def _publish(directory: str, params, info: dict) -> None:
   """Writes the classifier under a temporary name and renames it into place (see the module docstring)."""
   root = os.path.dirname(directory)
@@ -257,9 +264,7 @@ def _publish(directory: str, params, info: dict) -> None:
     with open(os.path.join(staging, INFO_FILE), "w") as f:
       json.dump(info, f, indent=2)
     if os.path.exists(directory) and not _is_current(directory):  # Stale: another architecture, or torn.
-      stale = tempfile.mkdtemp(dir=root, prefix=f".{os.path.basename(directory)}.stale-")
-      os.rename(directory, os.path.join(stale, "old"))
-      shutil.rmtree(stale, ignore_errors=True)
+      _remove(directory)
     try:
       os.rename(staging, directory)
     except OSError:  # Another process published the same classifier first: use theirs.
@@ -295,7 +300,13 @@ def load_or_train_classifier(dataset: str, data_dir: Optional[str] = None, image
   directory = cache_directory(dataset, data_dir, image_size, num_train_examples=num_train_examples,
                               num_epochs=num_epochs, seed=seed, cache_dir=cache_dir)
   if _is_current(directory):
-    return load_classifier(directory)
+    try:
+      return load_classifier(directory)
+    except Exception as error:  # Damaged on disk (orbax raises many types); the cache is derived: rebuilt.
+      first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+      print(f"warning: the classifier cache {directory} cannot be read ({first_line}); training it again",
+            flush=True)
+      _remove(directory)
   num_epochs = num_epochs or DEFAULT_NUM_EPOCHS
   train = load_split(dataset, "train", data_dir=data_dir, image_size=image_size,
                      num_examples=num_train_examples)
