@@ -8,8 +8,8 @@
 #   EXTRA="--num_epochs=20" scripts/reproduce_density_table.sh          # a shorter budget
 #
 # Environment: RUNS (runs/density; one workdir per row and seed, RUNS/<row>/seed<N>), ROWS, SEEDS,
-# EXTRA (flags appended to every run). A finished run (its test row is written) is skipped; a stopped one is
-# resumed exactly by the same command, so the script can be interrupted and started again at any time.
+# EXTRA (flags appended to every run). A finished run trains nothing again (seconds to find that out); a
+# stopped one is resumed exactly by the same command, so the script can be interrupted and restarted any time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -21,10 +21,9 @@ EXTRA=${EXTRA:-}
 for row in $ROWS; do
   for seed in $SEEDS; do
     workdir="$RUNS/$row/seed$seed"
-    if [[ -f "$workdir/metrics.jsonl" ]] && grep -q '"split": "test".*"log_likelihood"' "$workdir/metrics.jsonl"; then
-      echo "== $workdir: finished, skipped"
-      continue
-    fi
+    # No check here: the training loop itself starts nothing for a run that has ended (early-stopped or at its
+    # last epoch) and writes no row twice, while a stopped one resumes (a test row that scripts/evaluate.py
+    # appended to a stopped run does not make it finished).
     echo "== $workdir"
     # shellcheck disable=SC2086
     $PYTHON -m experiments.vae --flagfile="experiments/configs/density_$row.cfg" --workdir="$workdir" \
