@@ -96,8 +96,8 @@ def validate(config):
     if config.conditional or config.architecture == "two_layer":
       raise UserError(f"--prior=vampprior with --architecture={config.architecture}"
                       f"{' --conditional' if config.conditional else ''} is not supported; allowed: the "
-                      "unconditional VAE with --architecture=mlp, conv or hvae (a prior on q(z|u) needs an encoder "
-                      "of images alone to the prior's layer)")
+                      "unconditional VAE with --architecture=mlp, conv, hvae or conv_hvae (a prior on q(z|u) needs "
+                      "an encoder of images alone to the prior's layer)")
 
 
 def _log_px(config, decoder_output, x):
