@@ -38,7 +38,7 @@ HELP = {
     "init_std": "Weights drawn from N(0, init_std^2) (0: Flax's default init).",
     "num_images": "Images in each reconstruction/sample grid.",
     "top_hidden_sizes": "two_layer: hidden sizes between h1 (--latent_dim) and h2 (--top_latent_dim).",
-    "top_latent_dim": "two_layer, hvae: dimension of the top stochastic layer (the prior's).",
+    "top_latent_dim": "two_layer, hvae, conv_hvae: dimension of the top stochastic layer (the prior's).",
     "hidden_layer": "dense (Dense + --activation) or gated ((W1 x + b1) * sigmoid(W2 x + b2), VampPrior's).",
     "weight_init": "lecun_normal (Flax's default) or he_normal (N(0, 2/fan_in)); --init_std > 0 overrides.",
     "log_variance_clamp": "low,high: encoder log-variances clamped (hard tanh) to [low, high]; empty: none.",
@@ -60,7 +60,7 @@ class NetworkConfig(config_lib.TrainingConfig):
   init_std: float = 0.0  # > 0: N(0, init_std²) weights (Kingma & Welling use 0.01); 0: Flax's default.
   num_images: int = 64
   top_hidden_sizes: Tuple[int, ...] = (100, 100)  # two_layer only: between h1 (latent_dim) and h2.
-  top_latent_dim: int = 50  # two_layer and hvae: the dimension of the top (prior) layer.
+  top_latent_dim: int = 50  # two_layer, hvae, conv_hvae: the dimension of the top (prior) layer.
   hidden_layer: str = "dense"  # A key of networks.HIDDEN_LAYERS.
   weight_init: str = "lecun_normal"  # A key of networks.WEIGHT_INITS.
   log_variance_clamp: Tuple[float, ...] = ()  # (low, high): clamp of the encoders' log-variances.
