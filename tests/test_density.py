@@ -2,6 +2,7 @@
 two-level HVAE's log-weights and its bound against brute-force integration, gated layers, the KL warm-up in
 epochs, the validation split and early stopping with the best checkpoint, and their bad input."""
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -12,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax.training import train_state
 
 from gen_jax import objectives, optim, parallel
 from gen_jax.data import image_data
@@ -20,6 +20,7 @@ from gen_jax.errors import UserError
 from gen_jax.families import latent_code, vae
 from gen_jax.models import networks, vae as vae_model
 from gen_jax.runtime import checkpointing, loop
+from test_loop import _CountingTask
 
 
 def _normal_log_density(z, mean, log_variance):
@@ -219,36 +220,20 @@ def test_bad_density_settings_are_refused_in_one_line(overrides, fragment):
 
 
 class _ScriptedTask:
-  """y = 3x by SGD, validated on a scripted curve of 'score' per step (higher is better)."""
+  """test_loop's y = 3x task, validated on a scripted curve of 'score' per step (higher is better)."""
 
   def __init__(self, curve):
     self.curve = curve
 
   def task(self, num_steps, patience, start_step, keep=1):
-    def update(state, batch, key):
-      del key
-      loss_fn = lambda params: jnp.mean((batch["x"] * params["w"] - batch["y"])**2)
-      loss, grads = jax.value_and_grad(loss_fn)(state.params)
-      return state.apply_gradients(grads=grads), {"loss": loss}
-
-    def make_batch(data, step_input, key):
-      del data, step_input
-      x = jax.random.normal(key, (8,))
-      return {"x": x, "y": 3.0 * x}
-
-    def init_state(key):
-      del key
-      return train_state.TrainState.create(apply_fn=None, params={"w": jnp.zeros(())}, tx=optax.sgd(0.05))
-
-    schedule = loop.Schedule(num_steps=num_steps, steps_per_epoch=1, batch_size=8, log_every_steps=1,
+    schedule = loop.Schedule(num_steps=num_steps, steps_per_epoch=1, batch_size=16, log_every_steps=1,
                              eval_every_steps=1, checkpoint_every_steps=1, keep_checkpoints=keep, steps_per_dispatch=1)
     validate = lambda state: {"score": self.curve[int(state.step)]}
-    return loop.Task(init_state=init_state, update=update, make_batch=make_batch, data=None,
-                     step_inputs=lambda first, count: np.arange(first, first + count),
-                     evaluate=lambda state: {"w": float(state.params["w"]), "at_step": int(state.step)},
-                     final_evaluate=lambda state: {"final": 1}, schedule=schedule,
-                     selection=loop.Selection(validate=validate, metric="score", patience=patience,
-                                              start_step=start_step))
+    return dataclasses.replace(
+        _CountingTask().task(schedule),
+        evaluate=lambda state: {"w": float(state.params["w"]), "at_step": int(state.step)},
+        final_evaluate=lambda state: {"final": 1},
+        selection=loop.Selection(validate=validate, metric="score", patience=patience, start_step=start_step))
 
 
 def test_early_stopping_rule_on_a_scripted_curve():
