@@ -154,9 +154,13 @@ def validate_network(config):
   config_lib.check_positive(config, ("top_latent_dim",))
 
 
+def _has_vampprior(config):
+  return getattr(config, "prior", "standard_normal") == "vampprior"  # Only the VAE family's configs have one.
+
+
 def _pseudo_inputs(config, image_shape):
   """The VampPrior's pseudo-inputs module when the config asks for that prior (VAE family), else None."""
-  if getattr(config, "prior", "standard_normal") != "vampprior":
+  if not _has_vampprior(config):
     return None
   return vae_model.PseudoInputs(config.num_pseudo_inputs, tuple(image_shape), config.pseudo_input_init_mean,
                       config.pseudo_input_init_std)
@@ -194,9 +198,8 @@ class CodeFunctions:
         {"params": params}, x, labels, method="encode")[0])
     self._decode = jax.jit(lambda params, z, labels: objectives.decoder_mean(
         config.likelihood, model.apply({"params": params}, z, labels, method="decode"), std))
-    learned_prior = _pseudo_inputs(config, (1, 1, 1)) is not None
     self._prior_components = (jax.jit(lambda params: model.apply({"params": params}, method="prior_components"))
-                              if learned_prior else lambda params: None)
+                              if _has_vampprior(config) else lambda params: None)
 
   def labels_for(self, labels, count):
     """None for an unconditional model; else the given labels or, by default, classes in turn."""
