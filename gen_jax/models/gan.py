@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gen_jax.models import convolution
 from gen_jax.models.networks import ACTIVATIONS
 
 NORMALIZATIONS = ("none", "batch")
@@ -136,9 +137,9 @@ class DCGANGenerator(nn.Module):
     h = nn.relu(_normalize(h, self.normalization, self.dtype))
     h = h.reshape(h.shape[0], height >> levels, width >> levels, features)
     for level in range(levels - 1):
-      h = nn.ConvTranspose(features >> (level + 1), (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h)
+      h = convolution.ConvTranspose(features >> (level + 1), (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h)
       h = nn.relu(_normalize(h, self.normalization, self.dtype))
-    out = nn.ConvTranspose(channels, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h)
+    out = convolution.ConvTranspose(channels, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h)
     return jnp.tanh(out.astype(jnp.float32))
 
 
@@ -163,7 +164,7 @@ class DCGANDiscriminator(nn.Module):
     packs = _pack(h, self.packing)  # (B/m, m, H, W, C): stack the pack's images along the channels.
     h = jnp.moveaxis(packs, 1, -2).reshape(*packs.shape[:1], *packs.shape[2:4], -1)
     for level in range(num_resolution_levels(min(x.shape[1], x.shape[2]))):
-      conv = nn.Conv(self.base_features * 2**level, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)
+      conv = convolution.Conv(self.base_features * 2**level, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)
       h = _layer(conv, self.spectral_norm, update_stats)(h)
       if level > 0:
         h = _normalize(h, self.normalization, self.dtype)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from gen_jax import objectives
+from gen_jax.models import convolution
 from gen_jax.models import networks, vae as vae_lib
 
 
@@ -139,7 +140,7 @@ class GatedConvStack(nn.Module):
   def __call__(self, x):
     h = x.astype(self.dtype)
     for features, kernel, stride in self.layers:
-      conv = functools.partial(nn.Conv, features, (kernel, kernel), strides=(stride, stride),
+      conv = functools.partial(convolution.Conv, features, (kernel, kernel), strides=(stride, stride),
                                padding=[((kernel - 1) // 2,) * 2] * 2, kernel_init=TORCH_CONV_INIT, dtype=self.dtype)
       h = conv()(h) * nn.sigmoid(conv()(h))
     return h.reshape(h.shape[0], -1) if self.flatten else h
@@ -213,7 +214,7 @@ class JointDecoder(nn.Module):
       return out.astype(jnp.float32).reshape(*leading, height, width, channels * self.outputs_per_pixel)
     image = layer(h, height * width * channels).reshape(-1, height, width, channels)
     h = GatedConvStack(self.convs, flatten=False, dtype=self.dtype)(image)
-    out = nn.Conv(channels * self.outputs_per_pixel, (1, 1), kernel_init=TORCH_CONV_INIT, dtype=self.dtype)(h)
+    out = convolution.Conv(channels * self.outputs_per_pixel, (1, 1), kernel_init=TORCH_CONV_INIT, dtype=self.dtype)(h)
     return out.astype(jnp.float32).reshape(*leading, height, width, channels * self.outputs_per_pixel)
 
 

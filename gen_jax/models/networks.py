@@ -12,6 +12,8 @@ from typing import Callable, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from gen_jax.models import convolution
+
 ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "leaky_relu": nn.leaky_relu, "elu": nn.elu}
 
 
@@ -131,7 +133,7 @@ class ConvEncoder(nn.Module):
       maps = jnp.broadcast_to(label_onehot[:, None, None, :].astype(self.dtype), (*h.shape[:3], label_onehot.shape[-1]))
       h = jnp.concatenate([h, maps], axis=-1)
     for features in self.features:
-      h = act(nn.Conv(features, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
+      h = act(convolution.Conv(features, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
     h = act(nn.Dense(self.hidden_size, dtype=self.dtype)(h.reshape(h.shape[0], -1)))
     stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype)(h)
     mean, log_variance = jnp.split(stats.astype(jnp.float32), 2, axis=-1)
@@ -155,7 +157,7 @@ class ConvDecoder(nn.Module):
     h = act(nn.Dense(self.hidden_size, dtype=self.dtype)(h))
     h = act(nn.Dense((height // 4) * (width // 4) * self.features[0], dtype=self.dtype)(h))
     h = h.reshape(h.shape[0], height // 4, width // 4, self.features[0])
-    h = act(nn.ConvTranspose(self.features[1], (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
-    out = nn.ConvTranspose(channels * self.outputs_per_pixel, (4, 4), strides=(2, 2), padding="SAME",
+    h = act(convolution.ConvTranspose(self.features[1], (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
+    out = convolution.ConvTranspose(channels * self.outputs_per_pixel, (4, 4), strides=(2, 2), padding="SAME",
                            dtype=self.dtype)(h)
     return out.astype(jnp.float32)

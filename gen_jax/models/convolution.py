@@ -1,0 +1,181 @@
+"""Convolutions written as matrix products, for the CPU, where XLA's own convolution kernels are slow.
+
+XLA:CPU runs the DCGAN's 4×4 stride-2 convolutions, and above all their gradients (convolutions with
+dilated inputs or dilated kernels, JAX issue #12868), several times slower than the same FLOPs as a
+matmul. So on the CPU a convolution here is
+- **patches + matmul** (im2col): the kh·kw strided slices of the padded input, concatenated along the
+  channels, times the kernel reshaped to (kh·kw·C_in, C_out); its gradient is a matmul and pads;
+- **matmul + overlap-add** (col2im) for an input-dilated convolution (a transposed convolution): every
+  input pixel times the kernel reshaped to (C_in, kh·kw·C_out), each kernel tap's product then placed on the
+  stride-s output grid by one `lax.pad` (interior padding s − 1) and the kh·kw of them summed; no FLOP is
+  spent on the zeros that input dilation inserts.
+Both compute exactly what `lax.conv_general_dilated` computes (tested equal, forward and gradient, in
+tests/test_convolution.py); they are chosen by backend (`CONVOLUTIONS_BY_BACKEND`), so GPUs and TPUs keep
+their native convolutions. `Conv` and `ConvTranspose` are Flax's modules with the convolution swapped: same
+parameter names, shapes and initialisers, so a checkpoint does not care which ran.
+"""
+
+import functools
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+NHWC_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+def _is_nhwc(lhs, rhs, dimension_numbers):
+  """Whether `dimension_numbers` (names or lax.ConvDimensionNumbers, as Flax passes; None is lax's NCHW default)
+  mean NHWC/HWIO/NHWC."""
+  nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC_DIMENSIONS)
+  return lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
+
+
+def _explicit_padding(padding, input_sizes, kernel_sizes, strides):
+  if isinstance(padding, str):
+    return lax.padtype_to_pads(input_sizes, kernel_sizes, strides, padding)
+  return [tuple(pair) for pair in padding]
+
+
+def _extract_patches(canvas, kernel_size, strides, grid):
+  """patches[b, o, t·C + c] = canvas[b, s·o + t, c] over the grid's positions o and the kernel's taps t (2-D):
+  the kh·kw strided slices of the canvas side by side along the channels."""
+  batch, _, _, channels = canvas.shape
+  taps = [lax.slice(canvas, (0, ty, tx, 0),
+                    (batch, ty + strides[0] * (grid[0] - 1) + 1, tx + strides[1] * (grid[1] - 1) + 1, channels),
+                    (1, strides[0], strides[1], 1))
+          for ty in range(kernel_size[0]) for tx in range(kernel_size[1])]
+  return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+
+
+def _patches_conv(lhs, rhs, strides, padding, precision, preferred_element_type):
+  """out[o] = Σ_t pad(x)[s·o + t] K[t]: the input's patches times the kernel as a (kh·kw·C_in, C_out) matrix."""
+  kernel_height, kernel_width, in_features, out_features = rhs.shape
+  padded = lax.pad(lhs, jnp.zeros((), lhs.dtype), [(0, 0, 0), *[(*pads, 0) for pads in padding], (0, 0, 0)])
+  grid = [(side - kernel) // stride + 1 for side, kernel, stride in zip(padded.shape[1:3], rhs.shape[:2], strides)]
+  patches = _extract_patches(padded, rhs.shape[:2], strides, grid)
+  return jnp.matmul(patches, rhs.reshape(kernel_height * kernel_width * in_features, out_features),
+                    precision=precision, preferred_element_type=preferred_element_type)
+
+
+def _native_input_dilated_conv(lhs, rhs, dilation, padding, precision, preferred_element_type):
+  return lax.conv_general_dilated(lhs, rhs, (1, 1), padding, dilation, None, NHWC_DIMENSIONS,
+                                  precision=precision, preferred_element_type=preferred_element_type)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _input_dilated_conv(lhs, rhs, dilation, padding, precision, preferred_element_type):
+  """The stride-1 convolution of the input dilated by `dilation` (a transposed convolution). XLA:CPU runs it
+  and its input gradient (a strided convolution) well, but not its kernel gradient, which is taken here as
+  the input's pixels against the output gradient's patches, one matmul."""
+  return _native_input_dilated_conv(lhs, rhs, dilation, padding, precision, preferred_element_type)
+
+
+def _input_dilated_conv_forward(lhs, rhs, dilation, padding, precision, preferred_element_type):
+  return _input_dilated_conv(lhs, rhs, dilation, padding, precision, preferred_element_type), (lhs, rhs)
+
+
+def _input_dilated_conv_backward(dilation, padding, precision, preferred_element_type, residuals, out_gradient):
+  lhs, rhs = residuals
+  _, lhs_vjp = jax.vjp(lambda lhs: _native_input_dilated_conv(lhs, rhs, dilation, padding, precision,
+                                                              preferred_element_type), lhs)
+  (lhs_gradient,) = lhs_vjp(out_gradient)
+  # dK[t] = Σ_i x[i] ⊗ g[s·i + low − t]. With u = k − 1 − t (the flipped tap) and g padded by k − 1 − low in
+  # front, g[s·i + low − t] is the padded g at s·i + u: the stride-s patches of the padded output gradient.
+  kernel_height, kernel_width, in_features, out_features = rhs.shape
+  grid = lhs.shape[1:3]
+  cuts = [(kernel - 1 - pads[0], (side - 1) * step + kernel - (out + kernel - 1 - pads[0]), 0)
+          for kernel, pads, side, step, out in zip(rhs.shape[:2], padding, grid, dilation, out_gradient.shape[1:3])]
+  padded = lax.pad(out_gradient, jnp.zeros((), out_gradient.dtype), [(0, 0, 0), *cuts, (0, 0, 0)])
+  patches = _extract_patches(padded, rhs.shape[:2], dilation, grid)
+  flipped = jnp.matmul(lhs.reshape(-1, in_features).T.astype(patches.dtype), patches.reshape(-1, patches.shape[-1]),
+                       precision=precision)
+  flipped = flipped.reshape(in_features, kernel_height, kernel_width, out_features)
+  rhs_gradient = jnp.moveaxis(flipped, 0, 2)[::-1, ::-1].astype(rhs.dtype)
+  return lhs_gradient.astype(lhs.dtype), rhs_gradient
+
+
+_input_dilated_conv.defvjp(_input_dilated_conv_forward, _input_dilated_conv_backward)
+
+
+def matmul_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                                dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                                precision=None, preferred_element_type=None):
+  """`lax.conv_general_dilated` as matmuls, for 2-D NHWC/HWIO convolutions with either strides or an
+  input dilation (a transposed convolution); anything else (kernel dilation, groups, other layouts, strides
+  together with input dilation) goes to `lax.conv_general_dilated` itself."""
+  strides = tuple(window_strides)
+  lhs_dilation = tuple(lhs_dilation or (1,) * len(strides))
+  rhs_dilation = tuple(rhs_dilation or (1,) * len(strides))
+  supported = (lhs.ndim == 4 and _is_nhwc(lhs, rhs, dimension_numbers) and feature_group_count == 1
+               and batch_group_count == 1 and rhs_dilation == (1, 1)
+               and (lhs_dilation == (1, 1) or strides == (1, 1)))
+  if not supported:
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                    dimension_numbers, feature_group_count, batch_group_count, precision,
+                                    preferred_element_type)
+  if lhs_dilation == (1, 1):
+    pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides)
+    return _patches_conv(lhs, rhs, strides, pads, precision, preferred_element_type)
+  if isinstance(padding, str):  # The string paddings of an input-dilated convolution are lax's, made explicit.
+    dilated = [(side - 1) * factor + 1 for side, factor in zip(lhs.shape[1:3], lhs_dilation)]
+    padding = lax.padtype_to_pads(dilated, rhs.shape[:2], (1, 1), padding)
+  return _input_dilated_conv(lhs, rhs, lhs_dilation, tuple(tuple(pair) for pair in padding), precision,
+                             preferred_element_type)
+
+
+# backend -> conv_general_dilated; a backend not listed keeps lax.conv_general_dilated (XLA's own kernels).
+CONVOLUTIONS_BY_BACKEND = {"cpu": matmul_conv_general_dilated}
+
+
+def conv_general_dilated(*args, **kwargs):
+  """`lax.conv_general_dilated` in the formulation that is fast on the default backend."""
+  return CONVOLUTIONS_BY_BACKEND.get(jax.default_backend(), lax.conv_general_dilated)(*args, **kwargs)
+
+
+def Conv(*args, **kwargs):  # pylint: disable=invalid-name
+  """`flax.linen.Conv` whose convolution is this module's `conv_general_dilated`."""
+  return nn.Conv(*args, conv_general_dilated=conv_general_dilated, **kwargs)
+
+
+def _transpose_padding(kernel_size, stride, padding):
+  """The (low, high) padding of the input-dilated convolution that `lax.conv_transpose` (as Flax calls it) runs:
+  'SAME' and 'VALID' name the forward convolution's padding and are converted by lax's rule
+  (_conv_transpose_padding); an explicit (low, high) pair is that padding itself."""
+  if not isinstance(padding, str):
+    return tuple(padding)
+  if padding == "SAME":
+    total = kernel_size + stride - 2
+    low = kernel_size - 1 if stride > kernel_size - 1 else -(-total // 2)
+  else:  # VALID
+    total = kernel_size + stride - 2 + max(kernel_size - stride, 0)
+    low = kernel_size - 1
+  return low, total - low
+
+
+class ConvTranspose(nn.Module):
+  """`flax.linen.ConvTranspose` (2-D, NHWC, kernel not flipped) whose convolution is `conv_general_dilated`:
+  the same parameters ('kernel' (kh, kw, C_in, C_out), 'bias'), initialisers and outputs."""
+  features: int
+  kernel_size: tuple
+  strides: tuple = (1, 1)
+  padding: object = "SAME"
+  use_bias: bool = True
+  dtype: Optional[jnp.dtype] = None
+  kernel_init: object = nn.initializers.lecun_normal()
+  bias_init: object = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, inputs):
+    kernel_size, strides = tuple(self.kernel_size), tuple(self.strides)
+    kernel = self.param("kernel", self.kernel_init, (*kernel_size, inputs.shape[-1], self.features))
+    pairs = self.padding if isinstance(self.padding, str) else [tuple(pair) for pair in self.padding]
+    paddings = [_transpose_padding(size, stride, pairs if isinstance(pairs, str) else pairs[axis])
+                for axis, (size, stride) in enumerate(zip(kernel_size, strides))]
+    bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+    inputs, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+    y = conv_general_dilated(inputs, kernel, (1, 1), paddings, lhs_dilation=strides,
+                             dimension_numbers=NHWC_DIMENSIONS)
+    return y if bias is None else y + bias

@@ -1,0 +1,86 @@
+"""The CPU's matmul convolutions against XLA's own: forward and both gradients, every layer shape the
+models use and the corner cases of the index arithmetic (VALID, explicit and uneven padding, a kernel smaller
+than its stride, 1×1); and the choice by backend.
+
+Each case runs eagerly on tiny arrays (no jit), so the file costs almost no compilation.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from gen_jax.models import convolution
+
+# (input shape, output features, kernel, strides, padding): the DCGAN's, the conv VAE's and the ConvHVAE's
+# layers at small batch and width, then the awkward cases.
+CASES = [
+    ((2, 28, 28, 1), 8, (4, 4), (2, 2), "SAME"),
+    ((2, 7, 7, 6), 4, (4, 4), (2, 2), "SAME"),
+    ((2, 28, 28, 1), 4, (7, 7), (1, 1), [(3, 3), (3, 3)]),
+    ((2, 14, 14, 3), 5, (3, 3), (2, 2), [(1, 1), (1, 1)]),
+    ((2, 9, 8, 3), 5, (3, 2), (2, 3), "VALID"),
+    ((2, 6, 7, 2), 3, (3, 3), (3, 2), [(2, 0), (1, 3)]),
+    ((2, 5, 5, 3), 2, (1, 1), (2, 2), "SAME"),
+    ((2, 7, 7, 3), 2, (1, 1), (1, 1), "SAME"),
+]
+
+
+def _outputs_and_gradients(module, params, x):
+  def loss(params, x):  # A fixed random projection of the output, so every output position has its own weight.
+    out = module.apply(params, x)
+    return jnp.sum(out * jax.random.normal(jax.random.key(7), out.shape)), out
+  (_, out), gradients = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
+  return out, gradients
+
+
+@pytest.mark.parametrize("shape, features, kernel, strides, padding", CASES)
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "conv_transpose"])
+def test_matmul_convolutions_equal_xla_forward_and_gradients(shape, features, kernel, strides, padding, transposed):
+  native = (nn.ConvTranspose if transposed else nn.Conv)(features, kernel, strides, padding)
+  matmul = (convolution.ConvTranspose if transposed else convolution.Conv)(features, kernel, strides, padding)
+  x = jax.random.normal(jax.random.key(0), shape)
+  params = native.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, matmul.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, params)
+  with jax.disable_jit():
+    expected = _outputs_and_gradients(native, params, x)
+  previous = dict(convolution.CONVOLUTIONS_BY_BACKEND)
+  convolution.CONVOLUTIONS_BY_BACKEND[jax.default_backend()] = convolution.matmul_conv_general_dilated
+  try:
+    with jax.disable_jit():
+      got = _outputs_and_gradients(matmul, params, x)
+  finally:
+    convolution.CONVOLUTIONS_BY_BACKEND.clear()
+    convolution.CONVOLUTIONS_BY_BACKEND.update(previous)
+  for want, have in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+    assert want.shape == have.shape
+    np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(want))))
+
+
+def test_the_matmul_form_is_what_runs_on_the_cpu_and_only_there():
+  x, kernel = jnp.ones((1, 8, 8, 2)), jnp.ones((4, 4, 2, 3))
+  def program(backend_table):  # The jaxpr's text, nested calls included.
+    previous = dict(convolution.CONVOLUTIONS_BY_BACKEND)
+    convolution.CONVOLUTIONS_BY_BACKEND.clear()
+    convolution.CONVOLUTIONS_BY_BACKEND.update(backend_table)
+    try:
+      jaxpr = jax.make_jaxpr(lambda x: convolution.conv_general_dilated(
+          x, kernel, (2, 2), "SAME", dimension_numbers=convolution.NHWC_DIMENSIONS))(x)
+    finally:
+      convolution.CONVOLUTIONS_BY_BACKEND.clear()
+      convolution.CONVOLUTIONS_BY_BACKEND.update(previous)
+    return str(jaxpr)
+  assert jax.default_backend() == "cpu"
+  on_this_cpu = program(dict(convolution.CONVOLUTIONS_BY_BACKEND))
+  assert "conv_general_dilated" not in on_this_cpu and "dot_general" in on_this_cpu
+  assert "conv_general_dilated" in program({"gpu": convolution.matmul_conv_general_dilated})
+
+
+def test_unsupported_forms_fall_back_to_xla():
+  x, kernel = jax.random.normal(jax.random.key(0), (1, 9, 9, 4)), jax.random.normal(jax.random.key(1), (3, 3, 2, 6))
+  grouped = dict(window_strides=(1, 1), padding="SAME", dimension_numbers=convolution.NHWC_DIMENSIONS,
+                 feature_group_count=2)
+  np.testing.assert_array_equal(convolution.matmul_conv_general_dilated(x, kernel, **grouped),
+                                lax.conv_general_dilated(x, kernel, **grouped))
