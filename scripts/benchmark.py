@@ -10,10 +10,15 @@
 3. The density table's training steps (experiments/configs/density_vae.cfg: gated 784-300-300-40, batch 100,
    AdamNormGrad), with the Gaussian prior and with the VampPrior (500 pseudo-inputs), their roofline
    fractions and the VampPrior step's time as a multiple of the plain one.
-4. The k=5000 importance-weighted evaluation (scripts/benchmark_iwae.py), where present.
+4. The DCGAN flagfile's training step (experiments/configs/dcgan_fashion_mnist.cfg: one D step and one G step
+   on batches of 64, one step per dispatch as the flagfile runs it): examples/s, its convolution and dense
+   FLOPs counted layer by layer, the roofline fraction; and, with --pytorch_python (a Python that has
+   torch), PyTorch's examples/s for the same architecture and step (scripts/pytorch_dcgan.py) in the same run.
+5. The k=5000 importance-weighted evaluation (scripts/benchmark_iwae.py), where present.
 """
 
 import os
+import subprocess
 import sys
 import time
 
@@ -25,6 +30,9 @@ sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 flags.DEFINE_integer("steps_per_dispatch", 64, "Training steps per scanned dispatch.")
 flags.DEFINE_integer("dispatches", 20, "Timed dispatches (after one warm-up).")
 flags.DEFINE_integer("matmul_size", 2048, "Side of the square matmul that measures the roofline.")
+flags.DEFINE_string("pytorch_python", os.environ.get("PYTORCH_PYTHON", ""),
+                    "A Python interpreter with torch installed, to time scripts/pytorch_dcgan.py beside the "
+                    "DCGAN step (default $PYTORCH_PYTHON; empty: skip).")
 FLAGS = flags.FLAGS
 
 
@@ -77,14 +85,15 @@ def gated_vae_layers(image_size, hidden, latent):
   return encoder, decoder
 
 
-def training_throughput(config, steps_per_dispatch, dispatches):
-  """examples/s of `config`'s VAE training step as the loop runs it (scanned, compiled once), and its data."""
+def training_throughput(config, steps_per_dispatch, dispatches, family=None):
+  """examples/s of `config`'s training step as the loop runs it (scanned unless one step per dispatch,
+  compiled once), and its data. `family`: the family module (default: the VAE's)."""
   import jax
   from gen_jax import parallel
   from gen_jax.families import vae
   from gen_jax.runtime import loop
   mesh = parallel.make_mesh()
-  task = vae.make_task(config, "/tmp/gen_jax_benchmark", mesh)  # Writes nothing: only the task is built.
+  task = (family or vae).make_task(config, "/tmp/gen_jax_benchmark", mesh)  # Writes nothing: only the task.
   data = task.dataset
   state = parallel.replicate_tree(task.init_state(jax.random.key(0)), mesh)
   device_data = parallel.replicate_tree(task.data, mesh)
@@ -135,6 +144,45 @@ def density_step_benchmark(steps_per_dispatch, dispatches, peak):
   return results
 
 
+def dcgan_layers():
+  """(generator, discriminator) of the DCGAN flagfile at 28×28 as (multiply-adds per example, fan-in side is
+  data): dense 100 -> 7·7·128; 4×4 transposed convolutions 128 -> 64 on 7×7 and 64 -> 1 on 14×14 (16 taps per
+  input pixel); 4×4 stride-2 convolutions 1 -> 64 to 14×14 and 64 -> 128 to 7×7; dense 6272 -> 1."""
+  generator = [100 * 6272, 7 * 7 * 16 * 128 * 64, 14 * 14 * 16 * 64 * 1]
+  discriminator = [14 * 14 * 16 * 1 * 64, 7 * 7 * 16 * 64 * 128, 6272 * 1]
+  return generator, discriminator
+
+
+def dcgan_flops_per_example():
+  """FLOPs of one D step plus one G step, per example: forward 2·MACs per layer; backward 2·MACs for the
+  weight gradient of each trained layer and 2·MACs for each input gradient that is needed (not the data's,
+  not z's). D step: G forward, D forward and backward on the real and the fake batch. G step: G forward,
+  D forward and input gradients (D frozen: no weight gradients), G backward."""
+  generator, discriminator = dcgan_layers()
+  g_forward, d_forward = sum(generator), sum(discriminator)
+  d_input_gradients = d_forward - discriminator[0]
+  d_step = g_forward + 2 * (d_forward + d_forward + d_input_gradients)
+  g_step = g_forward + d_forward + d_forward + g_forward + (g_forward - generator[0])
+  return 2 * (d_step + g_step)
+
+
+def dcgan_step_benchmark(dispatches, peak, pytorch_python):
+  """The DCGAN flagfile's step: examples/s, roofline fraction, and PyTorch's examples/s when it is at hand."""
+  from gen_jax.families import gan
+  config = gan.Config(dataset="fashion_mnist", architecture="dcgan", latent_dim=100, base_features=64,
+                      g_normalization="batch", d_normalization="batch", loss="non_saturating", optimizer="adam",
+                      learning_rate=2e-4, adam_b1=0.5, batch_size=64, ema_decay=0.0, steps_per_dispatch=1)
+  examples_per_sec, _ = training_throughput(config, 1, 4 * dispatches, family=gan)
+  flops = dcgan_flops_per_example()
+  result = {"examples_per_sec": examples_per_sec, "gflop_per_example": flops / 1e9,
+            "roofline_fraction": examples_per_sec * flops / peak}
+  if pytorch_python:
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pytorch_dcgan.py")
+    output = subprocess.run([pytorch_python, script], check=True, capture_output=True, text=True).stdout
+    result["pytorch_examples_per_sec"] = float(output.split()[-1])
+  return result
+
+
 def main(argv):
   del argv
   import jax
@@ -156,6 +204,12 @@ def main(argv):
           f"({50000 / row['examples_per_sec']:.1f} s per 50k-image epoch), {row['gflop_per_example'] * 1e3:.2f} "
           f"MFLOP/example in matmuls -> {row['roofline_fraction']:.0%} of the roofline")
   print(f"VampPrior step time / Gaussian-prior step time: {density['vampprior_step_time_ratio']:.2f}")
+  dcgan = dcgan_step_benchmark(FLAGS.dispatches, peak, FLAGS.pytorch_python)
+  print(f"DCGAN step (dcgan_fashion_mnist.cfg): {dcgan['examples_per_sec']:.0f} examples/s, "
+        f"{dcgan['gflop_per_example'] * 1e3:.0f} MFLOP/example -> {dcgan['roofline_fraction']:.0%} of the roofline"
+        + (f"; PyTorch {dcgan['pytorch_examples_per_sec']:.0f} examples/s in the same run "
+           f"(gen_jax / PyTorch = {dcgan['examples_per_sec'] / dcgan['pytorch_examples_per_sec']:.2f})"
+           if "pytorch_examples_per_sec" in dcgan else "; PyTorch not timed (--pytorch_python unset)"))
   try:
     from benchmark_iwae import iwae_evaluation_benchmark
   except ImportError:
