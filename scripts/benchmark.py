@@ -30,6 +30,8 @@ sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 flags.DEFINE_integer("steps_per_dispatch", 64, "Training steps per scanned dispatch.")
 flags.DEFINE_integer("dispatches", 20, "Timed dispatches (after one warm-up).")
 flags.DEFINE_integer("matmul_size", 2048, "Side of the square matmul that measures the roofline.")
+flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"],
+                  "The training steps' compute dtype (and the roofline matmul's); parameters stay float32.")
 flags.DEFINE_string("pytorch_python", os.environ.get("PYTORCH_PYTHON", ""),
                     "A Python interpreter with torch installed, to time scripts/pytorch_dcgan.py beside the "
                     "DCGAN step (default $PYTORCH_PYTHON; empty: skip).")
@@ -48,13 +50,13 @@ def _best_rate(function, flops, repeats):
   return flops / best
 
 
-def matmul_rates(size):
+def matmul_rates(size, dtype="float32"):
   import jax
   import jax.numpy as jnp
   matmul = jax.jit(lambda a, b: a @ b)
-  square = jnp.ones((size, size), jnp.float32)
+  square = jnp.ones((size, size), dtype)
   peak = _best_rate(lambda: matmul(square, square), 2 * size**3, 10)
-  a, b = jnp.ones((128, 784), jnp.float32), jnp.ones((784, 400), jnp.float32)
+  a, b = jnp.ones((128, 784), dtype), jnp.ones((784, 400), dtype)
   # 50 products per timed call, so dispatch overhead doesn't hide the kernel's rate.
   repeated = jax.jit(lambda a, b: jax.lax.fori_loop(0, 50, lambda i, acc: acc + (a + i) @ b,
                                                       jnp.zeros((128, 400))))
@@ -115,7 +117,7 @@ def vae_training_throughput(steps_per_dispatch, dispatches):
   import numpy as np
   from gen_jax.families import vae
   config = vae.Config(binarization="none", hidden_sizes=(400,), latent_dim=20, batch_size=128,
-                      learning_rate=1e-3, lr_schedule="constant")
+                      learning_rate=1e-3, lr_schedule="constant", compute_dtype=FLAGS.compute_dtype)
   examples_per_sec, data = training_throughput(config, steps_per_dispatch, dispatches)
   flops_per_step = mlp_vae_matmul_flops(config.batch_size, int(np.prod(data.image_shape)), 400, 20)
   return {"examples_per_sec": examples_per_sec, "matmul_flops_per_example": flops_per_step / config.batch_size,
@@ -127,7 +129,7 @@ def density_step_benchmark(steps_per_dispatch, dispatches, peak):
   from gen_jax.families import vae
   settings = dict(hidden_layer="gated", hidden_sizes=(300, 300), latent_dim=40, log_variance_clamp=(-6.0, 2.0),
                   weight_init="he_normal", optimizer="adam_norm_grad", learning_rate=5e-4, batch_size=100,
-                  num_validation_examples=10000, kl_warmup_epochs=100)
+                  num_validation_examples=10000, kl_warmup_epochs=100, compute_dtype=FLAGS.compute_dtype)
   encoder, decoder = gated_vae_layers(784, 300, 40)
   plain_flops = layer_flops(100, encoder + decoder)
   results = {}
@@ -171,7 +173,8 @@ def dcgan_step_benchmark(dispatches, peak, pytorch_python):
   from gen_jax.families import gan
   config = gan.Config(dataset="fashion_mnist", architecture="dcgan", latent_dim=100, base_features=64,
                       g_normalization="batch", d_normalization="batch", loss="non_saturating", optimizer="adam",
-                      learning_rate=2e-4, adam_b1=0.5, batch_size=64, ema_decay=0.0, steps_per_dispatch=1)
+                      learning_rate=2e-4, adam_b1=0.5, batch_size=64, ema_decay=0.0, steps_per_dispatch=1,
+                      compute_dtype=FLAGS.compute_dtype)
   examples_per_sec, _ = training_throughput(config, 1, 4 * dispatches, family=gan)
   flops = dcgan_flops_per_example()
   result = {"examples_per_sec": examples_per_sec, "gflop_per_example": flops / 1e9,
@@ -187,8 +190,9 @@ def main(argv):
   del argv
   import jax
   print(f"devices: {jax.devices()}")
-  peak, model_shape = matmul_rates(FLAGS.matmul_size)
-  print(f"matmul roofline ({FLAGS.matmul_size}^2 fp32): {peak / 1e9:.0f} GFLOP/s; "
+  peak, model_shape = matmul_rates(FLAGS.matmul_size, FLAGS.compute_dtype)
+  print(f"compute dtype: {FLAGS.compute_dtype}")
+  print(f"matmul roofline ({FLAGS.matmul_size}^2 {FLAGS.compute_dtype}): {peak / 1e9:.0f} GFLOP/s; "
         f"128x784 @ 784x400: {model_shape / 1e9:.0f} GFLOP/s")
   result = vae_training_throughput(FLAGS.steps_per_dispatch, FLAGS.dispatches)
   achieved = result["examples_per_sec"] * result["matmul_flops_per_example"]
@@ -210,6 +214,8 @@ def main(argv):
         + (f"; PyTorch {dcgan['pytorch_examples_per_sec']:.0f} examples/s in the same run "
            f"(gen_jax / PyTorch = {dcgan['examples_per_sec'] / dcgan['pytorch_examples_per_sec']:.2f})"
            if "pytorch_examples_per_sec" in dcgan else "; PyTorch not timed (--pytorch_python unset)"))
+  if FLAGS.compute_dtype != "float32":
+    return  # The likelihood evaluation runs in float32 whatever the training dtype.
   try:
     from benchmark_iwae import iwae_evaluation_benchmark
   except ImportError:
