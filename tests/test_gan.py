@@ -19,9 +19,10 @@ import pytest
 from gen_jax import objectives
 from gen_jax.data import toys
 from gen_jax.errors import UserError
-from gen_jax.evaluation import mode_coverage
+from gen_jax.evaluation import classifier as classifier_lib, mode_coverage
 from gen_jax import parallel
 from gen_jax.families import gan, gan_seeds, gan_steps
+from gen_jax.models import gan as gan_models
 from gen_jax.runtime import loop, run as run_lib
 from conftest import finish, start_experiment
 
@@ -236,6 +237,13 @@ def test_a_huge_learning_rate_stops_with_the_step_and_the_loss_named(tmp_path):
     (dict(d_normalization="batch", gradient_penalty_weight=10.0), "--d_normalization='batch' with a gradient"),
     (dict(architecture="dcgan"), "--architecture=dcgan on the toy --dataset=ring; allowed: mlp"),
     (dict(ema_decay=1.0), "--ema_decay=1.0 is not allowed; allowed: 0 <= value < 1"),
+    (dict(dataset="fashion_mnist", conditioning="projection", packing=1),
+     "--conditioning=projection without --conditional has no labels to project"),
+    (dict(dataset="fashion_mnist", conditional=True, conditioning="projection", packing=1, g_normalization="none"),
+     "--conditioning=projection with --g_normalization=none gives G no label"),
+    (dict(dataset="fashion_mnist", conditional=True, conditioning="projection"),
+     "--conditioning=projection with --packing=2: a pack has several labels"),
+    (dict(dataset="fashion_mnist", conditioning="film"), "--conditioning='film' is unknown; allowed: concat, projection"),
 ])
 def test_bad_settings_are_one_line_user_errors(overrides, message):
   with pytest.raises(UserError) as info:
@@ -243,8 +251,55 @@ def test_bad_settings_are_one_line_user_errors(overrides, message):
   assert message in str(info.value) and "\n" not in str(info.value)
 
 
-# One short run of each flagfile: it parses, trains, evaluates and writes the workdir contract. The four
-# runs are independent, so they start together (one JAX start-up's wait instead of four).
+def test_the_projection_discriminator_adds_the_label_embedding_inner_product():
+  """D(x, y) = ψ(φ(x)) + ⟨e_y, φ(x)⟩: linear in the embedding table E, through row y alone, with ∂D/∂E[y] = φ(x),
+  the same features whatever the label."""
+  discriminator = gan_models.MLPDiscriminator((8, 8), num_classes=3, conditioning="projection")
+  x, labels = jax.random.normal(jax.random.key(0), (4, 5)), jnp.array([0, 1, 2, 1])
+  params = discriminator.init(jax.random.key(1), x, labels)["params"]
+  table = params["class_projection"]["embedding"]
+  assert table.shape == (3, 8)
+
+  def outputs(embedding, labels):
+    return discriminator.apply({"params": params | {"class_projection": {"embedding": embedding}}}, x, labels)
+
+  features = jax.jacobian(lambda e: outputs(e, labels))(table)  # (example, class, feature)
+  for example, label in enumerate(labels.tolist()):
+    assert np.all(np.delete(np.asarray(features[example]), label, axis=0) == 0)  # Only row y is used.
+  phi = features[np.arange(4), labels]
+  np.testing.assert_allclose(outputs(table, labels), outputs(jnp.zeros_like(table), labels)
+                             + jnp.sum(table[labels] * phi, -1), rtol=1e-5, atol=1e-6)
+  phi_other = jax.jacobian(lambda e: outputs(e, (labels + 1) % 3))(table)[np.arange(4), (labels + 1) % 3]
+  np.testing.assert_allclose(phi_other, phi, rtol=1e-6)  # φ(x) does not depend on the label.
+
+
+def test_class_conditional_batch_norm_is_the_closed_form():
+  h = jax.random.normal(jax.random.key(0), (6, 2, 2, 3)) * 3.0 + 1.0
+  labels = jnp.array([0, 1, 0, 1, 1, 0])
+  module = gan_models.ConditionalBatchNorm(num_classes=2)
+  variables = module.init(jax.random.key(1), h, labels)
+  scale = jnp.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]])
+  shift = jnp.array([[0.0, 1.0, -1.0], [2.0, 0.0, 0.5]])
+  params = {"scale": {"embedding": scale}, "shift": {"embedding": shift}}
+  out, _ = module.apply({"params": params, "batch_stats": variables["batch_stats"]}, h, labels,
+                        mutable=["batch_stats"])
+  h64 = np.asarray(h, np.float64)
+  normalized = (h64 - h64.mean((0, 1, 2))) / np.sqrt(h64.var((0, 1, 2)) + 1e-5)  # Flax's default epsilon.
+  expected = normalized * np.asarray(scale)[labels][:, None, None] + np.asarray(shift)[labels][:, None, None]
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_conditional_accuracy_is_the_mean_of_per_class_agreement():
+  intended = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+  predicted = np.array([0, 1, 1, 2, 1, 2, 0, 0])
+  scores = classifier_lib.conditional_accuracy(predicted, intended, 3)
+  assert scores == {"conditional_accuracy": pytest.approx((2 / 3 + 2 / 3 + 1 / 2) / 3),
+                    "conditional_accuracy_0": pytest.approx(2 / 3), "conditional_accuracy_1": pytest.approx(2 / 3),
+                    "conditional_accuracy_2": 0.5}
+
+
+# One short run of each flagfile: it parses, trains, evaluates and writes the workdir contract. The five
+# runs are independent, so they start together (one JAX start-up's wait instead of five).
 SHORT_RUN = ["--num_steps=2", "--log_every_steps=1", "--eval_every_steps=2", "--checkpoint_every_steps=2",
              "--steps_per_dispatch=1", "--num_samples=40", "--num_eval_samples=40", "--d_steps_per_g_step=2"]
 FLAGFILE_RUNS = {
@@ -253,6 +308,8 @@ FLAGFILE_RUNS = {
     "gan_grid": SHORT_RUN,
     "dcgan_fashion_mnist": SHORT_RUN + ["--num_train_examples=64", "--num_test_examples=16", "--batch_size=16",
                                         "--base_features=4", "--num_images=4", "--score_sample_quality=false"],
+    "cgan_fashion_mnist": SHORT_RUN + ["--num_train_examples=64", "--num_test_examples=16", "--batch_size=16",
+                                       "--base_features=4", "--num_images=4", "--score_sample_quality=false"],
 }
 
 
@@ -270,9 +327,10 @@ def _check_workdir(name, workdir):
   assert len(samples) == 40 and np.all(np.isfinite(samples))
   assert os.listdir(workdir / "checkpoints")
   images = {os.path.basename(path) for path in glob.glob(str(workdir / "images" / "*"))}
-  if name == "dcgan_fashion_mnist":
+  if name in ("dcgan_fashion_mnist", "cgan_fashion_mnist"):
     assert samples.shape == (40, 28, 28, 1) and samples.min() >= 0 and samples.max() <= 1
     assert {"samples_00000002.png", "interpolation_00000002.png"} <= images
+    assert ("style_grid_00000002.png" in images) == (name == "cgan_fashion_mnist")
     return
   assert {"modes", "high_quality", "reverse_kl"} <= set(rows[-1])
   if name == "gan_1d":

@@ -330,3 +330,13 @@ def load_or_train_classifier(dataset: str, data_dir: Optional[str] = None, image
   info["test_accuracy"] = float(np.mean(predictions == test.labels))
   _publish(directory, params, info)
   return load_classifier(directory)
+
+
+def conditional_accuracy(predicted, intended, num_classes: int) -> dict:
+  """{'conditional_accuracy': the mean over classes of the share of samples drawn for class y that the
+  classifier labels y, 'conditional_accuracy_<y>': each class's share}, from the classifier's `predicted`
+  labels of samples drawn for the `intended` ones."""
+  predicted, intended = np.asarray(predicted), np.asarray(intended)
+  per_class = {f"conditional_accuracy_{label}": float(np.mean(predicted[intended == label] == label))
+               for label in range(num_classes)}
+  return {"conditional_accuracy": float(np.mean(list(per_class.values())))} | per_class

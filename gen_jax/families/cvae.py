@@ -95,11 +95,10 @@ def make_conditional_accuracy(codes, config, load, num_classes):
   def conditional_accuracy(params):
     if not loaded:
       loaded.append(load())
-    per_class = {}
-    for label in range(num_classes):
-      images = codes.decode(params, z, np.full(len(z), label, np.int32))
-      per_class[f"conditional_accuracy_{label}"] = int(np.sum(loaded[0].predict(images) == label)) / len(z)
-    return {"conditional_accuracy": float(np.mean(list(per_class.values())))} | per_class
+    intended = np.repeat(np.arange(num_classes, dtype=np.int32), len(z))
+    predicted = np.concatenate([loaded[0].predict(codes.decode(params, z, np.full(len(z), label, np.int32)))
+                                for label in range(num_classes)])
+    return classifier_lib.conditional_accuracy(predicted, intended, num_classes)
 
   return conditional_accuracy
 

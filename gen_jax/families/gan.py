@@ -53,7 +53,12 @@ HELP = {
     "d_adam_b1": "Discriminator's Adam beta1 (negative: --adam_b1).",
     "d_adam_b2": "Discriminator's Adam beta2 (negative: --adam_b2).",
     "ema_decay": "Decay of the EMA of the generator's weights used for evaluation and samples (0: raw weights).",
-    "conditional": "Class-conditional GAN: the label goes to both networks.",
+    "conditional": "Class-conditional GAN: the label goes to both networks (see --conditioning).",
+    "conditioning": "How the conditional GAN's label enters: concat (one-hot to z and to D's input) or "
+                    "projection (class-conditional batch norm in G, a projection discriminator; Miyato & "
+                    "Koyama 2018).",
+    "conditional_samples_per_class": "Conditional GAN: samples per class the classifier labels for "
+                                     "conditional_accuracy at each scored evaluation.",
     "num_eval_samples": "Samples scored per evaluation (toys: mode coverage, 2500 in the protocol; images: "
                         "FCD/precision/recall, 0: only at the end).",
     "score_sample_quality": "Images: score FCD, precision and recall with the dataset's classifier (trained "
@@ -85,6 +90,8 @@ class Config(config_lib.TrainingConfig):
   d_adam_b2: float = -1.0  # Negative: the generator's --adam_b2.
   ema_decay: float = 0.999  # EMA of G's weights used for evaluation and samples; 0: the raw weights.
   conditional: bool = False
+  conditioning: str = "concat"
+  conditional_samples_per_class: int = 1000
   num_eval_samples: int = mode_coverage.DEFAULT_NUM_SAMPLES
   score_sample_quality: bool = True  # Images: FCD/precision/recall (the dataset's classifier, cached).
   num_images: int = 64
@@ -104,6 +111,10 @@ def validate(config):
   config_lib.check_choice(config, "d_activation", tuple(networks.ACTIVATIONS))
   config_lib.check_choice(config, "g_normalization", gan_models.NORMALIZATIONS)
   config_lib.check_choice(config, "d_normalization", gan_models.NORMALIZATIONS)
+  config_lib.check_choice(config, "conditioning", gan_models.CONDITIONINGS)
+  config_lib.check_positive(config, ("conditional_samples_per_class",))
+  if config.conditioning == "projection":
+    _validate_projection(config)
   config_lib.check_non_negative(config, ("gradient_penalty_weight", "r1_weight", "d_learning_rate",
                                          "num_eval_samples"))
   for name in ("d_adam_b1", "d_adam_b2"):  # Negative means "the generator's"; otherwise Adam's [0, 1).
@@ -149,6 +160,20 @@ def toy_batch_fn(toy, batch_size, d_steps):
     return {"x": toy.sample(key, d_steps * batch_size).reshape(d_steps, batch_size, toy.dim)}
 
   return make_batch
+
+
+def _validate_projection(config):
+  """What the projection discriminator and class-conditional batch norm need: labels, G's batch norm
+  (the only way the label reaches G), and one example per D output (one label to project)."""
+  if not config.conditional:
+    raise UserError("--conditioning=projection without --conditional has no labels to project; allowed: "
+                    "--conditional with --conditioning=projection, or --conditioning=concat")
+  if config.g_normalization != "batch":
+    raise UserError(f"--conditioning=projection with --g_normalization={config.g_normalization} gives G no "
+                    "label (it enters through class-conditional batch norm); allowed: --g_normalization=batch")
+  if config.packing != 1:
+    raise UserError(f"--conditioning=projection with --packing={config.packing}: a pack has several labels to "
+                    "project; allowed: --packing=1")
 
 
 def make_task(config, workdir, mesh):

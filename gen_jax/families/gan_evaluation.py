@@ -9,7 +9,7 @@ import numpy as np
 from absl import logging
 
 from gen_jax import files, objectives, plots, salts
-from gen_jax.evaluation import mode_coverage, sample_quality as sample_quality_lib
+from gen_jax.evaluation import classifier as classifier_lib, mode_coverage, sample_quality as sample_quality_lib
 from gen_jax.families import gan_figures
 from gen_jax.families.gan_steps import discriminate, evaluation_generator, generate, make_sampler
 
@@ -141,7 +141,23 @@ class ImageEvaluation:
                                                self.config.num_eval_samples))
     else:
       return {}
-    return sample_quality(samples, self.config)
+    scores = sample_quality(samples, self.config)
+    if self.networks.num_classes is not None:
+      scores |= self._conditional_accuracy(state)
+    return scores
+
+  def _conditional_accuracy(self, state):
+    """The classifier's agreement with the labels samples were drawn for (the CVAE's `conditional_accuracy`).
+    The labels cycle through the classes within each sampling chunk, so batch norm sees mixed-class batches
+    as in training (a batch of one class would normalise the class away)."""
+    num_classes = self.networks.num_classes
+    count = self.config.conditional_samples_per_class * num_classes
+    intended = np.arange(count) % num_classes
+    samples = to_unit_interval(self._sampler(*self._g(state), _fixed_key(self.config, salts.CONDITIONAL_ACCURACY),
+                                             count, jnp.asarray(intended, jnp.int32)))
+    classifier = classifier_lib.load_or_train_classifier(self.config.dataset, self.config.data_dir,
+                                                         self.config.image_size or None)
+    return classifier_lib.conditional_accuracy(classifier.predict(samples), intended, num_classes)
 
   def on_evaluation(self, state, step):
     g_params, g_state = self._g(state)
@@ -153,6 +169,12 @@ class ImageEvaluation:
     walk = self._generate(g_params, g_state, self.interpolation_z, labels)
     plots.save_image_grid(os.path.join(self.images_dir, f"interpolation_{step:08d}.png"),
                           to_unit_interval(np.asarray(walk)), columns=self.interpolation_columns)
+    if self.networks.num_classes is not None:  # Rows: one z each; columns: every class (the CVAE's style grid).
+      num_classes = self.networks.num_classes
+      z = jnp.repeat(self.interpolation_z[::self.interpolation_columns], num_classes, axis=0)
+      grid = self._generate(g_params, g_state, z, jnp.tile(jnp.arange(num_classes), len(z) // num_classes))
+      plots.save_image_grid(os.path.join(self.images_dir, f"style_grid_{step:08d}.png"),
+                            to_unit_interval(np.asarray(grid)), columns=num_classes)
 
   def finalize(self, state):
     files.save_npy(os.path.join(self.workdir, "samples.npy"), self._final_samples(state))

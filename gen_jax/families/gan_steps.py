@@ -41,9 +41,11 @@ class Networks:
 def _mlp_networks(config, data_shape, classes, dtype):
   image = len(data_shape) == 3
   generator = gan_models.MLPGenerator(config.g_hidden_sizes, tuple(data_shape), config.g_activation,
-                                      "tanh" if image else "none", config.g_normalization, classes, dtype)
+                                      "tanh" if image else "none", config.g_normalization, classes, dtype,
+                                      config.conditioning)
   discriminator = gan_models.MLPDiscriminator(config.d_hidden_sizes, config.d_activation, config.d_normalization,
-                                              config.spectral_norm, config.packing, classes, dtype)
+                                              config.spectral_norm, config.packing, classes, dtype,
+                                              config.conditioning)
   return generator, discriminator
 
 
@@ -52,9 +54,10 @@ def _dcgan_networks(config, data_shape, classes, dtype):
     raise UserError(f"--architecture=dcgan needs images with an even side above 8, got shape {data_shape}; "
                     "allowed: 28x28, 32x32, 64x64 ... (set --image_size)")
   generator = gan_models.DCGANGenerator(tuple(data_shape), config.base_features, config.g_normalization,
-                                        classes, dtype)
+                                        classes, dtype, config.conditioning)
   discriminator = gan_models.DCGANDiscriminator(config.base_features, config.d_normalization,
-                                                config.spectral_norm, config.packing, classes, dtype)
+                                                config.spectral_norm, config.packing, classes, dtype,
+                                                config.conditioning)
   return generator, discriminator
 
 

@@ -11,13 +11,20 @@ Decisions written down:
 - Spectral normalisation (Miyato et al. 2018) wraps every discriminator layer with `nn.SpectralNorm`,
   whose power-iteration vectors live in the `batch_stats` collection and advance only when
   `update_stats=True` (the discriminator's own step), so a frozen discriminator stays bit-identical.
-- Conditional variants: with `num_classes` set, the one-hot label is concatenated to z in the generator,
-  and to the input of the discriminator (as constant feature maps for images), so both networks see it.
+- Conditional variants: with `num_classes` set, the label reaches both networks in one of two ways
+  (`conditioning`, the table CONDITIONINGS):
+  - "concat": the one-hot label is concatenated to z in the generator, and to the input of the
+    discriminator (as constant feature maps for images);
+  - "projection" (Miyato & Koyama 2018, "cGANs with Projection Discriminator"): the generator's batch
+    normalisations are class-conditional (normalise, then a per-class scale γ_y and shift β_y, learned
+    embeddings initialised to 1 and 0; de Vries et al. 2017), and the discriminator's output is
+    ψ(φ(x)) + ⟨e_y, φ(x)⟩, the inner product of a learned class embedding with its last features.
 - PacGAN packing (Lin et al. 2018): with `packing=m` the discriminator judges m examples at once, given as
   consecutive rows of its input (batch divisible by m): vectors are concatenated, images are stacked along
   the channel axis. It returns one output per pack.
 """
 
+import functools
 from typing import Optional, Sequence
 
 import flax.linen as nn
@@ -28,19 +35,47 @@ from gen_jax.models import convolution
 from gen_jax.models.networks import ACTIVATIONS
 
 NORMALIZATIONS = ("none", "batch")
+CONDITIONINGS = ("concat", "projection")
 OUTPUT_ACTIVATIONS = {"none": lambda x: x, "tanh": jnp.tanh}
 
 
-def _with_label(h, labels, num_classes):
-  if num_classes is None:
+def _with_label(h, labels, num_classes, conditioning="concat"):
+  if num_classes is None or conditioning != "concat":
     return h
   return jnp.concatenate([h, jax.nn.one_hot(labels, num_classes, dtype=h.dtype)], axis=-1)
 
 
-def _normalize(h, normalization, dtype):
-  if normalization == "batch":
-    return nn.BatchNorm(use_running_average=False, dtype=dtype)(h)
-  return h
+class ConditionalBatchNorm(nn.Module):
+  """Batch normalisation whose scale and shift are looked up per class: γ_y ⊙ BN(h) + β_y."""
+  num_classes: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, labels):
+    normalized = nn.BatchNorm(use_running_average=False, use_scale=False, use_bias=False, dtype=self.dtype)(h)
+    features = h.shape[-1]
+    scale = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.ones, name="scale")(labels)
+    shift = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.zeros, name="shift")(labels)
+    broadcast = (slice(None),) + (None,) * (h.ndim - 2)  # Over the spatial axes of feature maps.
+    return normalized * scale[broadcast].astype(self.dtype) + shift[broadcast].astype(self.dtype)
+
+
+def _normalize(h, normalization, dtype, labels=None, num_classes=None, conditioning="concat"):
+  """The layer's normalisation; class-conditional batch norm for a projection-conditioned generator."""
+  if normalization != "batch":
+    return h
+  if num_classes is not None and conditioning == "projection":
+    return ConditionalBatchNorm(num_classes, dtype)(h, labels)
+  return nn.BatchNorm(use_running_average=False, dtype=dtype)(h)
+
+
+def _output(features, labels, num_classes, conditioning, spectral_norm, update_stats, dtype):
+  """One raw output per example from the last features: ψ(φ) and, for projection, + ⟨e_y, φ⟩."""
+  out = _layer(nn.Dense(1, dtype=dtype), spectral_norm, update_stats)(features)[:, 0]
+  if num_classes is not None and conditioning == "projection":
+    embed = nn.Embed(num_classes, features.shape[-1], name="class_projection")
+    out = out + jnp.sum(embed(labels).astype(dtype) * features, axis=-1)
+  return out.astype(jnp.float32)
 
 
 def _pack(h, packing):
@@ -65,13 +100,14 @@ class MLPGenerator(nn.Module):
   normalization: str = "none"
   num_classes: Optional[int] = None
   dtype: jnp.dtype = jnp.float32
+  conditioning: str = "concat"
 
   @nn.compact
   def __call__(self, z, labels=None):
-    h = _with_label(z.astype(self.dtype), labels, self.num_classes)
+    h = _with_label(z.astype(self.dtype), labels, self.num_classes, self.conditioning)
     for size in self.hidden_sizes:
       h = ACTIVATIONS[self.activation](_normalize(nn.Dense(size, dtype=self.dtype)(h), self.normalization,
-                                                  self.dtype))
+                                                  self.dtype, labels, self.num_classes, self.conditioning))
     size = 1
     for side in self.output_shape:
       size *= side
@@ -88,16 +124,16 @@ class MLPDiscriminator(nn.Module):
   packing: int = 1
   num_classes: Optional[int] = None
   dtype: jnp.dtype = jnp.float32
+  conditioning: str = "concat"
 
   @nn.compact
   def __call__(self, x, labels=None, update_stats=False):
-    h = _with_label(x.reshape(x.shape[0], -1).astype(self.dtype), labels, self.num_classes)
+    h = _with_label(x.reshape(x.shape[0], -1).astype(self.dtype), labels, self.num_classes, self.conditioning)
     h = _pack(h, self.packing).reshape(h.shape[0] // self.packing, -1)
     for size in self.hidden_sizes:
       h = _layer(nn.Dense(size, dtype=self.dtype), self.spectral_norm, update_stats)(h)
       h = ACTIVATIONS[self.activation](_normalize(h, self.normalization, self.dtype))
-    out = _layer(nn.Dense(1, dtype=self.dtype), self.spectral_norm, update_stats)(h)
-    return out[:, 0].astype(jnp.float32)
+    return _output(h, labels, self.num_classes, self.conditioning, self.spectral_norm, update_stats, self.dtype)
 
 
 def num_resolution_levels(side):
@@ -124,6 +160,7 @@ class DCGANGenerator(nn.Module):
   normalization: str = "batch"
   num_classes: Optional[int] = None
   dtype: jnp.dtype = jnp.float32
+  conditioning: str = "concat"
 
   @nn.compact
   def __call__(self, z, labels=None):
@@ -132,13 +169,15 @@ class DCGANGenerator(nn.Module):
     if levels == 0:
       raise ValueError(f"image shape {tuple(self.image_shape)} has no even side above 8 to upsample to")
     features = self.base_features * 2**(levels - 1)
-    h = _with_label(z.astype(self.dtype), labels, self.num_classes)
+    normalize = functools.partial(_normalize, normalization=self.normalization, dtype=self.dtype, labels=labels,
+                                  num_classes=self.num_classes, conditioning=self.conditioning)
+    h = _with_label(z.astype(self.dtype), labels, self.num_classes, self.conditioning)
     h = nn.Dense((height >> levels) * (width >> levels) * features, dtype=self.dtype)(h)
-    h = nn.relu(_normalize(h, self.normalization, self.dtype))
+    h = nn.relu(normalize(h))
     h = h.reshape(h.shape[0], height >> levels, width >> levels, features)
     for level in range(levels - 1):
       h = convolution.ConvTranspose(features >> (level + 1), (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h)
-      h = nn.relu(_normalize(h, self.normalization, self.dtype))
+      h = nn.relu(normalize(h))
     out = convolution.ConvTranspose(channels, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h)
     return jnp.tanh(out.astype(jnp.float32))
 
@@ -154,11 +193,12 @@ class DCGANDiscriminator(nn.Module):
   packing: int = 1
   num_classes: Optional[int] = None
   dtype: jnp.dtype = jnp.float32
+  conditioning: str = "concat"
 
   @nn.compact
   def __call__(self, x, labels=None, update_stats=False):
     h = x.astype(self.dtype)
-    if self.num_classes is not None:
+    if self.num_classes is not None and self.conditioning == "concat":
       onehot = jax.nn.one_hot(labels, self.num_classes, dtype=h.dtype)
       h = jnp.concatenate([h, jnp.broadcast_to(onehot[:, None, None, :], (*h.shape[:3], self.num_classes))], -1)
     packs = _pack(h, self.packing)  # (B/m, m, H, W, C): stack the pack's images along the channels.
@@ -169,5 +209,5 @@ class DCGANDiscriminator(nn.Module):
       if level > 0:
         h = _normalize(h, self.normalization, self.dtype)
       h = nn.leaky_relu(h, 0.2)
-    out = _layer(nn.Dense(1, dtype=self.dtype), self.spectral_norm, update_stats)(h.reshape(h.shape[0], -1))
-    return out[:, 0].astype(jnp.float32)
+    return _output(h.reshape(h.shape[0], -1), labels, self.num_classes, self.conditioning, self.spectral_norm,
+                   update_stats, self.dtype)
