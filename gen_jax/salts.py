@@ -13,5 +13,5 @@ FINAL_SAMPLES = 0xF1A1  # samples.npy and `Run.sample` at the run's own seed.
 IMAGE_GRID = 0x5A3  # The z's of the sample grid drawn at every evaluation.
 INTERPOLATION = 0x1A7  # The end points of the GAN's latent walk.
 TOY_REAL_SAMPLES = 0xDA7A  # The real points a toy GAN's discriminator is shown in the 1-D figure.
-CONDITIONAL_ACCURACY = 0xC1A5  # The z's the CVAE decodes, and the conditional GAN draws, to measure conditional accuracy.
+CONDITIONAL_ACCURACY = 0xC1A5  # The z's the CVAE decodes (and the conditional GAN draws) for conditional accuracy.
 VALIDATION = 0x7A1D  # The fixed draws of every validation evaluation (ELBO samples on the held-out split).

@@ -5,6 +5,7 @@
   python scripts/figures.py manifold --workdir=runs/vae_latent2
   python scripts/figures.py samples --workdir=runs/vae
   python scripts/figures.py kl_curves --workdir=runs/vae
+  python scripts/figures.py compare --vae_workdir=runs/vae --gan_workdir=runs/dcgan
 
 Every figure is a PNG in the (first) workdir's `images/`; where a number can say what the picture shows it
 is printed and saved beside the PNG as JSON with the same name. A workdir is opened with `gen_jax.load_run`
@@ -38,7 +39,7 @@ import gen_jax
 from gen_jax import families, files, plots
 from gen_jax.data import load_split
 from gen_jax.errors import UserError
-from gen_jax.evaluation import classifier as classifier_lib
+from gen_jax.evaluation import classifier as classifier_lib, sample_quality as sample_quality_lib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # figure_maths, when loaded by path (tests).
 from figure_maths import (cross_fade, interpolation_paths, kl_curve_values, manifold_codes,  # noqa: E402
@@ -49,16 +50,16 @@ from figure_maths import (cross_fade, interpolation_paths, kl_curve_values, mani
 Intensities = collections.namedtuple("Intensities", "train test test_labels num_classes")
 
 
-def open_run(workdir):
-  """(`gen_jax.load_run(workdir)`, its `Intensities`) for a run that encodes and decodes.
+def open_run(workdir, need="encode"):
+  """(`gen_jax.load_run(workdir)`, its `Intensities`) for a run that has the operation `need`.
 
   The intensities come from `load_split` with the run's settings, not from `run.dataset`, whose test split
   is binarised when the run binarises (see the module docstring).
   """
   run = gen_jax.load_run(workdir)
-  if "encode" not in run.operations:  # Every figure of a run decodes codes (or prior draws) of its images.
-    raise UserError(f"--workdir={workdir} is a {run.family} run, which has no encoder; allowed: a run of the "
-                    f"families that encode and decode ({', '.join(families.families_with('encode'))})")
+  if need not in run.operations:  # Most figures decode codes (or prior draws) of the run's images.
+    raise UserError(f"--workdir={workdir} is a {run.family} run, which cannot {need}; allowed: a run of the "
+                    f"families that can ({', '.join(families.families_with(need))})")
   config = run.config
   kwargs = dict(data_dir=config.data_dir, image_size=config.image_size or None)
   train = load_split(config.dataset, "train", num_examples=config.num_train_examples or None, **kwargs)
@@ -274,6 +275,53 @@ def samples_figure(run, data, num_shown=12, num_scored=500, seed=None):
   return figure, numbers
 
 
+# --- The lecture's comparison: VAE samples, GAN samples, real images ---------------------------------------
+
+
+def comparison_figure(vae, gan, num_shown=10, num_scored=10000, num_distances=1000):
+  """Rows: VAE samples, GAN samples, real test images, each above its nearest training images; and per row
+  its blur (total variation; real images set the level), pixel distance to the nearest training image (a
+  copier sits near 0) and FCD / precision / recall against the training images (real test images: the floor).
+
+  `vae` and `gan` are `open_run` results on the same dataset; the samples are each run's own
+  (`run.sample` at its seed), `num_scored` of them scored, `num_distances` of them searched for neighbours.
+  """
+  (vae_run, data), (gan_run, gan_data) = vae, gan
+  if vae_run.config.dataset != gan_run.config.dataset or data.train.shape[1:] != gan_data.train.shape[1:]:
+    raise UserError(f"--vae_workdir is on {vae_run.config.dataset} {data.train.shape[1:]} but --gan_workdir on "
+                    f"{gan_run.config.dataset} {gan_data.train.shape[1:]}; allowed: runs on the same images")
+  count = min(num_scored, len(data.test))
+  sets = {"VAE samples": vae_run.sample(count), "GAN samples": gan_run.sample(count),
+          "real test images": data.test[:count]}
+  config = vae_run.config
+  numbers, rows = {"num_scored": count, "num_distances": min(num_distances, count),
+                   "vae_workdir": vae_run.workdir, "gan_workdir": gan_run.workdir, "rows": {}}, []
+  for name, images in sets.items():
+    scores = sample_quality_lib.score_samples(images, config.dataset, config.data_dir,
+                                              image_size=config.image_size or None)
+    index, distance = nearest_neighbours(images[:numbers["num_distances"]], data.train)
+    numbers["rows"][name] = {"fcd": scores["fcd"], "precision": scores["precision"], "recall": scores["recall"],
+                             "total_variation": float(total_variation(images).mean()),
+                             "nearest_training_distance": float(distance.mean())}
+    rows += [images[:num_shown], data.train[index[:num_shown]]]
+  numbers["table"] = ["| images | FCD | precision | recall | blur (total variation) | distance to nearest training |",
+                      "|---|---|---|---|---|---|"] + [
+      f"| {name} | {row['fcd']:.2f} | {row['precision']:.3f} | {row['recall']:.3f} | {row['total_variation']:.3f} "
+      f"| {row['nearest_training_distance']:.2f} |" for name, row in numbers["rows"].items()]
+  names = [label for name in sets for label in (name, "nearest training")]
+  grid = np.concatenate(rows)
+  figure, axis = plots.pyplot().subplots(figsize=(num_shown * 0.6 + 1.6, len(names) * 0.62 + 0.9))
+  axis.imshow(plots.image_grid(grid, num_shown)[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+  height = grid.shape[1] + 1
+  axis.set_yticks([(index + 0.5) * height for index in range(len(names))])
+  axis.set_yticklabels(names, fontsize=7)
+  axis.set_xticks([])
+  axis.set_title(" | ".join(f"{name.split()[0]}: FCD {row['fcd']:.1f}, blur {row['total_variation']:.3f}"
+                            for name, row in numbers["rows"].items()), fontsize=7)
+  figure.tight_layout()
+  return figure, numbers
+
+
 # --- KL regulariser curves ---------------------------------------------------------------------------------
 
 
@@ -342,6 +390,13 @@ def _parser():
   command.add_argument("--workdir", required=True)
   command.add_argument("--num_shown", type=_positive, default=12)
   command.add_argument("--num_scored", type=_positive, default=500)
+  command = commands.add_parser("compare", help="VAE vs GAN samples vs real images: neighbours, blur, scores")
+  command.add_argument("--vae_workdir", required=True, help="the figure goes into its images/")
+  command.add_argument("--gan_workdir", required=True)
+  command.add_argument("--num_shown", type=_positive, default=10)
+  command.add_argument("--num_scored", type=_positive, default=10000)
+  command.add_argument("--num_distances", type=_positive, default=1000,
+                       help="samples searched for their nearest training image")
   command = commands.add_parser("kl_curves", help="exp(σ), 1 + σ and their difference (the KL)")
   command.add_argument("--workdir", required=True, help="any folder; the figure goes into its images/")
   return parser
@@ -381,6 +436,11 @@ def draw(args):
     run, data = open_run(args.workdir)
     figure, numbers = samples_figure(run, data, args.num_shown, args.num_scored)
     paths = [os.path.join(_images_dir(run.workdir), "samples_vs_nearest_training.png")]
+  elif args.figure == "compare":
+    vae, gan = open_run(args.vae_workdir), open_run(args.gan_workdir, need="sample")
+    figure, numbers = comparison_figure(vae, gan, args.num_shown, args.num_scored, args.num_distances)
+    paths = [os.path.join(_images_dir(vae[0].workdir), "vae_vs_gan_vs_real.png")]
+    print("\n".join(numbers["table"]))
   else:
     figure, numbers = kl_curves_figure()
     paths = [os.path.join(_images_dir(args.workdir), "kl_regulariser_curves.png")]

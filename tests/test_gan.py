@@ -243,7 +243,8 @@ def test_a_huge_learning_rate_stops_with_the_step_and_the_loss_named(tmp_path):
      "--conditioning=projection with --g_normalization=none gives G no label"),
     (dict(dataset="fashion_mnist", conditional=True, conditioning="projection"),
      "--conditioning=projection with --packing=2: a pack has several labels"),
-    (dict(dataset="fashion_mnist", conditioning="film"), "--conditioning='film' is unknown; allowed: concat, projection"),
+    (dict(dataset="fashion_mnist", conditioning="film"),
+     "--conditioning='film' is unknown; allowed: concat, projection"),
 ])
 def test_bad_settings_are_one_line_user_errors(overrides, message):
   with pytest.raises(UserError) as info:

@@ -176,7 +176,8 @@ class DCGANGenerator(nn.Module):
     h = nn.relu(normalize(h))
     h = h.reshape(h.shape[0], height >> levels, width >> levels, features)
     for level in range(levels - 1):
-      h = convolution.ConvTranspose(features >> (level + 1), (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h)
+      h = convolution.ConvTranspose(features >> (level + 1), (4, 4), strides=(2, 2), padding="SAME",
+                                    dtype=self.dtype)(h)
       h = nn.relu(normalize(h))
     out = convolution.ConvTranspose(channels, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h)
     return jnp.tanh(out.astype(jnp.float32))
