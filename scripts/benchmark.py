@@ -14,9 +14,13 @@
    on batches of 64, one step per dispatch as the flagfile runs it): examples/s, its convolution and dense
    FLOPs counted layer by layer, the roofline fraction; and, with --pytorch_python (a Python that has
    torch), PyTorch's examples/s for the same architecture and step (scripts/pytorch_dcgan.py) in the same run.
-5. The k=5000 importance-weighted evaluation (scripts/benchmark_iwae.py), where present.
+5. The ConvHVAE's step (experiments/configs/density_convhvae.cfg), examples/s.
+   Steps 4 and 5 also run with XLA's own convolutions in place of gen_jax's CPU matmul formulation
+   (gen_jax.models.convolution), on the CPU, for the before/after figure.
+6. The k=5000 importance-weighted evaluation (scripts/benchmark_iwae.py), where present.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -168,6 +172,38 @@ def dcgan_flops_per_example():
   return 2 * (d_step + g_step)
 
 
+@contextlib.contextmanager
+def xla_convolutions():
+  """Within: every backend uses XLA's own convolutions (gen_jax's CPU matmul formulation switched off)."""
+  from gen_jax.models import convolution
+  saved = dict(convolution.CONVOLUTIONS_BY_BACKEND)
+  convolution.CONVOLUTIONS_BY_BACKEND.clear()
+  try:
+    yield
+  finally:
+    convolution.CONVOLUTIONS_BY_BACKEND.update(saved)
+
+
+def convolution_variants(measure):
+  """{'gen_jax': measure()} and, on the CPU, {'xla': measure()} with XLA's own convolutions."""
+  import jax
+  results = {"gen_jax": measure()}
+  if jax.default_backend() == "cpu":
+    with xla_convolutions():
+      results["xla"] = measure()
+  return results
+
+
+def convhvae_step_benchmark(dispatches):
+  """examples/s of the ConvHVAE's training step (density_convhvae.cfg's settings, one step per dispatch)."""
+  from gen_jax.families import vae
+  config = vae.Config(architecture="conv_hvae", hidden_layer="gated", hidden_sizes=(300, 300), latent_dim=40,
+                      top_latent_dim=40, log_variance_clamp=(-6.0, 2.0), weight_init="he_normal",
+                      optimizer="adam_norm_grad", learning_rate=5e-4, batch_size=100, num_validation_examples=10000,
+                      kl_warmup_epochs=100, compute_dtype=FLAGS.compute_dtype)
+  return convolution_variants(lambda: training_throughput(config, 1, dispatches)[0])
+
+
 def dcgan_step_benchmark(dispatches, peak, pytorch_python):
   """The DCGAN flagfile's step: examples/s, roofline fraction, and PyTorch's examples/s when it is at hand."""
   from gen_jax.families import gan
@@ -175,10 +211,10 @@ def dcgan_step_benchmark(dispatches, peak, pytorch_python):
                       g_normalization="batch", d_normalization="batch", loss="non_saturating", optimizer="adam",
                       learning_rate=2e-4, adam_b1=0.5, batch_size=64, ema_decay=0.0, steps_per_dispatch=1,
                       compute_dtype=FLAGS.compute_dtype)
-  examples_per_sec, _ = training_throughput(config, 1, 4 * dispatches, family=gan)
+  rates = convolution_variants(lambda: training_throughput(config, 1, 4 * dispatches, family=gan)[0])
   flops = dcgan_flops_per_example()
-  result = {"examples_per_sec": examples_per_sec, "gflop_per_example": flops / 1e9,
-            "roofline_fraction": examples_per_sec * flops / peak}
+  result = {"examples_per_sec": rates["gen_jax"], "gflop_per_example": flops / 1e9,
+            "roofline_fraction": rates["gen_jax"] * flops / peak, "xla_examples_per_sec": rates.get("xla")}
   if pytorch_python:
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pytorch_dcgan.py")
     output = subprocess.run([pytorch_python, script], check=True, capture_output=True, text=True).stdout
@@ -214,6 +250,12 @@ def main(argv):
         + (f"; PyTorch {dcgan['pytorch_examples_per_sec']:.0f} examples/s in the same run "
            f"(gen_jax / PyTorch = {dcgan['examples_per_sec'] / dcgan['pytorch_examples_per_sec']:.2f})"
            if "pytorch_examples_per_sec" in dcgan else "; PyTorch not timed (--pytorch_python unset)"))
+  if dcgan["xla_examples_per_sec"]:
+    print(f"  the same step with XLA's own CPU convolutions: {dcgan['xla_examples_per_sec']:.0f} examples/s")
+  convhvae = convhvae_step_benchmark(max(FLAGS.dispatches // 4, 2))
+  print(f"ConvHVAE step (density_convhvae.cfg): {convhvae['gen_jax']:.0f} examples/s "
+        f"({50000 / convhvae['gen_jax']:.0f} s per 50k-image epoch)"
+        + (f"; with XLA's own CPU convolutions {convhvae['xla']:.0f} examples/s" if "xla" in convhvae else ""))
   if FLAGS.compute_dtype != "float32":
     return  # The likelihood evaluation runs in float32 whatever the training dtype.
   try:
