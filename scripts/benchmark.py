@@ -20,7 +20,6 @@
 6. The k=5000 importance-weighted evaluation (scripts/benchmark_iwae.py), where present.
 """
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -172,24 +171,13 @@ def dcgan_flops_per_example():
   return 2 * (d_step + g_step)
 
 
-@contextlib.contextmanager
-def xla_convolutions():
-  """Within: every backend uses XLA's own convolutions (gen_jax's CPU matmul formulation switched off)."""
-  from gen_jax.models import convolution
-  saved = dict(convolution.CONVOLUTIONS_BY_BACKEND)
-  convolution.CONVOLUTIONS_BY_BACKEND.clear()
-  try:
-    yield
-  finally:
-    convolution.CONVOLUTIONS_BY_BACKEND.update(saved)
-
-
 def convolution_variants(measure):
   """{'gen_jax': measure()} and, on the CPU, {'xla': measure()} with XLA's own convolutions."""
   import jax
+  from gen_jax.models import convolution
   results = {"gen_jax": measure()}
   if jax.default_backend() == "cpu":
-    with xla_convolutions():
+    with convolution.using_convolutions({}):
       results["xla"] = measure()
   return results
 
@@ -217,7 +205,14 @@ def dcgan_step_benchmark(dispatches, peak, pytorch_python):
             "roofline_fraction": rates["gen_jax"] * flops / peak, "xla_examples_per_sec": rates.get("xla")}
   if pytorch_python:
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pytorch_dcgan.py")
-    output = subprocess.run([pytorch_python, script], check=True, capture_output=True, text=True).stdout
+    try:  # Same cores as JAX uses.
+      output = subprocess.run([pytorch_python, script, f"--threads={os.cpu_count()}"], check=True,
+                              capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+      stderr = (getattr(error, "stderr", "") or str(error)).strip().splitlines()
+      print(f"error: --pytorch_python={pytorch_python} could not run {script} ({stderr[-1] if stderr else error}); "
+            "allowed: a Python interpreter with torch installed", file=sys.stderr)
+      sys.exit(2)
     result["pytorch_examples_per_sec"] = float(output.split()[-1])
   return result
 

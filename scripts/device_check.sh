@@ -2,7 +2,8 @@
 # The GPU check, in one go (under 8 minutes on an H200): installs what the GPU image lacks from .device/
 # (made here by scripts/prepare_device_check.sh), then prints
 #   1. the fast part of the test suite, run on the GPU;
-#   2. scripts/benchmark.py in float32 and in bfloat16 (VAE step, density steps, DCGAN step, k=5000 evaluation);
+#   2. scripts/benchmark.py in float32 and in bfloat16 (the VAE, density, DCGAN and ConvHVAE steps; the k=5000
+#      evaluation in float32 only);
 #   3. one epoch of the default VAE (experiments/configs/vae_fashion_mnist.cfg), its rows and wall time.
 # Each part has its own time limit, so one that hangs cannot take the others with it.
 set -uo pipefail

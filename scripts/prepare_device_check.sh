@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # Run here, before scripts/device_check.sh goes to a machine with a GPU (which reaches no network): puts in
-# .device/ (ignored by git, carried by the device tool) the wheels of the packages gen_jax needs that the
+# .device/ (in .gitignore; the device tool carries it when asked) the wheels of the packages gen_jax needs that the
 # GPU image lacks, for its Python 3.12, and Debian's Fashion-MNIST files. About 40 MB; run once.
 #
 #   scripts/prepare_device_check.sh
 #   then, through the device tool: run(command="bash scripts/device_check.sh", carry=[".device"], timeout_s=540)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
 mkdir -p .device/wheels .device/fashion-mnist
 cp /usr/share/datasets/fashion-mnist/*.gz .device/fashion-mnist/
 # The GPU image has jax, flax, optax, orbax-checkpoint, absl-py, etils, numpy, matplotlib and pytest(-xdist);

@@ -15,7 +15,8 @@ from jax import lax
 from gen_jax.models import convolution
 
 # (input shape, output features, kernel, strides, padding): the DCGAN's, the conv VAE's and the ConvHVAE's
-# layers at small batch and width, then the awkward cases.
+# layers at small batch and width, then the awkward cases (strides that divide the kernel take the
+# space-to-depth path, with the input cropped to whole blocks).
 CASES = [
     ((2, 28, 28, 1), 8, (4, 4), (2, 2), "SAME"),
     ((2, 7, 7, 6), 4, (4, 4), (2, 2), "SAME"),
@@ -24,6 +25,9 @@ CASES = [
     ((2, 9, 8, 3), 5, (3, 2), (2, 3), "VALID"),
     ((2, 6, 7, 2), 3, (3, 3), (3, 2), [(2, 0), (1, 3)]),
     ((2, 5, 5, 3), 2, (1, 1), (2, 2), "SAME"),
+    ((2, 9, 9, 3), 4, (2, 2), (2, 2), "VALID"),
+    ((2, 10, 11, 2), 3, (6, 3), (3, 3), "SAME"),
+    ((2, 8, 8, 3), 4, (3, 3), (2, 2), 1),
     ((2, 7, 7, 3), 2, (1, 1), (1, 1), "SAME"),
 ]
 
@@ -46,14 +50,9 @@ def test_matmul_convolutions_equal_xla_forward_and_gradients(shape, features, ke
   assert jax.tree.map(jnp.shape, matmul.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, params)
   with jax.disable_jit():
     expected = _outputs_and_gradients(native, params, x)
-  previous = dict(convolution.CONVOLUTIONS_BY_BACKEND)
-  convolution.CONVOLUTIONS_BY_BACKEND[jax.default_backend()] = convolution.matmul_conv_general_dilated
-  try:
+  with convolution.using_convolutions({jax.default_backend(): convolution.matmul_conv_general_dilated}):
     with jax.disable_jit():
       got = _outputs_and_gradients(matmul, params, x)
-  finally:
-    convolution.CONVOLUTIONS_BY_BACKEND.clear()
-    convolution.CONVOLUTIONS_BY_BACKEND.update(previous)
   for want, have in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
     assert want.shape == have.shape
     np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(want))))
@@ -62,16 +61,9 @@ def test_matmul_convolutions_equal_xla_forward_and_gradients(shape, features, ke
 def test_the_matmul_form_runs_on_the_cpu_and_only_there():
   x, kernel = jnp.ones((1, 8, 8, 2)), jnp.ones((4, 4, 2, 3))
   def program(backend_table):  # The jaxpr's text, nested calls included.
-    previous = dict(convolution.CONVOLUTIONS_BY_BACKEND)
-    convolution.CONVOLUTIONS_BY_BACKEND.clear()
-    convolution.CONVOLUTIONS_BY_BACKEND.update(backend_table)
-    try:
-      jaxpr = jax.make_jaxpr(lambda x: convolution.conv_general_dilated(
-          x, kernel, (2, 2), "SAME", dimension_numbers=convolution.NHWC_DIMENSIONS))(x)
-    finally:
-      convolution.CONVOLUTIONS_BY_BACKEND.clear()
-      convolution.CONVOLUTIONS_BY_BACKEND.update(previous)
-    return str(jaxpr)
+    with convolution.using_convolutions(backend_table):
+      return str(jax.make_jaxpr(lambda x: convolution.conv_general_dilated(
+          x, kernel, (2, 2), "SAME", dimension_numbers=convolution.NHWC_DIMENSIONS))(x))
   here = program(dict(convolution.CONVOLUTIONS_BY_BACKEND))
   matmuls_here = jax.default_backend() == "cpu"  # GPUs and TPUs keep XLA's own convolutions.
   assert ("conv_general_dilated" not in here and "dot_general" in here) == matmuls_here
@@ -85,3 +77,15 @@ def test_unsupported_forms_fall_back_to_xla():
                  feature_group_count=2)
   np.testing.assert_array_equal(convolution.matmul_conv_general_dilated(x, kernel, **grouped),
                                 lax.conv_general_dilated(x, kernel, **grouped))
+
+
+def test_what_lax_refuses_is_refused_alike():
+  x, kernel = jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 2))
+  dilated_with_string_padding = dict(window_strides=(1, 1), padding="SAME", lhs_dilation=(2, 2),
+                                     dimension_numbers=convolution.NHWC_DIMENSIONS)
+  with pytest.raises(Exception) as refused:
+    lax.conv_general_dilated(x, kernel, **dilated_with_string_padding)
+  with pytest.raises(type(refused.value)):
+    convolution.matmul_conv_general_dilated(x, kernel, **dilated_with_string_padding)
+  with pytest.raises(ValueError, match="'CIRCULAR' is not supported here"):
+    convolution.ConvTranspose(2, (3, 3), (2, 2), "CIRCULAR").init(jax.random.key(0), x)

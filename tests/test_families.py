@@ -4,6 +4,7 @@ then prepare the workdir, then run), the run lock, `load_run`, and a new family 
 import ast
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ from flax.training import train_state
 import gen_jax
 from gen_jax import config as config_lib, families, optim
 from gen_jax.errors import UserError
+from gen_jax.families import gan
 from gen_jax.runtime import loop, run as run_lib, workdir as workdir_lib
 
 from conftest import REPO, TINY_VAE_FLAGS, assert_one_line_error, finish, start_experiment
@@ -261,6 +263,19 @@ def test_refused_runs_leave_every_familys_workdir_byte_for_byte(tmp_path):
     assert result.returncode == 2
   for path, digest in digests.items():
     assert _tree_digest(path) == digest, path
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default_and_only_there(tmp_path):
+  """config.json of a GAN run from before --conditioning existed: resumable with the default (the behaviour
+  the run had), refused with any other value."""
+  defaults = workdir_lib.settings_record(gan.NAME, gan.Config())
+  settings = workdir_lib.settings_record(gan.NAME, gan.Config(dataset="ring"))
+  old_record = {key: value for key, value in settings.items() if key != "conditioning"}
+  (tmp_path / "config.json").write_text(json.dumps(old_record))
+  workdir_lib.check_resumable(str(tmp_path), settings, gan.MAY_CHANGE_ON_RESUME, defaults)
+  changed = workdir_lib.settings_record(gan.NAME, gan.Config(dataset="ring", conditioning="projection"))
+  with pytest.raises(UserError, match=r"--conditioning='projection' \(run has 'concat'\)"):
+    workdir_lib.check_resumable(str(tmp_path), changed, gan.MAY_CHANGE_ON_RESUME, defaults)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from gen_jax.data import toys
 from gen_jax.errors import UserError
 from gen_jax.evaluation import classifier as classifier_lib, mode_coverage
 from gen_jax import parallel
-from gen_jax.families import gan, gan_seeds, gan_steps
+from gen_jax.families import gan, gan_evaluation, gan_seeds, gan_steps
 from gen_jax.models import gan as gan_models
 from gen_jax.runtime import loop, run as run_lib
 from conftest import finish, start_experiment
@@ -258,11 +258,11 @@ def test_the_projection_discriminator_adds_the_label_embedding_inner_product():
   discriminator = gan_models.MLPDiscriminator((8, 8), num_classes=3, conditioning="projection")
   x, labels = jax.random.normal(jax.random.key(0), (4, 5)), jnp.array([0, 1, 2, 1])
   params = discriminator.init(jax.random.key(1), x, labels)["params"]
-  table = params["class_projection"]["embedding"]
+  table = params["class_projection"]["kernel"]  # Row y is e_y.
   assert table.shape == (3, 8)
 
   def outputs(embedding, labels):
-    return discriminator.apply({"params": params | {"class_projection": {"embedding": embedding}}}, x, labels)
+    return discriminator.apply({"params": params | {"class_projection": {"kernel": embedding}}}, x, labels)
 
   features = jax.jacobian(lambda e: outputs(e, labels))(table)  # (example, class, feature)
   for example, label in enumerate(labels.tolist()):
@@ -297,6 +297,29 @@ def test_conditional_accuracy_is_the_mean_of_per_class_agreement():
   assert scores == {"conditional_accuracy": pytest.approx((2 / 3 + 2 / 3 + 1 / 2) / 3),
                     "conditional_accuracy_0": pytest.approx(2 / 3), "conditional_accuracy_1": pytest.approx(2 / 3),
                     "conditional_accuracy_2": 0.5}
+
+
+def test_the_conditional_gan_scores_mixed_class_samples_per_class(tmp_path, monkeypatch):
+  """conditional_accuracy of a projection GAN: conditional_samples_per_class samples of every class, drawn in
+  mixed-class chunks, judged per class by the classifier (here a stand-in that answers 0 for everything)."""
+  config = _tiny_config(dataset="fashion_mnist", conditional=True, conditioning="projection", packing=1,
+                        conditional_samples_per_class=7)
+  networks = gan_steps.build_networks(config, (4, 4, 1), num_classes=3)
+  d_tx, g_tx = gan_steps.make_optimizers(config, config.num_steps, 10)
+  state = gan_steps.init_state(jax.random.key(0), networks, (4, 4, 1), d_tx, g_tx, 1)
+  judged = []
+
+  class SaysZero:
+    def predict(self, images):
+      judged.append(np.asarray(images))
+      return np.zeros(len(images), np.int64)
+
+  monkeypatch.setattr(classifier_lib, "load_or_train_classifier", lambda *args, **kwargs: SaysZero())
+  evaluation = gan_evaluation.ImageEvaluation(networks, config, str(tmp_path), config.num_steps, labelled=True)
+  scores = evaluation._conditional_accuracy(state)
+  assert scores == {"conditional_accuracy": pytest.approx(1 / 3), "conditional_accuracy_0": 1.0,
+                    "conditional_accuracy_1": 0.0, "conditional_accuracy_2": 0.0}
+  assert len(judged) == 1 and judged[0].shape == (21, 4, 4, 1) and 0 <= judged[0].min() <= judged[0].max() <= 1
 
 
 # One short run of each flagfile: it parses, trains, evaluates and writes the workdir contract. The five

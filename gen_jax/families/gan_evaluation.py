@@ -123,7 +123,9 @@ class ImageEvaluation:
 
   def sample(self, state, count, seed, labels=None):
     """`count` images in [0, 1] drawn with fold_in(key(seed), FINAL_SAMPLES) (labels: classes in turn, for
-    the conditional GAN): at the run's seed and `num_samples`, exactly samples.npy."""
+    the conditional GAN): at the run's seed and `num_samples`, exactly samples.npy. Batch norm normalises
+    each chunk of 500 with its own statistics, so labels given here should mix the classes within a chunk,
+    as in training: a chunk of one class has its class-dependent mean normalised away."""
     key = jax.random.fold_in(jax.random.key(seed), salts.FINAL_SAMPLES)
     labels = None if labels is None else jnp.asarray(labels, jnp.int32)
     return to_unit_interval(self._sampler(*self._g(state), key, count, labels))

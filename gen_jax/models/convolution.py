@@ -4,9 +4,11 @@ Measured here (2 cores, batch 64, the DCGAN's layers): XLA:CPU runs a strided co
 gradients well outside a loop, but pathologically inside `lax.scan` (~10x, JAX issue #12868), and the kernel
 gradient of a transposed convolution (an input-dilated one) ~40x slower than the same FLOPs as a matmul
 (186 ms against 4 ms for the forward of G's 128 -> 64 layer). So on the CPU:
-- a convolution with strides is **patches + matmul** (im2col): the kh·kw strided slices of the padded input
-  side by side along the channels, times the kernel as a (kh·kw·C_in, C_out) matrix. Its gradients are a
-  matmul and pads, and it stays fast inside a scan;
+- every convolution without input dilation (strided or not, any kernel) is **patches + matmul** (im2col):
+  the kh·kw (strided) slices of the padded input side by side along the channels, times the kernel as a
+  (kh·kw·C_in, C_out) matrix, at the price of a patch tensor kh·kw times the input's size. Its gradients are a
+  matmul and pads, and it stays fast inside a scan. Strides that divide the kernel first fold s×s blocks
+  into the channels (space to depth), so fewer, wider slices are copied;
 - an input-dilated convolution (what `ConvTranspose` runs) keeps XLA's forward and input gradient (a strided
   convolution, which XLA:CPU runs well), with a custom VJP whose kernel gradient is one matmul of the input's
   pixels against the stride-s patches of the output gradient.
@@ -16,6 +18,7 @@ XLA's own convolutions. `Conv` and `ConvTranspose` are Flax's modules with the c
 same parameter names, shapes and initialisers, so a checkpoint does not care which ran.
 """
 
+import contextlib
 import functools
 from typing import Optional
 
@@ -51,14 +54,31 @@ def _extract_patches(canvas, kernel_size, strides, grid):
   return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
 
 
+def _space_to_depth(padded, kernel, strides, grid):
+  """For strides that divide the kernel: (the padded input as s×s blocks stacked on the channels, the
+  kernel regrouped to match, stride 1). The same convolution, with (k/s)² slices s²·C wide to extract instead
+  of k² slices C wide: fewer, wider copies, which matters most for the one-channel first layer."""
+  (block_y, block_x), (kernel_height, kernel_width, in_features, out_features) = strides, kernel.shape
+  rows, columns = grid[0] - 1 + kernel_height // block_y, grid[1] - 1 + kernel_width // block_x
+  blocks = padded[:, :rows * block_y, :columns * block_x].reshape(
+      padded.shape[0], rows, block_y, columns, block_x, in_features)
+  blocks = blocks.transpose(0, 1, 3, 2, 4, 5).reshape(padded.shape[0], rows, columns, -1)
+  kernel = kernel.reshape(kernel_height // block_y, block_y, kernel_width // block_x, block_x, in_features,
+                          out_features)
+  kernel = kernel.transpose(0, 2, 1, 3, 4, 5).reshape(kernel_height // block_y, kernel_width // block_x, -1,
+                                                       out_features)
+  return blocks, kernel, (1, 1)
+
+
 def _patches_conv(lhs, rhs, strides, padding, precision, preferred_element_type):
   """out[o] = Σ_t pad(x)[s·o + t] K[t]: the input's patches times the kernel as a (kh·kw·C_in, C_out) matrix."""
-  kernel_height, kernel_width, in_features, out_features = rhs.shape
   padded = lax.pad(lhs, jnp.zeros((), lhs.dtype), [(0, 0, 0), *[(*pads, 0) for pads in padding], (0, 0, 0)])
   grid = [(side - kernel) // stride + 1 for side, kernel, stride in zip(padded.shape[1:3], rhs.shape[:2], strides)]
+  if strides != (1, 1) and all(kernel % stride == 0 for kernel, stride in zip(rhs.shape[:2], strides)):
+    padded, rhs, strides = _space_to_depth(padded, rhs, strides, grid)
   patches = _extract_patches(padded, rhs.shape[:2], strides, grid)
-  return jnp.matmul(patches, rhs.reshape(kernel_height * kernel_width * in_features, out_features),
-                    precision=precision, preferred_element_type=preferred_element_type)
+  return jnp.matmul(patches, rhs.reshape(-1, rhs.shape[-1]), precision=precision,
+                    preferred_element_type=preferred_element_type)
 
 
 def _native_input_dilated_conv(lhs, rhs, dilation, padding, precision, preferred_element_type):
@@ -92,7 +112,7 @@ def _input_dilated_conv_backward(dilation, padding, precision, preferred_element
   padded = lax.pad(out_gradient, jnp.zeros((), out_gradient.dtype), [(0, 0, 0), *cuts, (0, 0, 0)])
   patches = _extract_patches(padded, rhs.shape[:2], dilation, grid)
   flipped = jnp.matmul(lhs.reshape(-1, in_features).T.astype(patches.dtype), patches.reshape(-1, patches.shape[-1]),
-                       precision=precision)
+                       precision=precision, preferred_element_type=jnp.float32)  # bfloat16 sums in float32.
   flipped = flipped.reshape(in_features, kernel_height, kernel_width, out_features)
   rhs_gradient = jnp.moveaxis(flipped, 0, 2)[::-1, ::-1].astype(rhs.dtype)
   return lhs_gradient.astype(lhs.dtype), rhs_gradient
@@ -106,13 +126,14 @@ def matmul_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=
                                 precision=None, preferred_element_type=None):
   """`lax.conv_general_dilated` as matmuls, for 2-D NHWC/HWIO convolutions with either strides or an
   input dilation (a transposed convolution); anything else (kernel dilation, groups, other layouts, strides
-  together with input dilation) goes to `lax.conv_general_dilated` itself."""
+  together with input dilation, string paddings with input dilation, which lax refuses) goes to
+  `lax.conv_general_dilated` itself."""
   strides = tuple(window_strides)
   lhs_dilation = tuple(lhs_dilation or (1,) * len(strides))
   rhs_dilation = tuple(rhs_dilation or (1,) * len(strides))
   supported = (lhs.ndim == 4 and _is_nhwc(lhs, rhs, dimension_numbers) and feature_group_count == 1
                and batch_group_count == 1 and rhs_dilation == (1, 1)
-               and (lhs_dilation == (1, 1) or strides == (1, 1)))
+               and (lhs_dilation == (1, 1) or (strides == (1, 1) and not isinstance(padding, str))))
   if not supported:
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, batch_group_count, precision,
@@ -120,15 +141,27 @@ def matmul_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=
   if lhs_dilation == (1, 1):
     pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides)
     return _patches_conv(lhs, rhs, strides, pads, precision, preferred_element_type)
-  if isinstance(padding, str):  # The string paddings of an input-dilated convolution are lax's, made explicit.
-    dilated = [(side - 1) * factor + 1 for side, factor in zip(lhs.shape[1:3], lhs_dilation)]
-    padding = lax.padtype_to_pads(dilated, rhs.shape[:2], (1, 1), padding)
   return _input_dilated_conv(lhs, rhs, lhs_dilation, tuple(tuple(pair) for pair in padding), precision,
                              preferred_element_type)
 
 
 # backend -> conv_general_dilated; a backend not listed keeps lax.conv_general_dilated (XLA's own kernels).
 CONVOLUTIONS_BY_BACKEND = {"cpu": matmul_conv_general_dilated}
+
+
+@contextlib.contextmanager
+def using_convolutions(table):
+  """Within the block, `table` (backend -> conv_general_dilated) replaces CONVOLUTIONS_BY_BACKEND: `{}` gives
+  XLA's own convolutions everywhere. For the tests and the benchmark's before/after; it changes what later
+  traces compile, not programs already compiled."""
+  saved = dict(CONVOLUTIONS_BY_BACKEND)
+  CONVOLUTIONS_BY_BACKEND.clear()
+  CONVOLUTIONS_BY_BACKEND.update(table)
+  try:
+    yield
+  finally:
+    CONVOLUTIONS_BY_BACKEND.clear()
+    CONVOLUTIONS_BY_BACKEND.update(saved)
 
 
 def conv_general_dilated(*args, **kwargs):
@@ -150,9 +183,12 @@ def _transpose_padding(kernel_size, stride, padding):
   if padding == "SAME":
     total = kernel_size + stride - 2
     low = kernel_size - 1 if stride > kernel_size - 1 else -(-total // 2)
-  else:  # VALID
+  elif padding == "VALID":
     total = kernel_size + stride - 2 + max(kernel_size - stride, 0)
     low = kernel_size - 1
+  else:
+    raise ValueError(f"ConvTranspose padding {padding!r} is not supported here; allowed: 'SAME', 'VALID', or "
+                     "(low, high) pairs")
   return low, total - low
 
 
@@ -172,8 +208,8 @@ class ConvTranspose(nn.Module):
   def __call__(self, inputs):
     kernel_size, strides = tuple(self.kernel_size), tuple(self.strides)
     kernel = self.param("kernel", self.kernel_init, (*kernel_size, inputs.shape[-1], self.features))
-    pairs = self.padding if isinstance(self.padding, str) else [tuple(pair) for pair in self.padding]
-    paddings = [_transpose_padding(size, stride, pairs if isinstance(pairs, str) else pairs[axis])
+    padding = nn.linear.canonicalize_padding(self.padding, len(kernel_size))  # Flax's forms: 'SAME', 1, (1, 2) ...
+    paddings = [_transpose_padding(size, stride, padding if isinstance(padding, str) else padding[axis])
                 for axis, (size, stride) in enumerate(zip(kernel_size, strides))]
     bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
     inputs, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)

@@ -73,8 +73,11 @@ def _output(features, labels, num_classes, conditioning, spectral_norm, update_s
   """One raw output per example from the last features: ψ(φ) and, for projection, + ⟨e_y, φ⟩."""
   out = _layer(nn.Dense(1, dtype=dtype), spectral_norm, update_stats)(features)[:, 0]
   if num_classes is not None and conditioning == "projection":
-    embed = nn.Embed(num_classes, features.shape[-1], name="class_projection")
-    out = out + jnp.sum(embed(labels).astype(dtype) * features, axis=-1)
+    # The class embeddings e_y are the rows of a (classes, features) matrix applied to one-hot labels, so
+    # spectral normalisation covers them as it covers every other layer of D (as in the paper).
+    embed = nn.Dense(features.shape[-1], use_bias=False, dtype=dtype, name="class_projection")
+    embedded = _layer(embed, spectral_norm, update_stats)(jax.nn.one_hot(labels, num_classes, dtype=dtype))
+    out = out + jnp.sum(embedded * features, axis=-1)
   return out.astype(jnp.float32)
 
 

@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from gen_jax import objectives
-from gen_jax.models import convolution
-from gen_jax.models import networks, vae as vae_lib
+from gen_jax.models import convolution, networks, vae as vae_lib
 
 
 def _over_leading_axes(module, values):

@@ -159,5 +159,5 @@ class ConvDecoder(nn.Module):
     h = h.reshape(h.shape[0], height // 4, width // 4, self.features[0])
     h = act(convolution.ConvTranspose(self.features[1], (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
     out = convolution.ConvTranspose(channels * self.outputs_per_pixel, (4, 4), strides=(2, 2), padding="SAME",
-                           dtype=self.dtype)(h)
+                                    dtype=self.dtype)(h)
     return out.astype(jnp.float32)

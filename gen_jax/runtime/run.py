@@ -27,11 +27,12 @@ def train_and_evaluate(family, config, workdir, flags_text=None):
   family.validate(config)
   workdir_lib.check_workdir(workdir)
   settings = workdir_lib.settings_record(family.NAME, config)
-  workdir_lib.check_resumable(workdir, settings, family.MAY_CHANGE_ON_RESUME)
+  defaults = workdir_lib.settings_record(family.NAME, type(config)())
+  workdir_lib.check_resumable(workdir, settings, family.MAY_CHANGE_ON_RESUME, defaults)
   mesh = parallel.make_mesh()
   task = family.make_task(config, workdir, mesh)
   with workdir_lib.run_lock(workdir):
-    workdir_lib.record(workdir, settings, family.MAY_CHANGE_ON_RESUME, flags_text)
+    workdir_lib.record(workdir, settings, family.MAY_CHANGE_ON_RESUME, flags_text, defaults)
     return loop.train(task, workdir, config.seed, mesh)
 
 

@@ -57,11 +57,16 @@ def settings_record(family_name, config):
   return {config_lib.FAMILY_KEY: family_name} | config_lib.as_flat_dict(config)
 
 
-def check_resumable(workdir, settings, may_change):
-  """Refuses settings that differ from the stored run's in anything but `may_change`; reads only."""
+def check_resumable(workdir, settings, may_change, defaults=None):
+  """Refuses settings that differ from the stored run's in anything but `may_change`; reads only.
+
+  A setting the stored run lacks was added to its family later and takes its value from `defaults` (the
+  family's default settings record): a new setting's default is always the behaviour from before it existed.
+  """
   stored = read_config(workdir)
   if stored is None:
     return
+  stored = {key: value for key, value in (defaults or {}).items() if key != config_lib.FAMILY_KEY} | stored
   family = config_lib.FAMILY_KEY
   if stored.get(family) != settings[family]:
     raise UserError(f"workdir {workdir} holds a run of the {stored.get(family)!r} family, not "
@@ -96,9 +101,9 @@ def run_lock(workdir):
     os.close(descriptor)  # Closing the descriptor releases the lock.
 
 
-def record(workdir, settings, may_change, flags_text=None):
+def record(workdir, settings, may_change, flags_text=None, defaults=None):
   """Under the run lock: config.json for a new run (checked again for a resumed one), flags.txt appended."""
-  check_resumable(workdir, settings, may_change)  # Again, now that no other run can write.
+  check_resumable(workdir, settings, may_change, defaults)  # Again, now that no other run can write.
   if not parallel.is_main_process():
     return
   config_path = os.path.join(workdir, CONFIG_FILE)
