@@ -15,8 +15,7 @@ from jax import lax
 from gen_jax.models import convolution
 
 # (input shape, output features, kernel, strides, padding): the DCGAN's, the conv VAE's and the ConvHVAE's
-# layers at small batch and width, then the awkward cases (strides that divide the kernel take the
-# space-to-depth path, with the input cropped to whole blocks).
+# layers at small batch and width, then the awkward cases.
 CASES = [
     ((2, 28, 28, 1), 8, (4, 4), (2, 2), "SAME"),
     ((2, 7, 7, 6), 4, (4, 4), (2, 2), "SAME"),
