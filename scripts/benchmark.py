@@ -16,7 +16,8 @@
    torch), PyTorch's examples/s for the same architecture and step (scripts/pytorch_dcgan.py) in the same run.
 5. The ConvHVAE's step (experiments/configs/density_convhvae.cfg), examples/s.
    Steps 4 and 5 also run with XLA's own convolutions in place of gen_jax's CPU matmul formulation
-   (gen_jax.models.convolution), on the CPU, for the before/after figure.
+   (gen_jax.models.convolution), on the CPU, for the before/after figure (the ConvHVAE's stacks use XLA's
+   nn.Conv, measured faster for them, so its two figures are the same program).
 6. The k=5000 importance-weighted evaluation (scripts/benchmark_iwae.py), where present.
 """
 
