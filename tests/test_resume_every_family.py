@@ -1,10 +1,12 @@
 """Exact resume for every family (the VAE's is in test_resume_and_scale.py): each run is SIGKILLed during an
-evaluation, during a checkpoint save and between steps, resumed by the same command each time, and must end
-bit for bit where an uninterrupted run does — parameters, every optimizer state (both of a GAN's, batch-norm
-statistics, the EMA generator), metrics rows (timing aside) and samples.npy.
+evaluation and during a checkpoint save, resumed by the same command each time, and must end bit for bit where
+an uninterrupted run does — parameters, every optimizer state (both of a GAN's, batch-norm statistics, the EMA
+generator), metrics rows (timing aside) and samples.npy. Both kills make the resumed run replay steps from an
+earlier checkpoint (the family's data order and keys per step); a kill between steps, which adds nothing
+family-specific to that, is the VAE's test's (with SIGTERM).
 
 Each family's chain of runs is sequential, the families run side by side. Schedule for all: evaluations every
-4 steps, checkpoints every 6, dispatches of 2 steps, 16 steps; killed at eval:8, save:12 and step:14.
+4 steps, checkpoints every 6, dispatches of 2 steps, 16 steps; killed at eval:8 and save:12.
 """
 
 import concurrent.futures
@@ -21,7 +23,7 @@ from gen_jax.evaluation.classifier import load_or_train_classifier
 
 SCHEDULE = ("--num_steps=16", "--eval_every_steps=4", "--checkpoint_every_steps=6", "--steps_per_dispatch=2",
             "--log_every_steps=2", "--keep_checkpoints=2")
-FAULTS = ("eval:8", "save:12", "step:14")
+FAULTS = ("eval:8", "save:12")
 LATENT_CODE = ("--num_train_examples=256", "--num_test_examples=100", "--eval_batch_size=100", "--batch_size=32",
                "--hidden_sizes=16", "--latent_dim=3", "--num_samples=16", "--num_images=4")
 RUNS = {
@@ -76,7 +78,7 @@ def runs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", list(RUNS))
-def test_a_run_killed_three_times_ends_bit_for_bit_where_an_uninterrupted_one_does(runs, name):
+def test_a_run_killed_twice_ends_bit_for_bit_where_an_uninterrupted_one_does(runs, name):
   straight, interrupted = runs[name]
   assert _rows(interrupted) == _rows(straight)
   for (path, resumed), (_, uninterrupted) in zip(_state_leaves(interrupted), _state_leaves(straight)):
