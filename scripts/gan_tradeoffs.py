@@ -1,0 +1,106 @@
+"""Precision against recall for a trained image GAN's samples: the truncation trick and discriminator ranking.
+
+  python scripts/gan_tradeoffs.py --workdir=runs/dcgan [--truncation=1,0.7,0.5] [--keep=0.5,0.25]
+
+Prints one line per setting with FCD, precision and recall of `--num_samples` samples (10,000: the
+issue's protocol) against the training images (`gen_jax.evaluation.sample_quality`):
+- truncation ψ < 1: z = ψ·ε with ε from N(0, I) truncated to [−2, 2] (BigGAN's trick, Brock et al. 2019).
+  The DCGAN's batch norm normalises with the statistics of the batch at hand, which would undo any
+  rescaling of z, so each chunk of 100 truncated codes is generated together with a reference batch of 900
+  untruncated ones and the batch statistics are, to 10%, those of N(0, I) codes (a reference batch as in
+  Salimans et al. 2016's virtual batch norm); only the truncated codes' images are kept;
+- keep f < 1: draw n/f samples and keep the n the run's discriminator scores highest (a hard-threshold
+  form of discriminator rejection sampling, Azadi et al. 2019).
+Nothing is written; the generator is the run's evaluation generator (its EMA when it has one).
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from gen_jax.errors import UserError  # noqa: E402
+
+CHUNK, REFERENCE = 100, 900  # Truncated codes per chunk, and the untruncated ones generated beside them.
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+  """A bad command line is a user's mistake: one line on stderr and exit 2, as in every experiment."""
+
+  def error(self, message):
+    print(f"error: {message}; see --help", file=sys.stderr)
+    sys.exit(2)
+
+
+def _fractions(flag, text):
+  try:
+    values = [float(part) for part in text.split(",") if part.strip()]
+  except ValueError:
+    values = None
+  if not values or not all(0 < v <= 1 for v in values):
+    raise UserError(f"--{flag}={text}; allowed: comma-separated numbers in (0, 1]")
+  return values
+
+
+def _parse(argv):
+  parser = _OneLineErrors(description=__doc__.splitlines()[0])
+  parser.add_argument("--workdir", required=True, help="A trained image GAN's workdir.")
+  parser.add_argument("--truncation", default="1", help="Comma-separated ψ in (0, 1]; 1: untruncated.")
+  parser.add_argument("--keep", default="", help="Comma-separated fractions in (0, 1] kept by D's ranking.")
+  parser.add_argument("--num_samples", type=int, default=10000, help="Samples scored per setting.")
+  parser.add_argument("--seed", type=int, default=0, help="Seed of the codes.")
+  return parser.parse_args(argv)
+
+
+def main(argv):
+  args = _parse(argv)
+  truncations = _fractions("truncation", args.truncation)
+  keeps = _fractions("keep", args.keep) if args.keep else []
+  if args.num_samples <= 0 or args.num_samples % CHUNK:
+    raise UserError(f"--num_samples={args.num_samples}; allowed: a positive multiple of {CHUNK}")
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import gen_jax
+  from gen_jax.families import gan_evaluation, gan_steps
+  run = gen_jax.load_run(args.workdir)
+  config = run.config
+  if run.family != "gan" or config.architecture != "dcgan" or config.conditional:
+    raise UserError(f"--workdir={args.workdir} is not an unconditional image GAN's run; allowed: a run of "
+                    "--architecture=dcgan without --conditional")
+  networks = gan_steps.build_networks(config, run.dataset.image_shape, None)
+  g_params, g_state = gan_steps.evaluation_generator(run.state, config), run.state.model_state["generator"]
+  d_params, d_state = run.state.params["discriminator"], run.state.model_state["discriminator"]
+  generate = jax.jit(lambda z: gan_steps.generate(networks, g_params, g_state, z)[0])
+  discriminate = jax.jit(lambda x: gan_steps.discriminate(networks, d_params, d_state, x)[0])
+  key = jax.random.key(args.seed)
+
+  def report(label, images):
+    scores = gan_evaluation.sample_quality(gan_evaluation.to_unit_interval(images), config)
+    print(f"{label}: fcd {scores['fcd']:.2f} precision {scores['precision']:.3f} recall {scores['recall']:.3f}",
+          flush=True)
+
+  for psi in truncations:
+    code_key, reference_key = jax.random.split(jax.random.fold_in(key, round(psi * 1000)))
+    shape = (args.num_samples, config.latent_dim)
+    z = jax.random.normal(code_key, shape) if psi == 1 else psi * jax.random.truncated_normal(code_key, -2, 2, shape)
+    reference = jax.random.normal(reference_key, (REFERENCE, config.latent_dim))
+    images = [np.asarray(generate(jnp.concatenate([z[start:start + CHUNK], reference]))[:CHUNK])
+              for start in range(0, args.num_samples, CHUNK)]
+    report(f"truncation {psi:g}", np.concatenate(images))
+  for keep in keeps:
+    count = int(round(args.num_samples / keep / CHUNK)) * CHUNK
+    z = jax.random.normal(jax.random.fold_in(key, 7919), (count, config.latent_dim))
+    images = np.concatenate([np.asarray(generate(z[start:start + 10 * CHUNK])) for start in range(0, count, 10 * CHUNK)])
+    scores = np.concatenate([np.asarray(discriminate(images[start:start + 10 * CHUNK]))
+                             for start in range(0, count, 10 * CHUNK)])
+    report(f"keep {keep:g} by D", images[np.argsort(-scores)[:args.num_samples]])
+
+
+if __name__ == "__main__":
+  try:
+    main(sys.argv[1:])
+  except UserError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
