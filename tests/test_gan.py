@@ -381,6 +381,18 @@ def test_every_flagfile_on_a_short_run(flagfile_runs):
     _check_workdir(name, root / name)
 
 
+def test_gan_tradeoffs_script_refuses_what_it_cannot_sample(flagfile_runs, repo):
+  """scripts/gan_tradeoffs.py: a conditional GAN's run and a truncation outside (0, 1] get one line, exit 2."""
+  from conftest import assert_one_line_error
+  root, _ = flagfile_runs
+  script = os.path.join(repo, "scripts", "gan_tradeoffs.py")
+  for flags, fragments in [((f"--workdir={root / 'cgan_fashion_mnist'}",), ("--workdir=", "without --conditional")),
+                           ((f"--workdir={root / 'dcgan_fashion_mnist'}", "--truncation=0"), ("--truncation=0",))]:
+    result = subprocess.run([sys.executable, script, *flags], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert_one_line_error(result, *fragments)
+    assert result.returncode == 2
+
+
 def test_mode_coverage_script_runs_each_variant_once_and_writes_the_table(flagfile_runs, tmp_path, repo):
   """The table script on two short variants: packing 1 is the ring flagfile's own setting, so it is not run
   again, nor is a finished run; every run there is a row with its seed count."""
