@@ -412,39 +412,59 @@ def _report(png_path, numbers):
   print(f"wrote {json_path}")
 
 
+def _draw_interpolation(args):
+  ae, vae = open_run(args.ae_workdir), open_run(args.vae_workdir)
+  figure, numbers = interpolation_figure(ae, vae, _classifier_for(*vae, args.classifier), args.num_points,
+                                         args.num_pairs)
+  return {os.path.join(_images_dir(vae[0].workdir), "interpolation_ae_vs_vae.png"): figure}, numbers
+
+
+def _draw_style_grid(args):
+  run, data = open_run(args.workdir)
+  figure, numbers = style_grid_figure(run, data, _classifier_for(run, data, args.classifier), args.num_sources,
+                                      args.num_scored)
+  return {os.path.join(_images_dir(run.workdir), "cvae_style_grid.png"): figure}, numbers
+
+
+def _draw_manifold(args):
+  run, data = open_run(args.workdir)
+  grid_figure, scatter_figure = manifold_figures(run, data, args.grid_size, args.num_scatter)
+  images = _images_dir(run.workdir)
+  return {os.path.join(images, "latent_manifold.png"): grid_figure,
+          os.path.join(images, "latent_scatter.png"): scatter_figure}, None
+
+
+def _draw_samples(args):
+  run, data = open_run(args.workdir)
+  figure, numbers = samples_figure(run, data, args.num_shown, args.num_scored)
+  return {os.path.join(_images_dir(run.workdir), "samples_vs_nearest_training.png"): figure}, numbers
+
+
+def _draw_compare(args):
+  vae, gan = open_run(args.vae_workdir), open_run(args.gan_workdir, need="sample")
+  figure, numbers = comparison_figure(vae, gan, args.num_shown, args.num_scored, args.num_distances)
+  print("\n".join(numbers["table"]))
+  return {os.path.join(_images_dir(vae[0].workdir), "vae_vs_gan_vs_real.png"): figure}, numbers
+
+
+def _draw_kl_curves(args):
+  figure, numbers = kl_curves_figure()
+  return {os.path.join(_images_dir(args.workdir), "kl_regulariser_curves.png"): figure}, numbers
+
+
+# subcommand -> draw(args) -> ({png path: figure}, the numbers saved beside the first PNG, or None).
+DRAWERS = {"interpolation": _draw_interpolation, "style_grid": _draw_style_grid, "manifold": _draw_manifold,
+           "samples": _draw_samples, "compare": _draw_compare, "kl_curves": _draw_kl_curves}
+
+
 def draw(args):
   """Draws the figure `args.figure` asks for; returns the paths written."""
-  if args.figure == "interpolation":
-    ae, vae = open_run(args.ae_workdir), open_run(args.vae_workdir)
-    classifier = _classifier_for(*vae, args.classifier)
-    figure, numbers = interpolation_figure(ae, vae, classifier, args.num_points, args.num_pairs)
-    paths = [os.path.join(_images_dir(vae[0].workdir), "interpolation_ae_vs_vae.png")]
-  elif args.figure == "style_grid":
-    run, data = open_run(args.workdir)
-    figure, numbers = style_grid_figure(run, data, _classifier_for(run, data, args.classifier),
-                                        args.num_sources, args.num_scored)
-    paths = [os.path.join(_images_dir(run.workdir), "cvae_style_grid.png")]
-  elif args.figure == "manifold":
-    run, data = open_run(args.workdir)
-    grid_figure, scatter_figure = manifold_figures(run, data, args.grid_size, args.num_scatter)
-    paths = [os.path.join(_images_dir(run.workdir), name) for name in ("latent_manifold.png",
-                                                                      "latent_scatter.png")]
-    _save(grid_figure, paths[0])
-    _save(scatter_figure, paths[1])
+  figures, numbers = DRAWERS[args.figure](args)
+  for path, figure in figures.items():
+    _save(figure, path)
+  paths = list(figures)
+  if numbers is None:
     return paths
-  elif args.figure == "samples":
-    run, data = open_run(args.workdir)
-    figure, numbers = samples_figure(run, data, args.num_shown, args.num_scored)
-    paths = [os.path.join(_images_dir(run.workdir), "samples_vs_nearest_training.png")]
-  elif args.figure == "compare":
-    vae, gan = open_run(args.vae_workdir), open_run(args.gan_workdir, need="sample")
-    figure, numbers = comparison_figure(vae, gan, args.num_shown, args.num_scored, args.num_distances)
-    paths = [os.path.join(_images_dir(vae[0].workdir), "vae_vs_gan_vs_real.png")]
-    print("\n".join(numbers["table"]))
-  else:
-    figure, numbers = kl_curves_figure()
-    paths = [os.path.join(_images_dir(args.workdir), "kl_regulariser_curves.png")]
-  _save(figure, paths[0])
   _report(paths[0], numbers)
   return paths + [os.path.splitext(paths[0])[0] + ".json"]
 
