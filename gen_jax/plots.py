@@ -65,7 +65,8 @@ def plot_curves(workdirs, path, metric="elbo", labels=None, reference_csv=None, 
   axis.set_xlabel("training examples seen")
   axis.set_ylabel(f"{metric} (nats per example)" if metric in ("elbo", "log_likelihood") else metric)
   axis.grid(alpha=0.3)
-  axis.legend(fontsize=7)
+  if axis.get_legend_handles_labels()[0]:  # A run too short to have logged the metric draws an empty plot.
+    axis.legend(fontsize=7)
   figure.tight_layout()
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   figure.savefig(path, dpi=120)

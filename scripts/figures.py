@@ -278,13 +278,14 @@ def samples_figure(run, data, num_shown=12, num_scored=500, seed=None):
 # --- The lecture's comparison: VAE samples, GAN samples, real images ---------------------------------------
 
 
-def comparison_figure(vae, gan, num_shown=10, num_scored=10000, num_distances=1000):
+def comparison_figure(vae, gan, classifier, num_shown=10, num_scored=10000, num_distances=1000):
   """Rows: VAE samples, GAN samples, real test images, each above its nearest training images; and per row
   its blur (total variation; real images set the level), pixel distance to the nearest training image (a
   copier sits near 0) and FCD / precision / recall against the training images (real test images: the floor).
 
   `vae` and `gan` are `open_run` results on the same dataset; the samples are each run's own
-  (`run.sample` at its seed), `num_scored` of them scored, `num_distances` of them searched for neighbours.
+  (`run.sample` at its seed), `num_scored` of them scored by `classifier`'s features, `num_distances` of them
+  searched for neighbours.
   """
   (vae_run, data), (gan_run, gan_data) = vae, gan
   if vae_run.config.dataset != gan_run.config.dataset or data.train.shape[1:] != gan_data.train.shape[1:]:
@@ -298,7 +299,7 @@ def comparison_figure(vae, gan, num_shown=10, num_scored=10000, num_distances=10
                    "vae_workdir": vae_run.workdir, "gan_workdir": gan_run.workdir, "rows": {}}, []
   for name, images in sets.items():
     scores = sample_quality_lib.score_samples(images, config.dataset, config.data_dir,
-                                              image_size=config.image_size or None)
+                                              image_size=config.image_size or None, classifier=classifier)
     index, distance = nearest_neighbours(images[:numbers["num_distances"]], data.train)
     numbers["rows"][name] = {"fcd": scores["fcd"], "precision": scores["precision"], "recall": scores["recall"],
                              "total_variation": float(total_variation(images).mean()),
@@ -397,6 +398,7 @@ def _parser():
   command.add_argument("--num_scored", type=_positive, default=10000)
   command.add_argument("--num_distances", type=_positive, default=1000,
                        help="samples searched for their nearest training image")
+  command.add_argument("--classifier", default="")
   command = commands.add_parser("kl_curves", help="exp(σ), 1 + σ and their difference (the KL)")
   command.add_argument("--workdir", required=True, help="any folder; the figure goes into its images/")
   return parser
@@ -442,7 +444,8 @@ def _draw_samples(args):
 
 def _draw_compare(args):
   vae, gan = open_run(args.vae_workdir), open_run(args.gan_workdir, need="sample")
-  figure, numbers = comparison_figure(vae, gan, args.num_shown, args.num_scored, args.num_distances)
+  figure, numbers = comparison_figure(vae, gan, _classifier_for(*vae, args.classifier), args.num_shown,
+                                      args.num_scored, args.num_distances)
   print("\n".join(numbers["table"]))
   return {os.path.join(_images_dir(vae[0].workdir), "vae_vs_gan_vs_real.png"): figure}, numbers
 

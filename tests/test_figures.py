@@ -1,8 +1,8 @@
 """scripts/figures.py on tiny trained runs, and those runs' workdirs (the AE and CVAE flagfiles' smoke runs).
 
 One module fixture trains, once: a small classifier (2000 examples, 2 epochs, cached in a temporary
-folder), the CVAE through its flagfile as a subprocess, and meanwhile, in-process, the autoencoder and a
-2-D latent VAE. The figures are then drawn in-process through `figures.main`, so the
+folder), the CVAE through its flagfile as a subprocess, and meanwhile, in-process, the autoencoder, a
+2-D latent VAE and a two-step DCGAN (for the comparison figure). The figures are then drawn in-process through `figures.main`, so the
 command line is exercised without paying a JAX start-up per figure.
 """
 
@@ -16,7 +16,8 @@ import pytest
 
 from conftest import REPO, finish, start_experiment
 from gen_jax.evaluation.classifier import load_or_train_classifier
-from gen_jax.families import autoencoder, vae
+from gen_jax.evaluation import sample_quality
+from gen_jax.families import autoencoder, gan, vae
 from gen_jax.runtime import run as run_lib
 
 _spec = importlib.util.spec_from_file_location("figures", os.path.join(REPO, "scripts", "figures.py"))
@@ -33,7 +34,7 @@ def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("figures")
   classifier = load_or_train_classifier("fashion_mnist", num_train_examples=2000, num_epochs=2,
                                         cache_dir=str(root / "classifiers"))
-  workdirs = {name: root / name for name in ("autoencoder", "cvae", "vae2d")}
+  workdirs = {name: root / name for name in ("autoencoder", "cvae", "vae2d", "dcgan")}
   # The CVAE through its flagfile (the command-line contract), while the others train in-process.
   cvae_process = start_experiment(
       "cvae", "--flagfile=experiments/configs/cvae_fashion_mnist.cfg", *TINY_FLAGS,
@@ -42,10 +43,14 @@ def runs(tmp_path_factory):
   tiny = dict(num_train_examples=512, num_test_examples=200, eval_batch_size=100, batch_size=64,
               hidden_sizes=(32,), num_samples=16, num_images=8, log_every_steps=4, steps_per_dispatch=4,
               num_epochs=2)
-  for name in ("autoencoder", "vae2d"):
+  for name in ("autoencoder", "vae2d", "dcgan"):
     workdirs[name].mkdir()  # The experiments make their workdir; an in-process run is handed one.
   run_lib.train_and_evaluate(autoencoder, autoencoder.Config(latent_dim=4, **tiny), str(workdirs["autoencoder"]))
   run_lib.train_and_evaluate(vae, vae.Config(latent_dim=2, **tiny), str(workdirs["vae2d"]))
+  run_lib.train_and_evaluate(gan, gan.Config(
+      dataset="fashion_mnist", architecture="dcgan", num_train_examples=64, num_test_examples=16, batch_size=16,
+      base_features=4, num_steps=2, log_every_steps=1, eval_every_steps=2, checkpoint_every_steps=2,
+      score_sample_quality=False, num_samples=8, num_images=4), str(workdirs["dcgan"]))
   result = finish(cvae_process)
   assert result.returncode == 0, result.stderr
   return {name: str(path) for name, path in workdirs.items()} | {"classifier": classifier}
@@ -156,6 +161,25 @@ def test_samples_figure_and_its_nearest_neighbours(runs):
   checkerboard = (np.indices((4, 4)).sum(axis=0) % 2).astype(np.float32)[None, ..., None]
   np.testing.assert_allclose(figures.total_variation(np.concatenate([checkerboard, 0 * checkerboard])),
                              [1.0, 0.0])
+
+
+def test_comparison_figure_scores_each_row_as_score_samples_does(runs):
+  classifier = runs["classifier"]
+  png, *_ = figures.main(["compare", f"--vae_workdir={runs['vae2d']}", f"--gan_workdir={runs['dcgan']}",
+                          "--num_shown=4", "--num_scored=60", "--num_distances=30",
+                          f"--classifier={classifier.checkpoint_dir}"])
+  numbers = _numbers(png)
+  assert png == os.path.join(runs["vae2d"], "images", "vae_vs_gan_vs_real.png") and os.path.exists(png)
+  assert set(numbers["rows"]) == {"VAE samples", "GAN samples", "real test images"}
+  assert numbers["num_scored"] == 60 and numbers["num_distances"] == 30 and len(numbers["table"]) == 5
+  _, data = figures.open_run(runs["vae2d"])
+  real = numbers["rows"]["real test images"]
+  expected = sample_quality.score_samples(data.test[:60], "fashion_mnist", classifier=classifier)
+  assert (real["fcd"], real["precision"], real["recall"]) == pytest.approx(
+      (expected["fcd"], expected["precision"], expected["recall"]), rel=1e-6)
+  assert real["total_variation"] == pytest.approx(figures.total_variation(data.test[:60]).mean(), rel=1e-6)
+  _, distances = figures.nearest_neighbours(data.test[:30], data.train)
+  assert real["nearest_training_distance"] == pytest.approx(distances.mean(), rel=1e-5)
 
 
 def test_kl_curves_come_from_the_training_kl(tmp_path):
