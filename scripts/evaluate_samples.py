@@ -10,25 +10,16 @@ the run's num_samples, at the run's seed, so by default exactly its samples.npy)
 --data_dir and --image_size default to the run's. The logic is `gen_jax.evaluation.sample_quality`.
 """
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from gen_jax.errors import UserError  # noqa: E402
-
-
-class _OneLineErrors(argparse.ArgumentParser):
-  """A bad command line is a user's mistake: one line on stderr and exit 2, as in every experiment."""
-
-  def error(self, message):
-    print(f"error: {message}; see --help", file=sys.stderr)
-    sys.exit(2)
+from gen_jax.errors import OneLineArgumentParser, UserError, exit_on_user_error  # noqa: E402
 
 
 def _parse(argv):
-  parser = _OneLineErrors(description=__doc__.splitlines()[0])
+  parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--samples", default=None,
                       help="A .npy file of images (N, H, W, C) in [0, 1] (default: drawn by the --workdir run).")
   parser.add_argument("--dataset", default=None,
@@ -113,8 +104,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  try:
-    main(sys.argv[1:])
-  except UserError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+  exit_on_user_error(main, sys.argv[1:])

@@ -38,7 +38,7 @@ import numpy as np
 import gen_jax
 from gen_jax import families, files, plots
 from gen_jax.data import load_split
-from gen_jax.errors import UserError
+from gen_jax.errors import OneLineArgumentParser, UserError, exit_on_user_error
 from gen_jax.evaluation import classifier as classifier_lib, sample_quality as sample_quality_lib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # figure_maths, when loaded by path (tests).
@@ -351,14 +351,6 @@ def kl_curves_figure(num_points=601, limit=3.0):
 # --- Command line ------------------------------------------------------------------------------------------
 
 
-class _OneLineParser(argparse.ArgumentParser):
-  """Usage mistakes end in one line on stderr and exit status 2, as in the experiments."""
-
-  def error(self, message):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def _positive(text):
   try:
     value = int(text)
@@ -370,8 +362,8 @@ def _positive(text):
 
 
 def _parser():
-  parser = _OneLineParser(prog="scripts/figures.py", description=__doc__.split("\n\n")[0])
-  commands = parser.add_subparsers(dest="figure", required=True, parser_class=_OneLineParser)
+  parser = OneLineArgumentParser(prog="scripts/figures.py", description=__doc__.split("\n\n")[0])
+  commands = parser.add_subparsers(dest="figure", required=True, parser_class=OneLineArgumentParser)
   command = commands.add_parser("interpolation", help="AE vs VAE decodes between two test codes")
   command.add_argument("--ae_workdir", required=True)
   command.add_argument("--vae_workdir", required=True, help="the figure goes into its images/")
@@ -473,12 +465,7 @@ def draw(args):
 
 
 def main(argv=None):
-  args = _parser().parse_args(argv)
-  try:
-    return draw(args)
-  except UserError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+  return exit_on_user_error(draw, _parser().parse_args(argv))
 
 
 if __name__ == "__main__":

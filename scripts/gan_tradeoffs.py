@@ -14,23 +14,14 @@ issue's protocol) against the training images (`gen_jax.evaluation.sample_qualit
 Nothing is written; the generator is the run's evaluation generator (its EMA when it has one).
 """
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from gen_jax.errors import UserError  # noqa: E402
+from gen_jax.errors import OneLineArgumentParser, UserError, exit_on_user_error  # noqa: E402
 
 CHUNK, REFERENCE = 100, 900  # Truncated codes per chunk, and the untruncated ones generated beside them.
-
-
-class _OneLineErrors(argparse.ArgumentParser):
-  """A bad command line is a user's mistake: one line on stderr and exit 2, as in every experiment."""
-
-  def error(self, message):
-    print(f"error: {message}; see --help", file=sys.stderr)
-    sys.exit(2)
 
 
 def _fractions(flag, text):
@@ -44,7 +35,7 @@ def _fractions(flag, text):
 
 
 def _parse(argv):
-  parser = _OneLineErrors(description=__doc__.splitlines()[0])
+  parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", required=True, help="A trained image GAN's workdir.")
   parser.add_argument("--truncation", default="1", help="Comma-separated ψ in (0, 1]; 1: untruncated.")
   parser.add_argument("--keep", default="", help="Comma-separated fractions in (0, 1] kept by D's ranking.")
@@ -99,8 +90,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  try:
-    main(sys.argv[1:])
-  except UserError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+  exit_on_user_error(main, sys.argv[1:])
