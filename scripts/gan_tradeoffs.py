@@ -22,6 +22,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from gen_jax.errors import OneLineArgumentParser, UserError, exit_on_user_error  # noqa: E402
 
 CHUNK, REFERENCE = 100, 900  # Truncated codes per chunk, and the untruncated ones generated beside them.
+# Untruncated samples are generated and scored by D in chunks this large: both networks normalise with the
+# statistics of the batch at hand, as in training, and chunks this large make those statistics the data's.
+RANKING_CHUNK = 1000
 
 
 def _fractions(flag, text):
@@ -65,29 +68,29 @@ def main(argv):
   d_params, d_state = run.state.params["discriminator"], run.state.model_state["discriminator"]
   generate = jax.jit(lambda z: gan_steps.generate(networks, g_params, g_state, z)[0])
   discriminate = jax.jit(lambda x: gan_steps.discriminate(networks, d_params, d_state, x)[0])
-  key = jax.random.key(args.seed)
+  truncation_key, ranking_key = jax.random.split(jax.random.key(args.seed))
+
+  def in_chunks(function, inputs, size):
+    return np.concatenate([np.asarray(function(inputs[start:start + size])) for start in range(0, len(inputs), size)])
 
   def report(label, images):
     scores = gan_evaluation.sample_quality(gan_evaluation.to_unit_interval(images), config)
     print(f"{label}: fcd {scores['fcd']:.2f} precision {scores['precision']:.3f} recall {scores['recall']:.3f}",
           flush=True)
 
-  for psi in truncations:
-    code_key, reference_key = jax.random.split(jax.random.fold_in(key, round(psi * 1000)))
-    shape = (args.num_samples, config.latent_dim)
+  shape = (args.num_samples, config.latent_dim)
+  for index, psi in enumerate(truncations):
+    code_key, reference_key = jax.random.split(jax.random.fold_in(truncation_key, index))
     z = jax.random.normal(code_key, shape) if psi == 1 else psi * jax.random.truncated_normal(code_key, -2, 2, shape)
     reference = jax.random.normal(reference_key, (REFERENCE, config.latent_dim))
-    images = [np.asarray(generate(jnp.concatenate([z[start:start + CHUNK], reference]))[:CHUNK])
-              for start in range(0, args.num_samples, CHUNK)]
-    report(f"truncation {psi:g}", np.concatenate(images))
-  for keep in keeps:
+    with_reference = lambda codes: generate(jnp.concatenate([codes, reference]))[:len(codes)]
+    report(f"truncation {psi:g}", in_chunks(with_reference, z, CHUNK))
+  for index, keep in enumerate(keeps):
     count = int(round(args.num_samples / keep / CHUNK)) * CHUNK
-    z = jax.random.normal(jax.random.fold_in(key, 7919), (count, config.latent_dim))
-    images = np.concatenate([np.asarray(generate(z[start:start + 10 * CHUNK])) for start in range(0, count, 10 * CHUNK)])
-    scores = np.concatenate([np.asarray(discriminate(images[start:start + 10 * CHUNK]))
-                             for start in range(0, count, 10 * CHUNK)])
+    images = in_chunks(generate, jax.random.normal(jax.random.fold_in(ranking_key, index),
+                                                   (count, config.latent_dim)), RANKING_CHUNK)
+    scores = in_chunks(discriminate, images, RANKING_CHUNK)
     report(f"keep {keep:g} by D", images[np.argsort(-scores)[:args.num_samples]])
-
 
 if __name__ == "__main__":
   exit_on_user_error(main, sys.argv[1:])
