@@ -15,9 +15,9 @@
    FLOPs counted layer by layer, the roofline fraction; and, with --pytorch_python (a Python that has
    torch), PyTorch's examples/s for the same architecture and step (scripts/pytorch_dcgan.py) in the same run.
 5. The ConvHVAE's step (experiments/configs/density_convhvae.cfg), examples/s.
-   Steps 4 and 5 also run with XLA's own convolutions in place of gen_jax's CPU matmul formulation
-   (gen_jax.models.convolution), on the CPU, for the before/after figure; step 5 does not, as the ConvHVAE's
-   stacks use XLA's nn.Conv (measured faster for them: 61 against 56 examples/s with the patches).
+   Step 4 also runs with XLA's own convolutions in place of gen_jax's CPU matmul formulation
+   (gen_jax.models.convolution), on the CPU, for the before/after figure. Step 5 has no such variant: the
+   ConvHVAE's stacks use XLA's nn.Conv (measured faster for them: 61 against 56 examples/s with the patches).
 6. The k=5000 importance-weighted evaluation (scripts/benchmark_iwae.py), where present.
 """
 

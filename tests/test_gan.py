@@ -24,7 +24,7 @@ from gen_jax import parallel
 from gen_jax.families import gan, gan_evaluation, gan_seeds, gan_steps
 from gen_jax.models import gan as gan_models
 from gen_jax.runtime import loop, run as run_lib
-from conftest import finish, start_experiment
+from conftest import assert_one_line_error, finish, start_experiment
 
 # Outputs spanning confident rejection, indecision and confident acceptance.
 REAL_OUTPUTS = jnp.array([-3.0, -0.5, 0.0, 0.7, 4.0])
@@ -383,7 +383,6 @@ def test_every_flagfile_on_a_short_run(flagfile_runs):
 
 def test_gan_tradeoffs_script_refuses_what_it_cannot_sample(flagfile_runs, repo):
   """scripts/gan_tradeoffs.py: a conditional GAN's run and a truncation outside (0, 1] get one line, exit 2."""
-  from conftest import assert_one_line_error
   root, _ = flagfile_runs
   script = os.path.join(repo, "scripts", "gan_tradeoffs.py")
   for flags, fragments in [((f"--workdir={root / 'cgan_fashion_mnist'}",), ("--workdir=", "without --conditional")),
