@@ -27,6 +27,35 @@ CHUNK, REFERENCE = 100, 900  # Truncated codes per chunk, and the untruncated on
 RANKING_CHUNK = 1000
 
 
+def _in_chunks(function, inputs, size):
+  import numpy as np
+  return np.concatenate([np.asarray(function(inputs[start:start + size])) for start in range(0, len(inputs), size)])
+
+
+def truncated_samples(generate, key, psi, count, latent_dim):
+  """`count` images at truncation ψ (ψ = 1: z ~ N(0, I)), each chunk of CHUNK codes generated in one batch
+  with the same REFERENCE untruncated codes, whose images are dropped: `generate` (codes -> images) may
+  normalise with the statistics of its batch, which are then to 10% those of N(0, I) codes."""
+  import jax
+  import jax.numpy as jnp
+  code_key, reference_key = jax.random.split(key)
+  shape = (count, latent_dim)
+  z = jax.random.normal(code_key, shape) if psi == 1 else psi * jax.random.truncated_normal(code_key, -2, 2, shape)
+  reference = jax.random.normal(reference_key, (REFERENCE, latent_dim))
+  return _in_chunks(lambda codes: generate(jnp.concatenate([codes, reference]))[:len(codes)], z, CHUNK)
+
+
+def ranked_samples(generate, discriminate, key, keep, count, latent_dim):
+  """The `count` images that `discriminate` (images -> scores) ranks highest among count/keep (rounded to
+  whole CHUNKs) generated from N(0, I) codes in chunks of RANKING_CHUNK."""
+  import jax
+  import numpy as np
+  drawn = int(round(count / keep / CHUNK)) * CHUNK
+  images = _in_chunks(generate, jax.random.normal(key, (drawn, latent_dim)), RANKING_CHUNK)
+  scores = _in_chunks(discriminate, images, RANKING_CHUNK)
+  return images[np.argsort(-scores)[:count]]
+
+
 def _fractions(flag, text):
   try:
     values = [float(part) for part in text.split(",") if part.strip()]
@@ -54,8 +83,6 @@ def main(argv):
   if args.num_samples <= 0 or args.num_samples % CHUNK:
     raise UserError(f"--num_samples={args.num_samples}; allowed: a positive multiple of {CHUNK}")
   import jax
-  import jax.numpy as jnp
-  import numpy as np
   import gen_jax
   from gen_jax.families import gan_evaluation, gan_steps
   run = gen_jax.load_run(args.workdir)
@@ -70,27 +97,18 @@ def main(argv):
   discriminate = jax.jit(lambda x: gan_steps.discriminate(networks, d_params, d_state, x)[0])
   truncation_key, ranking_key = jax.random.split(jax.random.key(args.seed))
 
-  def in_chunks(function, inputs, size):
-    return np.concatenate([np.asarray(function(inputs[start:start + size])) for start in range(0, len(inputs), size)])
-
   def report(label, images):
     scores = gan_evaluation.sample_quality(gan_evaluation.to_unit_interval(images), config)
     print(f"{label}: fcd {scores['fcd']:.2f} precision {scores['precision']:.3f} recall {scores['recall']:.3f}",
           flush=True)
 
-  shape = (args.num_samples, config.latent_dim)
   for index, psi in enumerate(truncations):
-    code_key, reference_key = jax.random.split(jax.random.fold_in(truncation_key, index))
-    z = jax.random.normal(code_key, shape) if psi == 1 else psi * jax.random.truncated_normal(code_key, -2, 2, shape)
-    reference = jax.random.normal(reference_key, (REFERENCE, config.latent_dim))
-    with_reference = lambda codes: generate(jnp.concatenate([codes, reference]))[:len(codes)]
-    report(f"truncation {psi:g}", in_chunks(with_reference, z, CHUNK))
+    report(f"truncation {psi:g}", truncated_samples(generate, jax.random.fold_in(truncation_key, index), psi,
+                                                    args.num_samples, config.latent_dim))
   for index, keep in enumerate(keeps):
-    count = int(round(args.num_samples / keep / CHUNK)) * CHUNK
-    images = in_chunks(generate, jax.random.normal(jax.random.fold_in(ranking_key, index),
-                                                   (count, config.latent_dim)), RANKING_CHUNK)
-    scores = in_chunks(discriminate, images, RANKING_CHUNK)
-    report(f"keep {keep:g} by D", images[np.argsort(-scores)[:args.num_samples]])
+    report(f"keep {keep:g} by D", ranked_samples(generate, discriminate, jax.random.fold_in(ranking_key, index),
+                                                 keep, args.num_samples, config.latent_dim))
+
 
 if __name__ == "__main__":
   exit_on_user_error(main, sys.argv[1:])

@@ -5,6 +5,7 @@ traceback), but each costs a JAX start-up, so tests use them only where that con
 run independent ones concurrently.
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -32,6 +33,14 @@ TINY_VAE_FLAGS = (
     "--num_test_examples=200", "--eval_batch_size=100", "--batch_size=64", "--hidden_sizes=32",
     "--latent_dim=4", "--num_samples=16", "--num_images=8", "--log_every_steps=4",
     "--steps_per_dispatch=4")
+
+
+def load_script(name):
+  """scripts/<name>.py as a module, for testing a script's functions without a subprocess."""
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def experiment_command(module, *flags):

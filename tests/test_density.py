@@ -3,10 +3,8 @@ two-level HVAE's log-weights and its bound against brute-force integration, gate
 epochs, the validation split and early stopping with the best checkpoint, and their bad input."""
 
 import dataclasses
-import importlib.util
 import json
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -299,7 +297,7 @@ def test_density_flagfiles_train_select_and_open_on_a_tiny_budget(tmp_path):
   80 images (40 of them the validation split), batches of 20: validation rows every epoch, one test row with the k-sample bound at the best step, and the run
   opens through load_run at that checkpoint."""
   import gen_jax
-  from conftest import REPO, finish, start_experiment
+  from conftest import finish, load_script, start_experiment
   tiny = ("--num_train_examples=80", "--batch_size=20", "--num_validation_examples=40", "--num_test_examples=40", "--num_epochs=2",
           "--kl_warmup_epochs=1", "--early_stopping_patience=1", "--eval_batch_size=40", "--final_iwae_k=4",
           "--num_pseudo_inputs=4", "--num_samples=8", "--num_images=4", "--log_every_steps=2")
@@ -321,9 +319,7 @@ def test_density_flagfiles_train_select_and_open_on_a_tiny_budget(tmp_path):
   assert run.step == best_steps["hvae_vampprior"]
   assert run.sample(3).shape == (3, 28, 28, 1)
   # The table script reads these runs: each row measured at k = 4, its best epoch, and finished (2 of 2 epochs).
-  spec = importlib.util.spec_from_file_location("density_table", os.path.join(REPO, "scripts", "density_table.py"))
-  density_table = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(density_table)
+  density_table = load_script("density_table")
   text, curves = density_table.table(str(tmp_path))
   lines = {line.split("|")[1].strip(): line for line in text.splitlines()[2:]}
   for row in rows:

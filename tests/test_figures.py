@@ -6,7 +6,6 @@ folder), the CVAE through its flagfile as a subprocess, and meanwhile, in-proces
 command line is exercised without paying a JAX start-up per figure.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -14,15 +13,13 @@ import os
 import numpy as np
 import pytest
 
-from conftest import REPO, finish, start_experiment
+from conftest import finish, load_script, start_experiment
 from gen_jax.evaluation.classifier import load_or_train_classifier
 from gen_jax.evaluation import sample_quality
 from gen_jax.families import autoencoder, gan, vae
 from gen_jax.runtime import run as run_lib
 
-_spec = importlib.util.spec_from_file_location("figures", os.path.join(REPO, "scripts", "figures.py"))
-figures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(figures)
+figures = load_script("figures")
 
 TINY_FLAGS = ("--num_train_examples=512", "--num_test_examples=200", "--eval_batch_size=100",
               "--batch_size=64", "--hidden_sizes=32", "--latent_dim=4", "--num_samples=16", "--num_images=8",

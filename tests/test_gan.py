@@ -24,7 +24,7 @@ from gen_jax import parallel
 from gen_jax.families import gan, gan_evaluation, gan_seeds, gan_steps
 from gen_jax.models import gan as gan_models
 from gen_jax.runtime import loop, run as run_lib
-from conftest import assert_one_line_error, finish, start_experiment
+from conftest import assert_one_line_error, finish, load_script, start_experiment
 
 # Outputs spanning confident rejection, indecision and confident acceptance.
 REAL_OUTPUTS = jnp.array([-3.0, -0.5, 0.0, 0.7, 4.0])
@@ -431,3 +431,28 @@ def test_vmapped_seeds_follow_each_seeds_own_run(tmp_path):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
   # The seeds are different runs.
   _assert_trees_differ(jax.tree.map(lambda leaf: leaf[0], states).params, seed_one.params)
+
+
+def test_gan_tradeoffs_sampling_keeps_batch_statistics_and_the_best_ranked():
+  """gan_tradeoffs.py's two samplers, with stand-in networks. Truncation: a generator that standardises its
+  batch (as batch norm does) still shows ψ's shrinkage, because each chunk shares its batch with untruncated
+  codes; without them it would re-normalise it away. Ranking: exactly the best-scored of count/keep draws."""
+  tradeoffs = load_script("gan_tradeoffs")
+  standardise = jax.jit(lambda z: (z - z.mean(0)) / z.std(0))
+  key, count, dim = jax.random.key(3), 500, 4
+  spreads = {psi: np.std(tradeoffs.truncated_samples(standardise, key, psi, count, dim)) for psi in (1.0, 0.5)}
+  # ψ·ε with ε ~ N(0, 1) truncated to [−2, 2] has std ψ·0.880.
+  np.testing.assert_allclose(spreads[0.5] / spreads[1.0], 0.5 * 0.880, rtol=0.1)
+  alone = np.std(np.concatenate([standardise(chunk) for chunk in np.split(
+      0.5 * np.asarray(jax.random.truncated_normal(key, -2, 2, (count, dim))), count // tradeoffs.CHUNK)]))
+  assert alone > 0.95  # What the reference batch prevents.
+  # Untruncated codes pass through in order: the identity generator returns N(0, I) codes of the same key.
+  codes = tradeoffs.truncated_samples(lambda z: z, key, 1.0, count, dim)
+  np.testing.assert_array_equal(codes, jax.random.normal(jax.random.split(key)[0], (count, dim)))
+
+  score = lambda x: x[:, 0]
+  kept = tradeoffs.ranked_samples(lambda z: z, score, key, 0.25, count, dim)
+  drawn = np.asarray(jax.random.normal(key, (4 * count, dim)))
+  assert kept.shape == (count, dim)
+  threshold = np.sort(drawn[:, 0])[-count]
+  assert set(map(tuple, kept)) == {tuple(row) for row in drawn if row[0] >= threshold}
