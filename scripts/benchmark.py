@@ -29,7 +29,7 @@ import time
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmark_iwae
-sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # gen_jax
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # gen_jax, experiments
 
 flags.DEFINE_integer("steps_per_dispatch", 64, "Training steps per scanned dispatch.")
 flags.DEFINE_integer("dispatches", 20, "Timed dispatches (after one warm-up).")
@@ -40,6 +40,20 @@ flags.DEFINE_string("pytorch_python", os.environ.get("PYTORCH_PYTHON", ""),
                     "A Python interpreter with torch installed, to time scripts/pytorch_dcgan.py beside the "
                     "DCGAN step (default $PYTORCH_PYTHON; empty: skip).")
 FLAGS = flags.FLAGS
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+def flagfile_config(family, name, *extra_flags):
+  """`family`'s Config as `python -m experiments.<family> --flagfile=experiments/configs/<name>.cfg
+  --compute_dtype=... <extra_flags>` builds it: each step is timed with its flagfile's own settings."""
+  import contextlib
+  from experiments import main as experiment_main
+  flag_values = flags.FlagValues()
+  experiment_main.define_config_flags(family.Config, family.HELP, flag_values)
+  with contextlib.chdir(REPO):  # A flagfile names the flagfiles it builds on from the repository root.
+    flag_values(["benchmark", f"--flagfile=experiments/configs/{name}.cfg", f"--compute_dtype={FLAGS.compute_dtype}",
+                 *extra_flags])
+  return experiment_main.config_from_flags(family.Config, flag_values)
 
 
 def _best_rate(function, flops, repeats):
@@ -125,10 +139,10 @@ def training_throughput(config, steps_per_dispatch, dispatches, family=None, win
 def vae_training_throughput(steps_per_dispatch, dispatches):
   import numpy as np
   from gen_jax.families import vae
-  config = vae.Config(binarization="none", hidden_sizes=(400,), latent_dim=20, batch_size=128,
-                      learning_rate=1e-3, lr_schedule="constant", compute_dtype=FLAGS.compute_dtype)
+  config = flagfile_config(vae, "vae_pytorch_example")
   examples_per_sec, data = training_throughput(config, steps_per_dispatch, dispatches)
-  flops_per_step = mlp_vae_matmul_flops(config.batch_size, int(np.prod(data.image_shape)), 400, 20)
+  flops_per_step = mlp_vae_matmul_flops(config.batch_size, int(np.prod(data.image_shape)), config.hidden_sizes[0],
+                                        config.latent_dim)
   return {"examples_per_sec": examples_per_sec, "matmul_flops_per_example": flops_per_step / config.batch_size,
           "epoch_seconds": len(data.train_images) / examples_per_sec}
 
@@ -136,18 +150,13 @@ def vae_training_throughput(steps_per_dispatch, dispatches):
 def density_step_benchmark(steps_per_dispatch, dispatches, peak):
   """The density table's gated-MLP VAE step and its VampPrior step: examples/s, roofline fraction, ratio."""
   from gen_jax.families import vae
-  settings = dict(hidden_layer="gated", hidden_sizes=(300, 300), latent_dim=40, log_variance_clamp=(-6.0, 2.0),
-                  weight_init="he_normal", optimizer="adam_norm_grad", learning_rate=5e-4, batch_size=100,
-                  num_validation_examples=10000, kl_warmup_epochs=100, compute_dtype=FLAGS.compute_dtype)
-  encoder, decoder = gated_vae_layers(784, 300, 40)
-  plain_flops = layer_flops(100, encoder + decoder)
   results = {}
-  for name, prior_settings, prior_flops in [
-      ("gaussian", {}, 0),
-      ("vampprior", dict(prior="vampprior", num_pseudo_inputs=500), layer_flops(500, encoder, True))]:
-    examples_per_sec, _ = training_throughput(vae.Config(**settings, **prior_settings), steps_per_dispatch,
-                                              dispatches)
-    flops_per_example = (plain_flops + prior_flops) / 100
+  for name, flagfile in [("gaussian", "density_vae"), ("vampprior", "density_vampprior")]:
+    config = flagfile_config(vae, flagfile)
+    encoder, decoder = gated_vae_layers(784, config.hidden_sizes[0], config.latent_dim)
+    prior_flops = layer_flops(config.num_pseudo_inputs, encoder, True) if config.prior == "vampprior" else 0
+    examples_per_sec, _ = training_throughput(config, steps_per_dispatch, dispatches)
+    flops_per_example = (layer_flops(config.batch_size, encoder + decoder) + prior_flops) / config.batch_size
     results[name] = {"examples_per_sec": examples_per_sec, "gflop_per_example": flops_per_example / 1e9,
                      "roofline_fraction": examples_per_sec * flops_per_example / peak}
   results["vampprior_step_time_ratio"] = results["gaussian"]["examples_per_sec"] / results["vampprior"][
@@ -191,20 +200,14 @@ def convolution_variants(measure):
 def convhvae_step_benchmark(dispatches):
   """examples/s of the ConvHVAE's training step (density_convhvae.cfg's settings, one step per dispatch)."""
   from gen_jax.families import vae
-  config = vae.Config(architecture="conv_hvae", hidden_layer="gated", hidden_sizes=(300, 300), latent_dim=40,
-                      top_latent_dim=40, log_variance_clamp=(-6.0, 2.0), weight_init="he_normal",
-                      optimizer="adam_norm_grad", learning_rate=5e-4, batch_size=100, num_validation_examples=10000,
-                      kl_warmup_epochs=100, compute_dtype=FLAGS.compute_dtype)
-  return training_throughput(config, 1, dispatches)[0]
+  return training_throughput(flagfile_config(vae, "density_convhvae"), 1, dispatches)[0]
 
 
 def dcgan_step_benchmark(dispatches, peak, pytorch_python):
   """The DCGAN flagfile's step: examples/s, roofline fraction, and PyTorch's examples/s when it is at hand."""
   from gen_jax.families import gan
-  config = gan.Config(dataset="fashion_mnist", architecture="dcgan", latent_dim=100, base_features=64,
-                      g_normalization="batch", d_normalization="batch", loss="non_saturating", optimizer="adam",
-                      learning_rate=2e-4, adam_b1=0.5, batch_size=64, ema_decay=0.0, steps_per_dispatch=1,
-                      compute_dtype=FLAGS.compute_dtype)
+  # Without the EMA of G, which scripts/pytorch_dcgan.py does not keep either.
+  config = flagfile_config(gan, "dcgan_fashion_mnist", "--ema_decay=0")
   rates = convolution_variants(lambda: training_throughput(config, 1, 4 * dispatches, family=gan)[0])
   flops = dcgan_flops_per_example()
   result = {"examples_per_sec": rates["gen_jax"], "gflop_per_example": flops / 1e9,
