@@ -4,8 +4,9 @@
 
 PyTorch is not a dependency of gen_jax: this script runs in a scratch environment that has it (say
 `python -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch numpy`) and prints one number,
-examples/s. The architecture and step are those of experiments/configs/dcgan_fashion_mnist.cfg: G = dense
-100 -> 7·7·128, batch norm, ReLU, 4×4 stride-2 transposed convolution to 64 maps, batch norm, ReLU, 4×4
+examples/s (with --bfloat16 the step runs under torch.autocast to bfloat16, to set beside gen_jax's
+--compute_dtype=bfloat16). The architecture and step are those of experiments/configs/dcgan_fashion_mnist.cfg:
+G = dense 100 -> 7·7·128, batch norm, ReLU, 4×4 stride-2 transposed convolution to 64 maps, batch norm, ReLU, 4×4
 stride-2 transposed convolution to one map, tanh; D = 4×4 stride-2 convolution to 64 maps, LeakyReLU 0.2,
 to 128 maps, batch norm, LeakyReLU, dense to one logit; the non-saturating loss; Adam 2e-4, β1 0.5; batch
 64; one D step on a real batch and fresh fakes (no gradient into G), then one G step with D frozen (no
@@ -38,6 +39,8 @@ def main():
   parser.add_argument("--steps", type=int, default=60)
   parser.add_argument("--warmup_steps", type=int, default=10)
   parser.add_argument("--batch_size", type=int, default=64)
+  parser.add_argument("--bfloat16", action="store_true",
+                      help="Mixed precision: the step under torch.autocast to bfloat16, parameters float32.")
   args = parser.parse_args()
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
@@ -49,6 +52,10 @@ def main():
   ones, zeros = torch.ones(args.batch_size, 1), torch.zeros(args.batch_size, 1)
 
   def step(real):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bfloat16):
+      train(real)
+
+  def train(real):
     fake = generator(torch.randn(args.batch_size, 100)).detach()
     d_loss = loss(discriminator(real), ones) + loss(discriminator(fake), zeros)
     d_optimizer.zero_grad()
