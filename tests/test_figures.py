@@ -13,6 +13,7 @@ import os
 import numpy as np
 import pytest
 
+import gen_jax
 from conftest import finish, load_script, start_experiment
 from gen_jax.evaluation.classifier import load_or_train_classifier
 from gen_jax.evaluation import sample_quality
@@ -177,6 +178,13 @@ def test_comparison_figure_scores_each_row_as_score_samples_does(runs):
   assert real["total_variation"] == pytest.approx(figures.total_variation(data.test[:60]).mean(), rel=1e-6)
   _, distances = figures.nearest_neighbours(data.test[:30], data.train)
   assert real["nearest_training_distance"] == pytest.approx(distances.mean(), rel=1e-5)
+  # The model rows score each run's own samples (its seed's, as samples.npy holds).
+  for name, workdir in (("VAE samples", runs["vae2d"]), ("GAN samples", runs["dcgan"])):
+    samples, row = gen_jax.load_run(workdir).sample(60), numbers["rows"][name]
+    expected = sample_quality.score_samples(samples, "fashion_mnist", classifier=classifier)
+    assert (row["fcd"], row["precision"], row["recall"]) == pytest.approx(
+        (expected["fcd"], expected["precision"], expected["recall"]), rel=1e-6), name
+    assert row["total_variation"] == pytest.approx(figures.total_variation(samples).mean(), rel=1e-6), name
 
 
 def test_kl_curves_come_from_the_training_kl(tmp_path):
