@@ -5,7 +5,9 @@ A kill, a full disk or an I/O error during the write leaves the previous file (o
 stray temporary file, never a torn file that a later run would choke on.
 """
 
+import contextlib
 import errno
+import fcntl
 import json
 import os
 import tempfile
@@ -53,3 +55,16 @@ def write_text(path, text):
 
 def save_npy(path, array):
   write_atomically(path, lambda f: np.save(f, array), mode="wb")
+
+
+@contextlib.contextmanager
+def held_lock(path):
+  """Waits until this process holds an exclusive `flock` on `path` (created if missing) and keeps it for the
+  `with` block; the kernel releases it however the process ends, so a killed holder never blocks anyone."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    yield
+  finally:
+    os.close(descriptor)  # Closing the descriptor releases the lock.

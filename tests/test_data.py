@@ -5,8 +5,11 @@ session (the module-scoped `fashion_data_dir` fixture); those tests skip when th
 installed (`apt-get install dataset-fashion-mnist`). Everything else uses tiny files in tmp_path.
 """
 
+import concurrent.futures
 import gzip
 import os
+import threading
+import time
 
 import jax
 import numpy as np
@@ -93,6 +96,34 @@ def test_a_damaged_decoded_cache_is_rebuilt_with_a_warning(fashion_data_dir, cap
   np.testing.assert_array_equal(again, images)
   np.testing.assert_array_equal(again_labels, labels)
   assert os.path.getsize(cache) == len(whole)  # Rebuilt whole.
+
+
+def test_runs_started_together_prepare_a_dataset_once(tmp_path):
+  """Two threads ask for one unprepared dataset at once: one prepares it while the other waits for the lock,
+  then finds it prepared (without the lock both would prepare, as two runs on a fresh machine did)."""
+  marker = tmp_path / 'dataset' / '1.0.0' / 'dataset_info.json'
+  preparations, started = [], threading.Barrier(2)
+
+  class Builder:  # What `prepared_once` uses of a TFDS builder.
+    data_dir = str(marker.parent)
+
+    def is_prepared(self):
+      return marker.exists()
+
+  def prepare(builder):
+    preparations.append(builder)
+    time.sleep(0.2)  # Long enough for the other thread to reach the lock.
+    marker.parent.mkdir(parents=True)
+    marker.write_text('{}')
+
+  def ask():
+    started.wait()
+    return tfds_data.prepared_once(Builder, prepare)
+
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    builders_returned = list(pool.map(lambda _: ask(), range(2)))
+  assert len(preparations) == 1
+  assert all(builder.is_prepared() for builder in builders_returned)
 
 
 @needs_fashion_files

@@ -54,9 +54,28 @@ def prepare_idx_dataset(name: str, data_dir: str | None = None,
     data_dir: TFDS data dir; None means TFDS's default (TFDS_DATA_DIR or ~/tensorflow_datasets).
     manual_dir: directory holding the four IDX .gz files; see the module docstring for the default.
   """
-  builder = _BUILDERS[name](data_dir=data_dir)
+  return prepared_once(lambda: _BUILDERS[name](data_dir=data_dir),
+                       lambda builder: _prepare_idx(builder, name, manual_dir))
+
+
+def prepared_once(make_builder, prepare):
+  """`make_builder()`, first prepared by `prepare(builder)` unless it is prepared already.
+
+  Preparing holds a lock beside the dataset's folder, and the builder is made afresh once the lock is held:
+  runs started together on a fresh machine prepare the data once, the others wait for it. TFDS itself does
+  not guard this; the second of two such runs failed renaming its incomplete folder (FileExistsError).
+  """
+  builder = make_builder()
   if builder.is_prepared():
     return builder
+  with files.held_lock(os.path.join(os.path.dirname(builder.data_dir), '.gen_jax-prepare.lock')):
+    builder = make_builder()
+    if not builder.is_prepared():
+      prepare(builder)
+  return builder
+
+
+def _prepare_idx(builder, name, manual_dir):
   manual_dir = manual_dir or os.environ.get(MANUAL_DIR_ENV[name]) or _DEFAULT_MANUAL_DIR[name]
   missing = builders.missing_idx_files(manual_dir)
   if missing and name == 'fashion_mnist':
@@ -79,12 +98,15 @@ def prepare_idx_dataset(name: str, data_dir: str | None = None,
         f'{name} could not be prepared in {builder.data_dir} ({type(e).__name__}: {message}); '
         f'without internet put the four IDX .gz files in a folder and set {MANUAL_DIR_ENV[name]} '
         'to it, or pass --data_dir where it is prepared') from None
-  return builder
 
 
 def _catalog_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  return prepared_once(lambda: _make_catalog_builder(name, data_dir), lambda builder: _prepare_catalog(builder, name))
+
+
+def _make_catalog_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
     raise UserError(f'unknown dataset {name!r}; allowed: fashion_mnist, mnist, npz:PATH, images:DIR '
                     'or a TFDS catalog name') from None
@@ -92,23 +114,24 @@ def _catalog_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilde
     message = str(e).splitlines()[0] if str(e) else ''
     raise UserError(f'TFDS dataset {name!r} could not be loaded here ({type(e).__name__}: '
                     f'{message[:200]}); use fashion_mnist, mnist, npz:PATH or images:DIR') from None
-  if not builder.is_prepared():
-    # TFDS encodes catalog images with TensorFlow; without it, fail now rather than after a download
-    # (whose retries take minutes when offline).
-    if importlib.util.find_spec('tensorflow') is None:
-      raise UserError(
-          f'TFDS dataset {name!r} is not prepared in {builder.data_dir} and preparing it needs '
-          'TensorFlow (not installed) and internet; prepare it elsewhere with `tfds build '
-          '--file_format=array_record` and pass --data_dir, or use npz:PATH')
-    try:
-      builder.download_and_prepare(file_format='array_record')
-    except Exception as e:  # Offline, most often.
-      message = str(e).splitlines()[0] if str(e) else ''
-      raise UserError(
-          f'TFDS dataset {name!r} could not be prepared in {builder.data_dir} '
-          f'({type(e).__name__}: {message[:200]}); it needs internet the first time, or pass '
-          '--data_dir where it is prepared') from None
-  return builder
+
+
+def _prepare_catalog(builder, name):
+  # TFDS encodes catalog images with TensorFlow; without it, fail now rather than after a download
+  # (whose retries take minutes when offline).
+  if importlib.util.find_spec('tensorflow') is None:
+    raise UserError(
+        f'TFDS dataset {name!r} is not prepared in {builder.data_dir} and preparing it needs '
+        'TensorFlow (not installed) and internet; prepare it elsewhere with `tfds build '
+        '--file_format=array_record` and pass --data_dir, or use npz:PATH')
+  try:
+    builder.download_and_prepare(file_format='array_record')
+  except Exception as e:  # Offline, most often.
+    message = str(e).splitlines()[0] if str(e) else ''
+    raise UserError(
+        f'TFDS dataset {name!r} could not be prepared in {builder.data_dir} '
+        f'({type(e).__name__}: {message[:200]}); it needs internet the first time, or pass '
+        '--data_dir where it is prepared') from None
 
 
 def _decode_split(builder, split: str) -> tuple[np.ndarray, np.ndarray | None, int | None]:
