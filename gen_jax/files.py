@@ -2,7 +2,8 @@
 same directory and renamed into place (a rename within one file system is atomic on POSIX).
 
 A kill, a full disk or an I/O error during the write leaves the previous file (or none) and at most a
-stray temporary file, never a torn file that a later run would choke on.
+stray temporary file, never a torn file that a later run would choke on. `held_lock` keeps processes that
+would write the same files (a dataset's first preparation) from doing it at once.
 """
 
 import contextlib
