@@ -2,10 +2,11 @@
 
   .venv/bin/python scripts/evaluate.py --workdir=runs/iwae_k50 [--iwae_k=5000] [--step=S]
 
-Opens the run with `gen_jax.load_run` (its config.json and the newest checkpoint, or --step) and appends one
-test row to its metrics.jsonl: log_likelihood (the k-sample importance-weighted bound over the whole test
-split, nats per example), iwae_k, bits_per_dim (binarised data) and active_units (per layer for two). A
-family without a likelihood (a GAN, an autoencoder) is refused in one line naming the families that have one.
+Opens the run with `gen_jax.load_run` (its config.json and its best-validation checkpoint for a run that
+selects on a validation split, else the newest; or --step) and appends one test row to its metrics.jsonl:
+log_likelihood (the k-sample importance-weighted bound over the whole test split, nats per example), iwae_k,
+bits_per_dim (binarised data) and active_units (per layer for two). A family without a likelihood (a GAN, an
+autoencoder) is refused in one line naming the families that have one.
 """
 
 import os
@@ -22,7 +23,8 @@ from gen_jax.errors import UserError  # noqa: E402
 from gen_jax.evaluation import likelihood  # noqa: E402
 
 flags.DEFINE_integer("iwae_k", likelihood.DEFAULT_IWAE_K, "Importance samples per test image (papers: 5000).")
-flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest).")
+flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the best-validation one of a run "
+                     "that selects on a validation split, else the newest).")
 
 
 def main(argv):

@@ -9,7 +9,8 @@
 
 Every figure is a PNG in the (first) workdir's `images/`; where a number can say what the picture shows it
 is printed and saved beside the PNG as JSON with the same name. A workdir is opened with `gen_jax.load_run`
-(its config.json and newest checkpoint), so any run of experiments.vae, experiments.cvae or
+(its config.json and newest checkpoint; the best-validation one for a run that selects on a
+validation split), so any run of experiments.vae, experiments.cvae or
 experiments.autoencoder can be drawn, while it trains or after; the numeric helpers are figure_maths.py.
 
 Decisions:

@@ -51,7 +51,8 @@ def families_with(operation):
 
 
 def load_run(workdir, step=None):
-  """The `gen_jax.runtime.run.Run` of a workdir at checkpoint `step` (None: the newest).
+  """The `gen_jax.runtime.run.Run` of a workdir at checkpoint `step` (None: the best-validation checkpoint of a run
+  that selects on a validation split, such as the density flagfiles' early-stopped runs; else the newest).
 
   >>> run = load_run("runs/vae")
   >>> images = run.sample(16)                 # (16, 28, 28, 1) in [0, 1]
