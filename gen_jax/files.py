@@ -59,13 +59,14 @@ def save_npy(path, array):
 
 
 @contextlib.contextmanager
-def held_lock(path):
-  """Waits until this process holds an exclusive `flock` on `path` (created if missing) and keeps it for the
-  `with` block; the kernel releases it however the process ends, so a killed holder never blocks anyone."""
+def held_lock(path, wait=True):
+  """Holds an exclusive `flock` on `path` (created if missing) for the `with` block and yields the open file
+  descriptor; the kernel releases the lock however the process ends, so a killed holder never blocks anyone.
+  wait=False: raises BlockingIOError at once, instead of waiting, when another process holds it."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
-    fcntl.flock(descriptor, fcntl.LOCK_EX)
-    yield
+    fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    yield descriptor
   finally:
     os.close(descriptor)  # Closing the descriptor releases the lock.

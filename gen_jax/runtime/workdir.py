@@ -13,7 +13,6 @@ Every file here is written to a temporary name and renamed (`gen_jax.files`).
 """
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -85,20 +84,18 @@ def run_lock(workdir):
   if not parallel.is_main_process():
     yield
     return
-  os.makedirs(workdir, exist_ok=True)
-  descriptor = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
-  try:
-    try:
-      fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  lock_path = os.path.join(workdir, LOCK_FILE)
+  with contextlib.ExitStack() as stack:
+    try:  # Only taking the lock is guarded: a BlockingIOError of the run itself is not "in use".
+      descriptor = stack.enter_context(files.held_lock(lock_path, wait=False))
     except BlockingIOError:
-      holder = os.read(descriptor, 200).decode(errors="replace").strip() or "another process"
+      with open(lock_path, errors="replace") as lock_file:
+        holder = lock_file.read(200).strip() or "another process"
       raise UserError(f"--workdir={workdir} is in use by {holder}; allowed: one run per workdir: wait for "
                       "that run to end (or stop it) and re-run this command, or use another --workdir") from None
     os.ftruncate(descriptor, 0)
     os.pwrite(descriptor, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
     yield
-  finally:
-    os.close(descriptor)  # Closing the descriptor releases the lock.
 
 
 def record(workdir, settings, may_change, flags_text=None, defaults=None):
