@@ -92,7 +92,8 @@ def table(runs):
 
 
 # The figure's y-range runs this far below the lowest published value (the KL warm-up's early epochs sit tens of
-# nats lower and would flatten the converging part) and a nat above the highest curve or published value.
+# nats lower and would flatten the converging part), lower still where a curve ends lower (a young run stays
+# visible), and a nat above the highest curve or published value.
 FIGURE_NATS_BELOW_PUBLISHED = 30.0
 
 
@@ -108,13 +109,13 @@ def _spread_labels(values, min_gap):
 def figure(curves, path):
   """Each seed's validation ELBO against epochs, one colour per row, and each row's published test
   log-likelihood as a dashed line labelled at the right edge (labels spread apart where values nearly
-  coincide, as the HVAE's −227.37 and the VampPrior's −227.35 do)."""
+  coincide, as the HVAE's −227.37 and the VampPrior's −227.35 do). Returns the y-range drawn, (bottom, top)."""
   plt = plots.pyplot()
   fig, axis = plt.subplots(figsize=(9, 5.5))
   colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
   row_names = sorted({label.split("/")[0] for label in curves})
   colour_of = {row: colours[index % len(colours)] for index, row in enumerate(row_names)}
-  published, plotted = {}, []
+  published, plotted, last_values = {}, [], []
   for label, (rows, published_value) in sorted(curves.items()):
     row = label.split("/")[0]
     validation = [metric_row for metric_row in rows if metric_row["split"] == "validation"]
@@ -124,10 +125,11 @@ def figure(curves, path):
               linewidth=1, label=f"{label} validation ELBO")
     published[row] = published_value
     plotted.extend(elbos)
+    last_values.append(elbos[-1])
   for row, value in published.items():
     axis.axhline(value, color=colour_of[row], linestyle="--", linewidth=0.8)
   top = max(*plotted, *published.values()) + 1
-  bottom = max(min(plotted), min(published.values()) - FIGURE_NATS_BELOW_PUBLISHED)
+  bottom = max(min(plotted), min(min(published.values()) - FIGURE_NATS_BELOW_PUBLISHED, min(last_values) - 5))
   axis.set_ylim(bottom, top)
   ordered = sorted(published.items(), key=lambda item: -item[1])
   for (row, value), y in zip(ordered, _spread_labels([value for _, value in ordered], 0.035 * (top - bottom))):
@@ -141,6 +143,7 @@ def figure(curves, path):
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+  return bottom, top
 
 
 def main(argv):
