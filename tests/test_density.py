@@ -329,7 +329,8 @@ def test_density_flagfiles_train_select_and_open_on_a_tiny_budget(tmp_path):
   bottom, top = density_table.figure(curves, str(tmp_path / "validation_curves.png"))
   assert (tmp_path / "validation_curves.png").stat().st_size > 0
   # Two-epoch runs end far below the published values; their last validation ELBOs stay inside the y-range.
-  last_elbos = [[m["elbo"] for m in metric_rows if m["split"] == "validation"][-1] for metric_rows, _ in curves.values()]
+  last_elbos = [[m["elbo"] for m in metric_rows if m["split"] == "validation"][-1]
+                for metric_rows, _ in curves.values()]
   assert bottom <= min(last_elbos) and top >= max(density_table.PUBLISHED[row][1] for row in rows)
   # Labels of nearly equal published values (the HVAE's and the VampPrior's) are pushed apart, downwards.
   assert density_table._spread_labels([-226.72, -227.35, -227.37], 0.5) == pytest.approx([-226.72, -227.35, -227.85])
