@@ -11,6 +11,10 @@ issue's protocol) against the training images (`gen_jax.evaluation.sample_qualit
   Salimans et al. 2016's virtual batch norm); only the truncated codes' images are kept;
 - keep f < 1: draw n/f samples and keep the n the run's discriminator scores highest (a hard-threshold
   form of discriminator rejection sampling, Azadi et al. 2019).
+A conditional GAN's samples cycle through the classes as its own samples do (`run.sample`), the reference
+codes' too; D ranks each class's draws against each other and keeps the same share of every class, so the
+kept samples keep the classes' proportions (ranking them all together would favour the classes D finds
+easy).
 Nothing is written; the generator is the run's evaluation generator (its EMA when it has one).
 """
 
@@ -27,33 +31,59 @@ CHUNK, REFERENCE = 100, 900  # Truncated codes per chunk, and the untruncated on
 RANKING_CHUNK = 1000
 
 
-def _in_chunks(function, inputs, size):
+def cycled_labels(count, num_classes):
+  """Class i mod num_classes for the i-th sample, as the run's own sampler labels them; None: unconditional."""
+  import jax.numpy as jnp
+  return None if num_classes is None else jnp.arange(count) % num_classes
+
+
+def _in_chunks(function, size, *inputs):
+  """function(*chunk) over matching chunks of `inputs` (None passes through as None), concatenated."""
   import numpy as np
-  return np.concatenate([np.asarray(function(inputs[start:start + size])) for start in range(0, len(inputs), size)])
+  count = len(inputs[0])
+  return np.concatenate([
+      np.asarray(function(*(None if x is None else x[start:start + size] for x in inputs)))
+      for start in range(0, count, size)])
 
 
-def truncated_samples(generate, key, psi, count, latent_dim):
+def truncated_samples(generate, key, psi, count, latent_dim, num_classes=None):
   """`count` images at truncation ψ (ψ = 1: z ~ N(0, I)), each chunk of CHUNK codes generated in one batch
-  with the same REFERENCE untruncated codes, whose images are dropped: `generate` (codes -> images) may
-  normalise with the statistics of its batch, which are then to 10% those of N(0, I) codes."""
+  with the same REFERENCE untruncated codes, whose images are dropped: `generate` (codes, labels -> images)
+  may normalise with the statistics of its batch, which are then to 10% those of N(0, I) codes."""
   import jax
   import jax.numpy as jnp
   code_key, reference_key = jax.random.split(key)
   shape = (count, latent_dim)
   z = jax.random.normal(code_key, shape) if psi == 1 else psi * jax.random.truncated_normal(code_key, -2, 2, shape)
   reference = jax.random.normal(reference_key, (REFERENCE, latent_dim))
-  return _in_chunks(lambda codes: generate(jnp.concatenate([codes, reference]))[:len(codes)], z, CHUNK)
+  reference_labels = cycled_labels(REFERENCE, num_classes)
+
+  def with_reference(codes, labels):
+    both_labels = None if labels is None else jnp.concatenate([labels, reference_labels])
+    return generate(jnp.concatenate([codes, reference]), both_labels)[:len(codes)]
+
+  return _in_chunks(with_reference, CHUNK, z, cycled_labels(count, num_classes))
 
 
-def ranked_samples(generate, discriminate, key, keep, count, latent_dim):
-  """The `count` images that `discriminate` (images -> scores) ranks highest among count/keep (rounded to
-  whole CHUNKs) generated from N(0, I) codes in chunks of RANKING_CHUNK."""
+def ranked_samples(generate, discriminate, key, keep, count, latent_dim, num_classes=None):
+  """The `count` images that `discriminate` (images, labels -> scores) ranks highest among count/keep
+  (rounded to whole CHUNKs) generated from N(0, I) codes in chunks of RANKING_CHUNK; for a conditional GAN,
+  the best of each class, as many of each as the first `count` cycled labels hold (in that order)."""
   import jax
   import numpy as np
   drawn = int(round(count / keep / CHUNK)) * CHUNK
-  images = _in_chunks(generate, jax.random.normal(key, (drawn, latent_dim)), RANKING_CHUNK)
-  scores = _in_chunks(discriminate, images, RANKING_CHUNK)
-  return images[np.argsort(-scores)[:count]]
+  labels = cycled_labels(drawn, num_classes)
+  images = _in_chunks(generate, RANKING_CHUNK, jax.random.normal(key, (drawn, latent_dim)), labels)
+  scores = _in_chunks(discriminate, RANKING_CHUNK, images, labels)
+  if num_classes is None:
+    return images[np.argsort(-scores)[:count]]
+  drawn_labels, kept_labels = np.asarray(labels), np.asarray(cycled_labels(count, num_classes))
+  kept = np.empty((count, *images.shape[1:]), images.dtype)
+  for label in range(num_classes):
+    candidates = np.flatnonzero(drawn_labels == label)
+    slots = np.flatnonzero(kept_labels == label)
+    kept[slots] = images[candidates[np.argsort(-scores[candidates])[:len(slots)]]]
+  return kept
 
 
 def _fractions(flag, text):
@@ -87,14 +117,13 @@ def main(argv):
   from gen_jax.families import gan_evaluation, gan_steps
   run = gen_jax.load_run(args.workdir)
   config = run.config
-  if run.family != "gan" or config.architecture != "dcgan" or config.conditional:
-    raise UserError(f"--workdir={args.workdir} is not an unconditional image GAN's run; allowed: a run of "
-                    "--architecture=dcgan without --conditional")
-  networks = gan_steps.build_networks(config, run.dataset.image_shape, None)
+  if run.family != "gan" or config.architecture != "dcgan":
+    raise UserError(f"--workdir={args.workdir} is not an image GAN's run; allowed: a run of --architecture=dcgan")
+  networks = gan_steps.build_networks(config, run.dataset.image_shape, run.dataset.num_classes)
   g_params, g_state = gan_steps.evaluation_generator(run.state, config), run.state.model_state["generator"]
   d_params, d_state = run.state.params["discriminator"], run.state.model_state["discriminator"]
-  generate = jax.jit(lambda z: gan_steps.generate(networks, g_params, g_state, z)[0])
-  discriminate = jax.jit(lambda x: gan_steps.discriminate(networks, d_params, d_state, x)[0])
+  generate = jax.jit(lambda z, labels: gan_steps.generate(networks, g_params, g_state, z, labels)[0])
+  discriminate = jax.jit(lambda x, labels: gan_steps.discriminate(networks, d_params, d_state, x, labels)[0])
   truncation_key, ranking_key = jax.random.split(jax.random.key(args.seed))
 
   def report(label, images):
@@ -104,10 +133,10 @@ def main(argv):
 
   for index, psi in enumerate(truncations):
     report(f"truncation {psi:g}", truncated_samples(generate, jax.random.fold_in(truncation_key, index), psi,
-                                                    args.num_samples, config.latent_dim))
+                                                    args.num_samples, config.latent_dim, networks.num_classes))
   for index, keep in enumerate(keeps):
     report(f"keep {keep:g} by D", ranked_samples(generate, discriminate, jax.random.fold_in(ranking_key, index),
-                                                 keep, args.num_samples, config.latent_dim))
+                                                 keep, args.num_samples, config.latent_dim, networks.num_classes))
 
 
 if __name__ == "__main__":

@@ -382,10 +382,10 @@ def test_every_flagfile_on_a_short_run(flagfile_runs):
 
 
 def test_gan_tradeoffs_script_refuses_what_it_cannot_sample(flagfile_runs, repo):
-  """scripts/gan_tradeoffs.py: a conditional GAN's run and a truncation outside (0, 1] get one line, exit 2."""
+  """scripts/gan_tradeoffs.py: a toy GAN's run and a truncation outside (0, 1] get one line, exit 2."""
   root, _ = flagfile_runs
   script = os.path.join(repo, "scripts", "gan_tradeoffs.py")
-  for flags, fragments in [((f"--workdir={root / 'cgan_fashion_mnist'}",), ("--workdir=", "without --conditional")),
+  for flags, fragments in [((f"--workdir={root / 'gan_ring'}",), ("--workdir=", "--architecture=dcgan")),
                            ((f"--workdir={root / 'dcgan_fashion_mnist'}", "--truncation=0"), ("--truncation=0",))]:
     result = subprocess.run([sys.executable, script, *flags], cwd=repo, capture_output=True, text=True, timeout=120)
     assert_one_line_error(result, *fragments)
@@ -436,23 +436,36 @@ def test_vmapped_seeds_follow_each_seeds_own_run(tmp_path):
 def test_gan_tradeoffs_sampling_keeps_batch_statistics_and_the_best_ranked():
   """gan_tradeoffs.py's two samplers, with stand-in networks. Truncation: a generator that standardises its
   batch (as batch norm does) still shows ψ's shrinkage, because each chunk shares its batch with untruncated
-  codes; without them it would re-normalise it away. Ranking: exactly the best-scored of count/keep draws."""
+  codes; without them it would re-normalise it away. Ranking: exactly the best-scored of count/keep draws,
+  and for a conditional GAN the best of each class, every class keeping its share."""
   tradeoffs = load_script("gan_tradeoffs")
-  standardise = jax.jit(lambda z: (z - z.mean(0)) / z.std(0))
+  standardise = jax.jit(lambda z, labels: (z - z.mean(0)) / z.std(0))
   key, count, dim = jax.random.key(3), 500, 4
   spreads = {psi: np.std(tradeoffs.truncated_samples(standardise, key, psi, count, dim)) for psi in (1.0, 0.5)}
   # ψ·ε with ε ~ N(0, 1) truncated to [−2, 2] has std ψ·0.880.
   np.testing.assert_allclose(spreads[0.5] / spreads[1.0], 0.5 * 0.880, rtol=0.1)
-  alone = np.std(np.concatenate([standardise(chunk) for chunk in np.split(
+  alone = np.std(np.concatenate([standardise(chunk, None) for chunk in np.split(
       0.5 * np.asarray(jax.random.truncated_normal(key, -2, 2, (count, dim))), count // tradeoffs.CHUNK)]))
   assert alone > 0.95  # What the reference batch prevents.
   # Untruncated codes pass through in order: the identity generator returns N(0, I) codes of the same key.
-  codes = tradeoffs.truncated_samples(lambda z: z, key, 1.0, count, dim)
+  identity = lambda z, labels: z
+  codes = tradeoffs.truncated_samples(identity, key, 1.0, count, dim)
   np.testing.assert_array_equal(codes, jax.random.normal(jax.random.split(key)[0], (count, dim)))
+  # A conditional generator gets each code's cycled label, and the reference codes' own.
+  label_echo = lambda z, labels: np.repeat(np.asarray(labels, np.float32)[:, None], dim, axis=1)
+  echoed = tradeoffs.truncated_samples(label_echo, key, 0.5, count, dim, num_classes=3)
+  np.testing.assert_array_equal(echoed[:, 0], np.arange(count) % 3)
 
-  score = lambda x: x[:, 0]
-  kept = tradeoffs.ranked_samples(lambda z: z, score, key, 0.25, count, dim)
+  score = lambda x, labels: x[:, 0]
+  kept = tradeoffs.ranked_samples(identity, score, key, 0.25, count, dim)
   drawn = np.asarray(jax.random.normal(key, (4 * count, dim)))
   assert kept.shape == (count, dim)
   threshold = np.sort(drawn[:, 0])[-count]
   assert set(map(tuple, kept)) == {tuple(row) for row in drawn if row[0] >= threshold}
+  # Two classes whose draws D scores apart (class 1 higher): ranked together, class 1 would fill every slot.
+  biased = lambda x, labels: x[:, 0] + 100.0 * np.asarray(labels)
+  kept = tradeoffs.ranked_samples(identity, biased, key, 0.25, count, dim, num_classes=2)
+  for label in (0, 1):
+    of_class = drawn[label::2]
+    best = np.sort(of_class[:, 0])[-(count // 2):]
+    np.testing.assert_array_equal(np.sort(kept[label::2, 0]), best)
