@@ -31,12 +31,6 @@ CHUNK, REFERENCE = 100, 900  # Truncated codes per chunk, and the untruncated on
 RANKING_CHUNK = 1000
 
 
-def cycled_labels(count, num_classes):
-  """Class i mod num_classes for the i-th sample, as the run's own sampler labels them; None: unconditional."""
-  import jax.numpy as jnp
-  return None if num_classes is None else jnp.arange(count) % num_classes
-
-
 def _in_chunks(function, size, *inputs):
   """function(*chunk) over matching chunks of `inputs` (None passes through as None), concatenated."""
   import numpy as np
@@ -52,6 +46,7 @@ def truncated_samples(generate, key, psi, count, latent_dim, num_classes=None):
   may normalise with the statistics of its batch, which are then to 10% those of N(0, I) codes."""
   import jax
   import jax.numpy as jnp
+  from gen_jax.families.gan_steps import cycled_labels
   code_key, reference_key = jax.random.split(key)
   shape = (count, latent_dim)
   z = jax.random.normal(code_key, shape) if psi == 1 else psi * jax.random.truncated_normal(code_key, -2, 2, shape)
@@ -71,6 +66,7 @@ def ranked_samples(generate, discriminate, key, keep, count, latent_dim, num_cla
   the best of each class, as many of each as the first `count` cycled labels hold (in that order)."""
   import jax
   import numpy as np
+  from gen_jax.families.gan_steps import cycled_labels
   drawn = int(round(count / keep / CHUNK)) * CHUNK
   labels = cycled_labels(drawn, num_classes)
   images = _in_chunks(generate, RANKING_CHUNK, jax.random.normal(key, (drawn, latent_dim)), labels)

@@ -11,7 +11,7 @@ from absl import logging
 from gen_jax import files, objectives, plots, salts
 from gen_jax.evaluation import classifier as classifier_lib, mode_coverage, sample_quality as sample_quality_lib
 from gen_jax.families import gan_figures
-from gen_jax.families.gan_steps import discriminate, evaluation_generator, generate, make_sampler
+from gen_jax.families.gan_steps import cycled_labels, discriminate, evaluation_generator, generate, make_sampler
 
 
 def _fixed_key(config, salt):
@@ -154,7 +154,7 @@ class ImageEvaluation:
     as in training (a batch of one class would normalise the class away)."""
     num_classes = self.networks.num_classes
     count = self.config.conditional_samples_per_class * num_classes
-    intended = np.arange(count) % num_classes
+    intended = np.asarray(cycled_labels(count, num_classes))
     samples = to_unit_interval(self._sampler(*self._g(state), _fixed_key(self.config, salts.CONDITIONAL_ACCURACY),
                                              count, jnp.asarray(intended, jnp.int32)))
     classifier = classifier_lib.load_or_train_classifier(self.config.dataset, self.config.data_dir,

@@ -224,6 +224,13 @@ def evaluation_generator(state, config):
   return state.ema_generator if config.ema_decay > 0 else state.params["generator"]
 
 
+def cycled_labels(count, num_classes):
+  """The default labels of `count` conditional samples: classes in turn, so every chunk of samples mixes the
+  classes as training batches do (batch norm would normalise a one-class batch's class away); None for an
+  unconditional GAN (`num_classes` None)."""
+  return None if num_classes is None else jnp.arange(count) % num_classes
+
+
 def make_sampler(networks):
   """sample(g_params, g_state, key, count, labels=None) -> samples in data space, drawn in chunks."""
 
@@ -233,8 +240,8 @@ def make_sampler(networks):
 
   def sample(g_params, g_state, key, count, labels=None):
     z = jax.random.normal(key, (count, networks.latent_dim), jnp.float32)
-    if networks.num_classes is not None and labels is None:
-      labels = jnp.arange(count) % networks.num_classes
+    if labels is None:
+      labels = cycled_labels(count, networks.num_classes)
     chunks = []
     for start in range(0, count, SAMPLE_CHUNK):
       chunk_labels = None if labels is None else labels[start:start + SAMPLE_CHUNK]
