@@ -23,8 +23,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # The suite's programs are tiny and run a few steps, so compiling them dominates its time, and most of a
 # compilation is LLVM optimising the generated code. Without that optimisation (XLA's own graph passes, which
 # decide what is computed, still run) the suite compiles several times faster; the few programs that run
-# long enough to notice run a little slower. Subprocesses get the same flag (start_experiment).
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+# long enough to notice run a little slower. XLA:CPU's newer fusion emitters (MLIR-based, on by default) cost
+# more to compile than its classic loop emitters: turning them off took a cold tiny DCGAN run from 10.0 to
+# 6.2 CPU-seconds. Subprocesses get the same flags (start_experiment).
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
 # A VAE small enough for a subprocess run in a few seconds: 512 examples, 8 steps an epoch.

@@ -31,6 +31,19 @@ CASES = [
 ]
 
 
+# Each case once as a convolution and once as a transposed convolution.
+MODULE_CASES = [(case, transposed) for case in CASES for transposed in (False, True)]
+
+
+def _case_name(case, transposed):
+  return f"{'conv_transpose' if transposed else 'conv'}{case}"
+
+
+def _module(case, transposed, conv_class, transpose_class):
+  _, features, kernel, strides, padding = case
+  return (transpose_class if transposed else conv_class)(features, kernel, strides, padding)
+
+
 def _outputs_and_gradients(module, params, x):
   def loss(params, x):  # A fixed random projection of the output, so every output position has its own weight.
     out = module.apply(params, x)
@@ -39,20 +52,30 @@ def _outputs_and_gradients(module, params, x):
   return out, gradients
 
 
-@pytest.mark.parametrize("shape, features, kernel, strides, padding", CASES)
-@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "conv_transpose"])
-def test_matmul_convolutions_equal_xla_forward_and_gradients(shape, features, kernel, strides, padding, transposed):
-  native = (nn.ConvTranspose if transposed else nn.Conv)(features, kernel, strides, padding)
-  matmul = (convolution.ConvTranspose if transposed else convolution.Conv)(features, kernel, strides, padding)
-  x = jax.random.normal(jax.random.key(0), shape)
-  params = native.init(jax.random.key(1), x)
-  assert jax.tree.map(jnp.shape, matmul.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, params)
-  expected = jax.jit(lambda params, x: _outputs_and_gradients(native, params, x))(params, x)
+def test_matmul_convolutions_equal_xla_forward_and_gradients():
+  """Every case in one jitted program per implementation: forty small programs compiled one by one took
+  most of this file's time."""
+  natives = [_module(case, transposed, nn.Conv, nn.ConvTranspose) for case, transposed in MODULE_CASES]
+  matmuls = [_module(case, transposed, convolution.Conv, convolution.ConvTranspose)
+             for case, transposed in MODULE_CASES]
+  inputs = [jax.random.normal(jax.random.key(0), case[0]) for case, _ in MODULE_CASES]
+  params = jax.jit(lambda xs: [native.init(jax.random.key(1), x) for native, x in zip(natives, xs)])(inputs)
+  for native, matmul, x, name in zip(natives, matmuls, inputs, [_case_name(*case) for case in MODULE_CASES]):
+    assert (jax.tree.map(jnp.shape, jax.eval_shape(matmul.init, jax.random.key(1), x))
+            == jax.tree.map(jnp.shape, jax.eval_shape(native.init, jax.random.key(1), x))), name
+
+  def outputs_and_gradients(modules):
+    return jax.jit(lambda params, xs: [_outputs_and_gradients(module, p, x)
+                                       for module, p, x in zip(modules, params, xs)])(params, inputs)
+
+  expected = outputs_and_gradients(natives)
   with convolution.using_convolutions({jax.default_backend(): convolution.matmul_conv_general_dilated}):
-    got = jax.jit(lambda params, x: _outputs_and_gradients(matmul, params, x))(params, x)
-  for want, have in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
-    assert want.shape == have.shape
-    np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(want))))
+    got = outputs_and_gradients(matmuls)
+  for (case, transposed), want_case, have_case in zip(MODULE_CASES, expected, got):
+    for want, have in zip(jax.tree.leaves(want_case), jax.tree.leaves(have_case)):
+      assert want.shape == have.shape, _case_name(case, transposed)
+      np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(want))),
+                                 err_msg=_case_name(case, transposed))
 
 
 def test_the_matmul_form_runs_on_the_cpu_and_only_there():
