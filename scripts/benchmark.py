@@ -1,6 +1,6 @@
 """Throughput against the matmul roofline, measured on this machine.
 
-  .venv/bin/python scripts/benchmark.py [--steps_per_dispatch=64] [--dispatches=20]
+  .venv/bin/python scripts/benchmark.py [--steps_per_dispatch=64] [--dispatches=20] [--parts=dcgan,...]
 
 1. The machine's fp32 matmul rate (a large square matmul, the roofline) and the rate of the model's own
    first-layer matmul shape (128×784 by 784×400).
@@ -247,14 +247,7 @@ def dcgan_step_benchmark(dispatches, peak, pytorch_python):
   return result
 
 
-def main(argv):
-  del argv
-  import jax
-  print(f"devices: {jax.devices()}")
-  peak, model_shape = matmul_rates(FLAGS.matmul_size, FLAGS.compute_dtype)
-  print(f"compute dtype: {FLAGS.compute_dtype}")
-  print(f"matmul roofline ({FLAGS.matmul_size}^2 {FLAGS.compute_dtype}): {peak / 1e9:.0f} GFLOP/s; "
-        f"128x784 @ 784x400: {model_shape / 1e9:.0f} GFLOP/s")
+def report_vae(peak, model_shape):
   result = vae_training_throughput(FLAGS.steps_per_dispatch, FLAGS.dispatches)
   achieved = result["examples_per_sec"] * result["matmul_flops_per_example"]
   print(f"vae_pytorch_example training: {result['examples_per_sec']:.0f} examples/s "
@@ -262,6 +255,10 @@ def main(argv):
         f"{result['matmul_flops_per_example'] / 1e6:.2f} MFLOP/example in matmuls -> "
         f"{achieved / 1e9:.0f} GFLOP/s = {achieved / peak:.0%} of the roofline "
         f"({achieved / model_shape:.0%} of the model-shaped matmul rate)")
+
+
+def report_density(peak, model_shape):
+  del model_shape
   density = density_step_benchmark(FLAGS.steps_per_dispatch, FLAGS.dispatches, peak)
   for name in ("gaussian", "vampprior"):
     row = density[name]
@@ -269,6 +266,10 @@ def main(argv):
           f"({50000 / row['examples_per_sec']:.1f} s per 50k-image epoch), {row['gflop_per_example'] * 1e3:.2f} "
           f"MFLOP/example in matmuls -> {row['roofline_fraction']:.0%} of the roofline")
   print(f"VampPrior step time / Gaussian-prior step time: {density['vampprior_step_time_ratio']:.2f}")
+
+
+def report_dcgan(peak, model_shape):
+  del model_shape
   dcgan = dcgan_step_benchmark(FLAGS.dispatches, peak, FLAGS.pytorch_python)
   print(f"DCGAN step (dcgan_fashion_mnist.cfg): {dcgan['examples_per_sec']:.0f} examples/s, "
         f"{dcgan['gflop_per_example'] * 1e3:.0f} MFLOP/example -> {dcgan['roofline_fraction']:.0%} of the roofline"
@@ -277,9 +278,17 @@ def main(argv):
            if "pytorch_examples_per_sec" in dcgan else "; PyTorch not timed (--pytorch_python unset)"))
   if dcgan["xla_examples_per_sec"]:
     print(f"  the same step with XLA's own CPU convolutions: {dcgan['xla_examples_per_sec']:.0f} examples/s")
+
+
+def report_convhvae(peak, model_shape):
+  del peak, model_shape
   convhvae = convhvae_step_benchmark(max(FLAGS.dispatches // 4, 2))
   print(f"ConvHVAE step (density_convhvae.cfg): {convhvae:.0f} examples/s ({50000 / convhvae:.0f} s per 50k-image "
         "epoch)")
+
+
+def report_iwae(peak, model_shape):
+  del model_shape
   if FLAGS.compute_dtype != "float32":
     return  # The likelihood evaluation runs in float32 whatever the training dtype.
   try:
@@ -289,6 +298,30 @@ def main(argv):
   iwae = iwae_evaluation_benchmark(peak / 1e9)
   print("iwae k=5000 evaluation: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                 for k, v in iwae.items()))
+
+
+# --parts name -> report(roofline FLOP/s, model-shaped matmul FLOP/s); run in this order.
+PARTS = {"vae": report_vae, "density": report_density, "dcgan": report_dcgan, "convhvae": report_convhvae,
+         "iwae": report_iwae}
+flags.DEFINE_list("parts", list(PARTS), f"Which measurements to run after the roofline; allowed: {', '.join(PARTS)}.")
+
+
+def main(argv):
+  del argv
+  unknown = [part for part in FLAGS.parts if part not in PARTS]
+  if unknown or not FLAGS.parts:
+    print(f"error: --parts={','.join(FLAGS.parts)} names {', '.join(unknown) or 'nothing'}; allowed: a "
+          f"comma-separated list of {', '.join(PARTS)}", file=sys.stderr)
+    sys.exit(2)
+  import jax
+  print(f"devices: {jax.devices()}")
+  peak, model_shape = matmul_rates(FLAGS.matmul_size, FLAGS.compute_dtype)
+  print(f"compute dtype: {FLAGS.compute_dtype}")
+  print(f"matmul roofline ({FLAGS.matmul_size}^2 {FLAGS.compute_dtype}): {peak / 1e9:.0f} GFLOP/s; "
+        f"128x784 @ 784x400: {model_shape / 1e9:.0f} GFLOP/s")
+  for name, report in PARTS.items():
+    if name in FLAGS.parts:
+      report(peak, model_shape)
 
 
 if __name__ == "__main__":
