@@ -79,7 +79,7 @@ def runs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", list(RUNS))
-def test_a_run_killed_twice_ends_bit_for_bit_where_an_uninterrupted_one_does(runs, name):
+def test_a_killed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(runs, name):
   straight, interrupted = runs[name]
   assert _rows(interrupted) == _rows(straight)
   for (path, resumed), (_, uninterrupted) in zip(_state_leaves(interrupted), _state_leaves(straight)):
