@@ -32,6 +32,8 @@ CASES = [
     ((2, 9, 9, 3), 4, (2, 2), (2, 2), "VALID"),
     ((2, 8, 8, 3), 4, (3, 3), (2, 2), 1),
     ((2, 7, 7, 3), 2, (1, 1), (1, 1), "SAME"),
+    # Kernel sides that are multiples of their strides (the block patches), with input past the last window.
+    ((2, 11, 10, 2), 3, (6, 4), (3, 2), [(1, 2), (0, 1)]),
 ]
 
 

@@ -9,8 +9,9 @@ gradient of a transposed convolution (an input-dilated one) ~40x slower than the
   (kh·kw·C_in, C_out) matrix, at the price of a patch tensor kh·kw times the input's size. Its gradients are a
   matmul and pads (the input's) and a matmul formed in the orientation XLA:CPU runs fastest (the kernel's,
   `_weight_gradient`: the DCGAN step went from 688 to 746 examples/s), and it stays fast inside a scan.
-  (Folding s×s blocks into the channels first, to copy fewer and wider slices, measured no faster for the
-  DCGAN step: 783 against 785 examples/s);
+  When each kernel side is a multiple of its stride the patches are built from s×s blocks (`_block_patches`:
+  fewer, wider copies; the DCGAN step gained 0.4–4.8% in four alternated runs). (Folding the blocks into the
+  channels and convolving them 2×2 at stride 1 measured no faster: 783 against 785 examples/s);
 - an input-dilated convolution (what `ConvTranspose` runs) keeps XLA's forward, with a custom VJP that takes
   both gradients from the stride-s patches of the output gradient, one matmul each: the kernel gradient is the
   input's pixels against them, the input gradient is them against the flipped kernel. (XLA's own input
@@ -47,9 +48,28 @@ def _explicit_padding(padding, input_sizes, kernel_sizes, strides):
   return [tuple(pair) for pair in padding]
 
 
+def _block_patches(canvas, kernel_size, strides, grid):
+  """`_extract_patches` when every kernel side is a multiple of its stride (k = A·s, s > 1: the DCGAN's 4×4,
+  stride 2). Cut into s×s blocks, tap t = s·a + r of output o is phase r of block o + a, so the patches are
+  A_h·A_w shifted slices of the block image, interleaved with one transpose: 4 wide copies instead of 16 strided
+  ones, 2.2 against 4.7 ms for D's 64 -> 128 layer. Autodiff's transpose of it scatters the same way."""
+  batch, channels = canvas.shape[0], canvas.shape[-1]
+  blocks = [kernel // stride for kernel, stride in zip(kernel_size, strides)]
+  spans = [stride * (side + count - 1) for stride, side, count in zip(strides, grid, blocks)]
+  image = canvas[:, :spans[0], :spans[1]].reshape(batch, spans[0] // strides[0], strides[0],
+                                                  spans[1] // strides[1], strides[1], channels)
+  shifted = jnp.stack([jnp.stack([image[:, a:a + grid[0], :, b:b + grid[1]] for b in range(blocks[1])])
+                       for a in range(blocks[0])])
+  # (A_h, A_w, B, grid_h, s_h, grid_w, s_w, C) -> (B, grid_h, grid_w, A_h, s_h, A_w, s_w, C): taps in (t_y, t_x)
+  # order, as the kernel's rows are.
+  return jnp.transpose(shifted, (2, 3, 5, 0, 4, 1, 6, 7)).reshape(batch, grid[0], grid[1], -1)
+
+
 def _extract_patches(canvas, kernel_size, strides, grid):
   """patches[b, o, t·C + c] = canvas[b, s·o + t, c] over the grid's positions o and the kernel's taps t (2-D):
   the kh·kw strided slices of the canvas side by side along the channels."""
+  if tuple(strides) != (1, 1) and all(kernel % stride == 0 for kernel, stride in zip(kernel_size, strides)):
+    return _block_patches(canvas, kernel_size, strides, grid)
   batch, _, _, channels = canvas.shape
   taps = [lax.slice(canvas, (0, ty, tx, 0),
                     (batch, ty + strides[0] * (grid[0] - 1) + 1, tx + strides[1] * (grid[1] - 1) + 1, channels),
