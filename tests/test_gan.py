@@ -452,9 +452,16 @@ def test_gan_tradeoffs_sampling_keeps_batch_statistics_and_the_best_ranked():
   codes = tradeoffs.truncated_samples(identity, key, 1.0, count, dim)
   np.testing.assert_array_equal(codes, jax.random.normal(jax.random.split(key)[0], (count, dim)))
   # A conditional generator gets each code's cycled label, and the reference codes' own.
-  label_echo = lambda z, labels: np.repeat(np.asarray(labels, np.float32)[:, None], dim, axis=1)
+  given = []
+
+  def label_echo(z, labels):
+    given.append(np.asarray(labels))
+    return np.repeat(np.asarray(labels, np.float32)[:, None], dim, axis=1)
+
   echoed = tradeoffs.truncated_samples(label_echo, key, 0.5, count, dim, num_classes=3)
   np.testing.assert_array_equal(echoed[:, 0], np.arange(count) % 3)
+  reference_labels = np.arange(tradeoffs.REFERENCE) % 3
+  assert given and all(np.array_equal(labels[tradeoffs.CHUNK:], reference_labels) for labels in given)
 
   score = lambda x, labels: x[:, 0]
   kept = tradeoffs.ranked_samples(identity, score, key, 0.25, count, dim)

@@ -43,9 +43,10 @@ def _is_nhwc(lhs, rhs, dimension_numbers):
 
 
 def _explicit_padding(padding, input_sizes, kernel_sizes, strides):
+  """((low, high), ...) per spatial axis, hashable (the custom VJPs take it as a static argument)."""
   if isinstance(padding, str):
-    return lax.padtype_to_pads(input_sizes, kernel_sizes, strides, padding)
-  return [tuple(pair) for pair in padding]
+    padding = lax.padtype_to_pads(input_sizes, kernel_sizes, strides, padding)
+  return tuple(tuple(pair) for pair in padding)
 
 
 def _block_patches(canvas, kernel_size, strides, grid):
@@ -67,7 +68,8 @@ def _block_patches(canvas, kernel_size, strides, grid):
 
 def _extract_patches(canvas, kernel_size, strides, grid):
   """patches[b, o, t·C + c] = canvas[b, s·o + t, c] over the grid's positions o and the kernel's taps t (2-D):
-  the kh·kw strided slices of the canvas side by side along the channels."""
+  the kh·kw strided slices of the canvas side by side along the channels (built from s×s blocks where the
+  kernel allows, `_block_patches`)."""
   if tuple(strides) != (1, 1) and all(kernel % stride == 0 for kernel, stride in zip(kernel_size, strides)):
     return _block_patches(canvas, kernel_size, strides, grid)
   batch, _, _, channels = canvas.shape
@@ -192,7 +194,7 @@ def matmul_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=
                                     dimension_numbers, feature_group_count, batch_group_count, precision,
                                     preferred_element_type)
   if lhs_dilation == (1, 1):
-    pads = tuple(tuple(pair) for pair in _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides))
+    pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides)
     return _patches_conv(lhs, rhs, strides, pads, precision, preferred_element_type)
   return _input_dilated_conv(lhs, rhs, lhs_dilation, tuple(tuple(pair) for pair in padding), precision,
                              preferred_element_type)
