@@ -11,10 +11,10 @@ issue's protocol) against the training images (`gen_jax.evaluation.sample_qualit
   Salimans et al. 2016's virtual batch norm); only the truncated codes' images are kept;
 - keep f < 1: draw n/f samples and keep the n the run's discriminator scores highest (a hard-threshold
   form of discriminator rejection sampling, Azadi et al. 2019).
-A conditional GAN's samples cycle through the classes as its own samples do (`run.sample`), the reference
-codes' too; D ranks each class's draws against each other and keeps the same share of every class, so the
-kept samples keep the classes' proportions (ranking them all together would favour the classes D finds
-easy).
+A conditional GAN's samples take the labels its own samples take (`run.sample`: classes in turn, or a
+self-conditioned GAN's clusters in their shares), the reference codes' too; D ranks each label's draws against
+each other and keeps the same share of every label, so the kept samples keep the labels' proportions
+(ranking them all together would favour the labels D finds easy).
 Nothing is written; the generator is the run's evaluation generator (its EMA when it has one).
 """
 
@@ -40,40 +40,40 @@ def _in_chunks(function, size, *inputs):
       for start in range(0, count, size)])
 
 
-def truncated_samples(generate, key, psi, count, latent_dim, num_classes=None):
+def truncated_samples(generate, key, psi, count, latent_dim, num_classes=None, label_shares=None):
   """`count` images at truncation ψ (ψ = 1: z ~ N(0, I)), each chunk of CHUNK codes generated in one batch
   with the same REFERENCE untruncated codes, whose images are dropped: `generate` (codes, labels -> images)
   may normalise with the statistics of its batch, which are then to 10% those of N(0, I) codes."""
   import jax
   import jax.numpy as jnp
-  from gen_jax.families.gan_steps import cycled_labels
+  from gen_jax.families.gan_steps import default_labels
   code_key, reference_key = jax.random.split(key)
   shape = (count, latent_dim)
   z = jax.random.normal(code_key, shape) if psi == 1 else psi * jax.random.truncated_normal(code_key, -2, 2, shape)
   reference = jax.random.normal(reference_key, (REFERENCE, latent_dim))
-  reference_labels = cycled_labels(REFERENCE, num_classes)
+  reference_labels = default_labels(REFERENCE, num_classes, label_shares)
 
   def with_reference(codes, labels):
     both_labels = None if labels is None else jnp.concatenate([labels, reference_labels])
     return generate(jnp.concatenate([codes, reference]), both_labels)[:len(codes)]
 
-  return _in_chunks(with_reference, CHUNK, z, cycled_labels(count, num_classes))
+  return _in_chunks(with_reference, CHUNK, z, default_labels(count, num_classes, label_shares))
 
 
-def ranked_samples(generate, discriminate, key, keep, count, latent_dim, num_classes=None):
+def ranked_samples(generate, discriminate, key, keep, count, latent_dim, num_classes=None, label_shares=None):
   """The `count` images that `discriminate` (images, labels -> scores) ranks highest among count/keep
   (rounded to whole CHUNKs) generated from N(0, I) codes in chunks of RANKING_CHUNK; for a conditional GAN,
-  the best of each class, as many of each as the first `count` cycled labels hold (in that order)."""
+  the best of each class, as many of each as the first `count` default labels hold (in that order)."""
   import jax
   import numpy as np
-  from gen_jax.families.gan_steps import cycled_labels
+  from gen_jax.families.gan_steps import default_labels
   drawn = int(round(count / keep / CHUNK)) * CHUNK
-  labels = cycled_labels(drawn, num_classes)
+  labels = default_labels(drawn, num_classes, label_shares)
   images = _in_chunks(generate, RANKING_CHUNK, jax.random.normal(key, (drawn, latent_dim)), labels)
   scores = _in_chunks(discriminate, RANKING_CHUNK, images, labels)
   if num_classes is None:
     return images[np.argsort(-scores)[:count]]
-  drawn_labels, kept_labels = np.asarray(labels), np.asarray(cycled_labels(count, num_classes))
+  drawn_labels, kept_labels = np.asarray(labels), np.asarray(default_labels(count, num_classes, label_shares))
   kept = np.empty((count, *images.shape[1:]), images.dtype)
   for label in range(num_classes):
     candidates = np.flatnonzero(drawn_labels == label)
@@ -110,12 +110,13 @@ def main(argv):
     raise UserError(f"--num_samples={args.num_samples}; allowed: a positive multiple of {CHUNK}")
   import jax
   import gen_jax
-  from gen_jax.families import gan_evaluation, gan_steps
+  from gen_jax.families import gan, gan_evaluation, gan_steps
   run = gen_jax.load_run(args.workdir)
   config = run.config
   if run.family != "gan" or config.architecture != "dcgan":
     raise UserError(f"--workdir={args.workdir} is not an image GAN's run; allowed: a run of --architecture=dcgan")
-  networks = gan_steps.build_networks(config, run.dataset.image_shape, run.dataset.num_classes)
+  _, num_classes, label_shares = gan.image_labels(config, run.dataset)
+  networks = gan_steps.build_networks(config, run.dataset.image_shape, num_classes, label_shares)
   g_params, g_state = gan_steps.evaluation_generator(run.state, config), run.state.model_state["generator"]
   d_params, d_state = run.state.params["discriminator"], run.state.model_state["discriminator"]
   generate = jax.jit(lambda z, labels: gan_steps.generate(networks, g_params, g_state, z, labels)[0])
@@ -129,10 +130,10 @@ def main(argv):
 
   for index, psi in enumerate(truncations):
     report(f"truncation {psi:g}", truncated_samples(generate, jax.random.fold_in(truncation_key, index), psi,
-                                                    args.num_samples, config.latent_dim, networks.num_classes))
+                                                    args.num_samples, config.latent_dim, num_classes, label_shares))
   for index, keep in enumerate(keeps):
     report(f"keep {keep:g} by D", ranked_samples(generate, discriminate, jax.random.fold_in(ranking_key, index),
-                                                 keep, args.num_samples, config.latent_dim, networks.num_classes))
+                                                 keep, args.num_samples, config.latent_dim, num_classes, label_shares))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from gen_jax import objectives
-from gen_jax.data import toys
+from gen_jax.data import clusters, image_data, toys
 from gen_jax.errors import UserError
 from gen_jax.evaluation import classifier as classifier_lib, mode_coverage
 from gen_jax import parallel
@@ -245,11 +245,59 @@ def test_a_huge_learning_rate_stops_with_the_step_and_the_loss_named(tmp_path):
      "--conditioning=projection with --packing=2: a pack has several labels"),
     (dict(dataset="fashion_mnist", conditioning="film"),
      "--conditioning='film' is unknown; allowed: concat, projection"),
+    (dict(dataset="fashion_mnist", condition_on="clusters"),
+     "--condition_on=clusters without --conditional trains an unconditional GAN"),
+    (dict(dataset="fashion_mnist", conditional=True, condition_on="kmeans"),
+     "--condition_on='kmeans' is unknown; allowed: classes, clusters"),
+    (dict(dataset="fashion_mnist", conditional=True, condition_on="clusters", num_clusters=0),
+     "--num_clusters=0"),
 ])
 def test_bad_settings_are_one_line_user_errors(overrides, message):
   with pytest.raises(UserError) as info:
     gan.validate(_tiny_config(**overrides))
   assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_more_clusters_than_training_images_is_a_one_line_error():
+  images = np.zeros((5, 4, 4, 1), np.uint8)
+  dataset = image_data.ImageData(images, None, images, None, None)
+  config = _tiny_config(dataset="images:/data", conditional=True, condition_on="clusters", num_clusters=6)
+  with pytest.raises(UserError) as info:
+    gan.image_labels(config, dataset)
+  assert "--num_clusters=6 exceeds the 5 training images of --dataset=images:/data; allowed: at most 5" == str(
+      info.value)
+
+
+def test_kmeans_ends_at_a_lloyd_fixed_point_below_where_it_started():
+  """Each point in the cluster of its nearest centroid (brute force), each centroid the mean of its points, a
+  smaller within-cluster sum of squares than the starting centroids', the same clusters from the same seed."""
+  points = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
+  assignments, centroids = clusters.kmeans(points, 4, seed=5)
+  squared = ((points[:, None].astype(np.float64) - centroids[None]) ** 2).sum(-1)
+  np.testing.assert_array_equal(assignments, squared.argmin(1))
+  for cluster in range(4):
+    np.testing.assert_allclose(centroids[cluster], points[assignments == cluster].mean(0), atol=1e-5)
+  start = points[np.random.default_rng(5).choice(200, 4, replace=False)]
+  assert squared.min(1).sum() < 0.9 * ((points[:, None] - start[None]) ** 2).sum(-1).min(1).sum()
+  np.testing.assert_array_equal(clusters.kmeans(points, 4, seed=5)[0], assignments)
+  np.testing.assert_array_equal(clusters.shares(assignments, 4), np.bincount(assignments, minlength=4) / 200)
+
+
+def test_labels_with_shares_are_drawn_and_spread_by_their_shares():
+  """Self-conditioning's labels: the generator step's draws follow the shares (not a softmax of them); the
+  default sample labels hold each label's share of the count by largest remainders, spread so every chunk
+  holds them in proportion; equal shares give the classes in turn."""
+  for count in (25, 30, 1000):
+    np.testing.assert_array_equal(gan_steps.spread_labels(count, [0.1] * 10), gan_steps.cycled_labels(count, 10))
+  np.testing.assert_array_equal(np.bincount(gan_steps.spread_labels(10, [1 / 3] * 3)), [4, 3, 3])
+  shares = (0.5, 0.3, 0.15, 0.05)
+  labels = np.asarray(gan_steps.default_labels(1000, 4, shares))
+  np.testing.assert_array_equal(np.bincount(labels), [500, 300, 150, 50])
+  for chunk in labels.reshape(10, 100):
+    assert np.all(np.abs(np.bincount(chunk, minlength=4) - 100 * np.array(shares)) <= 1)
+  networks = gan_steps.Networks(None, None, 2, 4, shares)
+  drawn = np.asarray(gan_steps.draw_labels(jax.random.key(0), 40000, networks))
+  np.testing.assert_allclose(np.bincount(drawn, minlength=4) / 40000, shares, atol=0.01)
 
 
 def test_the_projection_discriminator_adds_the_label_embedding_inner_product():
@@ -322,8 +370,8 @@ def test_the_conditional_gan_scores_mixed_class_samples_per_class(tmp_path, monk
   assert len(judged) == 1 and judged[0].shape == (21, 4, 4, 1) and 0 <= judged[0].min() <= judged[0].max() <= 1
 
 
-# One short run of each flagfile: it parses, trains, evaluates and writes the workdir contract. The five
-# runs are independent, so they start together (one JAX start-up's wait instead of five).
+# One short run of each flagfile: it parses, trains, evaluates and writes the workdir contract. The six
+# runs are independent, so they start together (one JAX start-up's wait instead of six).
 SHORT_RUN = ["--num_steps=2", "--log_every_steps=1", "--eval_every_steps=2", "--checkpoint_every_steps=2",
              "--steps_per_dispatch=1", "--num_samples=40", "--num_eval_samples=40", "--d_steps_per_g_step=2"]
 FLAGFILE_RUNS = {
@@ -334,6 +382,9 @@ FLAGFILE_RUNS = {
                                         "--base_features=4", "--num_images=4", "--score_sample_quality=false"],
     "cgan_fashion_mnist": SHORT_RUN + ["--num_train_examples=64", "--num_test_examples=16", "--batch_size=16",
                                        "--base_features=4", "--num_images=4", "--score_sample_quality=false"],
+    "dcgan_self_conditioned_fashion_mnist": SHORT_RUN + [
+        "--num_train_examples=64", "--num_test_examples=16", "--batch_size=16", "--base_features=4",
+        "--num_images=4", "--score_sample_quality=false", "--num_clusters=5"],
 }
 
 
@@ -351,10 +402,10 @@ def _check_workdir(name, workdir):
   assert len(samples) == 40 and np.all(np.isfinite(samples))
   assert os.listdir(workdir / "checkpoints")
   images = {os.path.basename(path) for path in glob.glob(str(workdir / "images" / "*"))}
-  if name in ("dcgan_fashion_mnist", "cgan_fashion_mnist"):
+  if name.endswith("fashion_mnist"):
     assert samples.shape == (40, 28, 28, 1) and samples.min() >= 0 and samples.max() <= 1
     assert {"samples_00000002.png", "interpolation_00000002.png"} <= images
-    assert ("style_grid_00000002.png" in images) == (name == "cgan_fashion_mnist")
+    assert ("style_grid_00000002.png" in images) == (name != "dcgan_fashion_mnist")
     return
   assert {"modes", "high_quality", "reverse_kl"} <= set(rows[-1])
   if name == "gan_1d":

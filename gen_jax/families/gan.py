@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from gen_jax import config as config_lib, objectives
-from gen_jax.data import image_data, preprocessing, toys
+from gen_jax.data import clusters, image_data, preprocessing, toys
 from gen_jax.errors import UserError
 from gen_jax.evaluation import mode_coverage
 from gen_jax.families import gan_evaluation, gan_steps
@@ -53,11 +53,15 @@ HELP = {
     "d_adam_b1": "Discriminator's Adam beta1 (negative: --adam_b1).",
     "d_adam_b2": "Discriminator's Adam beta2 (negative: --adam_b2).",
     "ema_decay": "Decay of the EMA of the generator's weights used for evaluation and samples (0: raw weights).",
-    "conditional": "Class-conditional GAN: the label goes to both networks (see --conditioning).",
+    "conditional": "Conditional GAN: a label goes to both networks (see --condition_on, --conditioning).",
+    "condition_on": "What a conditional GAN's labels are: classes (the dataset's) or clusters (k-means clusters of "
+                    "the training images' pixels, no labels needed: the self-conditioned GAN of Liu et al. 2020, "
+                    "which samples each cluster by its share of the data).",
+    "num_clusters": "--condition_on=clusters: K, the number of k-means clusters.",
     "conditioning": "How the conditional GAN's label enters: concat (one-hot to z and to D's input) or "
                     "projection (class-conditional batch norm in G, a projection discriminator; Miyato & "
                     "Koyama 2018).",
-    "conditional_samples_per_class": "Conditional GAN: samples per class the classifier labels for "
+    "conditional_samples_per_class": "Class-conditional GAN: samples per class the classifier labels for "
                                      "conditional_accuracy at each scored evaluation.",
     "num_eval_samples": "Samples scored per evaluation (toys: mode coverage, 2500 in the protocol; images: "
                         "FCD/precision/recall, 0: only at the end).",
@@ -91,6 +95,8 @@ class Config(config_lib.TrainingConfig):
   ema_decay: float = 0.999  # EMA of G's weights used for evaluation and samples; 0: the raw weights.
   conditional: bool = False
   conditioning: str = "concat"
+  condition_on: str = "classes"
+  num_clusters: int = 50
   conditional_samples_per_class: int = 1000
   num_eval_samples: int = mode_coverage.DEFAULT_NUM_SAMPLES
   score_sample_quality: bool = True  # Images: FCD/precision/recall (the dataset's classifier, cached).
@@ -112,7 +118,11 @@ def validate(config):
   config_lib.check_choice(config, "g_normalization", gan_models.NORMALIZATIONS)
   config_lib.check_choice(config, "d_normalization", gan_models.NORMALIZATIONS)
   config_lib.check_choice(config, "conditioning", gan_models.CONDITIONINGS)
-  config_lib.check_positive(config, ("conditional_samples_per_class",))
+  config_lib.check_positive(config, ("conditional_samples_per_class", "num_clusters"))
+  config_lib.check_choice(config, "condition_on", tuple(LABEL_SOURCES))
+  if config.condition_on != "classes" and not config.conditional:
+    raise UserError(f"--condition_on={config.condition_on} without --conditional trains an unconditional GAN that "
+                    f"ignores them; allowed: --conditional with --condition_on={config.condition_on}")
   if config.conditioning == "projection":
     _validate_projection(config)
   config_lib.check_non_negative(config, ("gradient_penalty_weight", "r1_weight", "d_learning_rate",
@@ -176,6 +186,34 @@ def _validate_projection(config):
                     "project; allowed: --packing=1")
 
 
+def _class_labels(dataset, config):
+  image_data.require_labels(dataset, config.dataset, "--conditional")
+  return dataset.train_labels, dataset.num_classes, None
+
+
+def _cluster_labels(dataset, config):
+  count = len(dataset.train_images)
+  if config.num_clusters > count:
+    raise UserError(f"--num_clusters={config.num_clusters} exceeds the {count} training images of "
+                    f"--dataset={config.dataset}; allowed: at most {count}")
+  pixels = dataset.train_images.reshape(count, -1).astype(np.float32) / 255.0
+  assignments, _ = clusters.kmeans(pixels, config.num_clusters, config.seed)
+  return assignments, config.num_clusters, tuple(clusters.shares(assignments, config.num_clusters).tolist())
+
+
+# --condition_on -> (dataset, config) -> (training labels, number of labels, each label's share or None for
+# uniform). classes: the dataset's labels, drawn uniformly for the generator. clusters: k-means clusters of the
+# training pixels, drawn by their share of the data (self-conditioning, Liu et al. 2020).
+LABEL_SOURCES = {"classes": _class_labels, "clusters": _cluster_labels}
+
+
+def image_labels(config, dataset):
+  """(training labels, number of labels, each label's share or None) of an image GAN; all None unconditional."""
+  if not config.conditional:
+    return None, None, None
+  return LABEL_SOURCES[config.condition_on](dataset, config)
+
+
 def make_task(config, workdir, mesh):
   """The GAN as a loop.Task."""
   validate(config)
@@ -183,27 +221,27 @@ def make_task(config, workdir, mesh):
   toy = toys.is_toy(config.dataset)
   if toy:
     dataset = toys.load_toy(config.dataset)
-    data_shape, num_classes, steps_per_epoch = (dataset.dim,), None, TOY_STEPS_PER_EPOCH
+    data_shape, num_classes, label_shares, steps_per_epoch = (dataset.dim,), None, None, TOY_STEPS_PER_EPOCH
     data = None
     step_inputs = lambda first, count: np.arange(first, first + count)
     make_batch = toy_batch_fn(dataset, config.batch_size, d_steps)
   else:
     dataset = image_data.load_image_data(config)
-    if config.conditional:
-      image_data.require_labels(dataset, config.dataset, "--conditional")
-    data_shape, num_classes = dataset.image_shape, dataset.num_classes
-    data = dataset.device_data(with_labels=config.conditional)
+    data_shape, data = dataset.image_shape, dataset.device_data()
+    labels, num_classes, label_shares = image_labels(config, dataset)
+    if labels is not None:
+      data["labels"] = labels
     step_inputs, steps_per_epoch = loop.epoch_permutation_indices(
         len(dataset.train_images), config.batch_size * d_steps, config.seed)
     make_batch = _image_batch_fn(config.conditional, d_steps)
-  networks = gan_steps.build_networks(config, data_shape, num_classes)
+  networks = gan_steps.build_networks(config, data_shape, num_classes, label_shares)
   schedule = loop.Schedule.from_config(config, steps_per_epoch, examples_per_step=config.batch_size * d_steps)
   init, step = gan_steps.bind_steps(config, networks, data_shape, schedule.num_steps, steps_per_epoch)
   if toy:
     evaluation = gan_evaluation.ToyEvaluation(networks, config, dataset, workdir)
   else:
     evaluation = gan_evaluation.ImageEvaluation(networks, config, workdir, schedule.num_steps,
-                                                labelled=num_classes is not None)
+                                                labelled=dataset.num_classes is not None)
 
   def operations(state):
     return {"sample": lambda count, seed, labels: evaluation.sample(state, count, seed, labels)}

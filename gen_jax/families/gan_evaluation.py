@@ -122,10 +122,11 @@ class ImageEvaluation:
     return evaluation_generator(state, self.config), state.model_state["generator"]
 
   def sample(self, state, count, seed, labels=None):
-    """`count` images in [0, 1] drawn with fold_in(key(seed), FINAL_SAMPLES) (labels: classes in turn, for
-    the conditional GAN): at the run's seed and `num_samples`, exactly samples.npy. Batch norm normalises
-    each chunk of 500 with its own statistics, so labels given here should mix the classes within a chunk,
-    as in training: a chunk of one class has its class-dependent mean normalised away."""
+    """`count` images in [0, 1] drawn with fold_in(key(seed), FINAL_SAMPLES) (default labels: classes in
+    turn, or a self-conditioned GAN's clusters in their shares; `gan_steps.default_labels`): at the run's seed
+    and `num_samples`, exactly samples.npy. Batch norm normalises each chunk of 500 with its own statistics,
+    so labels given here should mix the labels within a chunk, as in training: a chunk of one class has its
+    class-dependent mean normalised away."""
     key = jax.random.fold_in(jax.random.key(seed), salts.FINAL_SAMPLES)
     labels = None if labels is None else jnp.asarray(labels, jnp.int32)
     return to_unit_interval(self._sampler(*self._g(state), key, count, labels))
@@ -144,8 +145,8 @@ class ImageEvaluation:
     else:
       return {}
     scores = sample_quality(samples, self.config)
-    if self.networks.num_classes is not None:
-      scores |= self._conditional_accuracy(state)
+    if self.networks.num_classes is not None and self.config.condition_on == "classes":  # Clusters have no
+      scores |= self._conditional_accuracy(state)  # classifier to judge them.
     return scores
 
   def _conditional_accuracy(self, state):

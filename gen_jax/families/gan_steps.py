@@ -14,7 +14,7 @@ and XLA's CPU convolutions are pathologically slow inside a scan (JAX issue #128
 
 import dataclasses
 import functools
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import flax.struct
 import jax
@@ -36,6 +36,8 @@ class Networks:
   discriminator: Any
   latent_dim: int
   num_classes: Optional[int]  # Set for the conditional GAN.
+  # Each label's share of the data, when not uniform (self-conditioning's clusters); None: uniform classes.
+  label_shares: Optional[Tuple[float, ...]] = None
 
 
 def _mlp_networks(config, data_shape, classes, dtype):
@@ -66,12 +68,13 @@ def _dcgan_networks(config, data_shape, classes, dtype):
 ARCHITECTURES = {"mlp": _mlp_networks, "dcgan": _dcgan_networks}
 
 
-def build_networks(config, data_shape, num_classes=None):
-  """G and D for examples of `data_shape` ((dim,) for toy points, (H, W, C) for images)."""
+def build_networks(config, data_shape, num_classes=None, label_shares=None):
+  """G and D for examples of `data_shape` ((dim,) for toy points, (H, W, C) for images); a conditional GAN's
+  fakes draw their labels uniformly, or by `label_shares` when given."""
   classes = num_classes if config.conditional else None
   generator, discriminator = ARCHITECTURES[config.architecture](config, data_shape, classes,
                                                                 jnp.dtype(config.compute_dtype))
-  return Networks(generator, discriminator, config.latent_dim, classes)
+  return Networks(generator, discriminator, config.latent_dim, classes, label_shares if classes else None)
 
 
 class GANState(flax.struct.PyTreeNode):
@@ -184,9 +187,7 @@ def generator_step(state, key, networks, config, g_tx, batch_size):
   """One generator update through a frozen discriminator; D, its statistics and its Adam state untouched."""
   z_key, label_key = jax.random.split(key)
   z = jax.random.normal(z_key, (batch_size, networks.latent_dim), jnp.float32)
-  labels = None
-  if networks.num_classes is not None:
-    labels = jax.random.randint(label_key, (batch_size,), 0, networks.num_classes)
+  labels = draw_labels(label_key, batch_size, networks)
   frozen_d_params = jax.lax.stop_gradient(state.params["discriminator"])  # No wasted weight gradients.
 
   def loss_fn(params):
@@ -224,11 +225,42 @@ def evaluation_generator(state, config):
   return state.ema_generator if config.ema_decay > 0 else state.params["generator"]
 
 
+def draw_labels(key, count, networks):
+  """Random labels for `count` fakes of the generator step: uniform, or by the labels' shares; None for an
+  unconditional GAN."""
+  if networks.num_classes is None:
+    return None
+  if networks.label_shares is None:
+    return jax.random.randint(key, (count,), 0, networks.num_classes)
+  return jax.random.categorical(key, jnp.log(jnp.asarray(networks.label_shares)), shape=(count,))
+
+
 def cycled_labels(count, num_classes):
-  """The default labels of `count` conditional samples: classes in turn, so every chunk of samples mixes the
-  classes as training batches do (batch norm would normalise a one-class batch's class away); None for an
+  """The default labels of `count` class-conditional samples: classes in turn, so every chunk of samples mixes
+  the classes as training batches do (batch norm would normalise a one-class batch's class away); None for an
   unconditional GAN (`num_classes` None)."""
   return None if num_classes is None else jnp.arange(count) % num_classes
+
+
+def spread_labels(count, shares):
+  """`count` labels, each label's number its share of `count` rounded by largest remainders, each label's
+  occurrences spread evenly over the sequence (the j-th of n at position ≈ (j + ½)/n), so every chunk holds the
+  labels in proportion. With equal shares this is `cycled_labels`."""
+  shares = np.asarray(shares, np.float64)
+  exact = shares * count
+  numbers = np.floor(exact).astype(np.int64)
+  numbers[np.argsort(-(exact - numbers), kind="stable")[:count - numbers.sum()]] += 1
+  labels = np.repeat(np.arange(len(shares)), numbers)
+  positions = np.concatenate([(np.arange(number) + 0.5) / number for number in numbers if number])
+  return jnp.asarray(labels[np.argsort(positions, kind="stable")], jnp.int32)
+
+
+def default_labels(count, num_classes, label_shares=None):
+  """The labels of `count` samples when none are asked for: `cycled_labels` for uniform classes,
+  `spread_labels` for labels with shares (so the samples follow p(x) = Σ_c p(c) p(x | c))."""
+  if num_classes is None or label_shares is None:
+    return cycled_labels(count, num_classes)
+  return spread_labels(count, label_shares)
 
 
 def make_sampler(networks):
@@ -241,7 +273,7 @@ def make_sampler(networks):
   def sample(g_params, g_state, key, count, labels=None):
     z = jax.random.normal(key, (count, networks.latent_dim), jnp.float32)
     if labels is None:
-      labels = cycled_labels(count, networks.num_classes)
+      labels = default_labels(count, networks.num_classes, networks.label_shares)
     chunks = []
     for start in range(0, count, SAMPLE_CHUNK):
       chunk_labels = None if labels is None else labels[start:start + SAMPLE_CHUNK]
