@@ -97,6 +97,27 @@ def test_the_matmul_form_runs_on_the_cpu_and_only_there():
   assert "conv_general_dilated" not in program({jax.default_backend(): convolution.matmul_conv_general_dilated})
 
 
+def test_label_planes_convolve_like_the_concatenated_input():
+  """A conditional D's first layer: image ⊕ one-hot planes of the labels, convolved as the image's convolution
+  plus one map per label, equals XLA's convolution of the concatenation, forward and both gradients (the
+  input's on its image channels), at the DCGAN's stride and an odd one whose padding cuts the kernel unevenly."""
+  num_classes, channels = 5, 2
+  x = jax.random.normal(jax.random.key(0), (6, 11, 11, channels))
+  labels = jnp.array([0, 4, 2, 2, 1, 3])
+  planes = jnp.broadcast_to(jax.nn.one_hot(labels, num_classes)[:, None, None], (6, 11, 11, num_classes))
+  inputs = jnp.concatenate([x, planes], -1)
+  for kernel_size, strides, padding in [((4, 4), (2, 2), "SAME"), ((3, 5), (3, 1), ((2, 0), (1, 3)))]:
+    kernel = jax.random.normal(jax.random.key(1), (*kernel_size, channels + num_classes, 8))
+    settings = dict(window_strides=strides, padding=padding, dimension_numbers=convolution.NHWC_DIMENSIONS)
+    results = []
+    for convolve in (lax.conv_general_dilated, convolution.label_planes_conv(labels, num_classes)):
+      out, pullback = jax.vjp(lambda lhs, rhs, convolve=convolve: convolve(lhs, rhs, **settings), inputs, kernel)
+      input_gradient, kernel_gradient = pullback(jax.random.normal(jax.random.key(2), out.shape))
+      results.append((out, input_gradient[..., :channels], kernel_gradient))
+    for expected, got in zip(*results):
+      np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
 def test_unsupported_forms_fall_back_to_xla():
   x, kernel = jax.random.normal(jax.random.key(0), (1, 9, 9, 4)), jax.random.normal(jax.random.key(1), (3, 3, 2, 6))
   grouped = dict(window_strides=(1, 1), padding="SAME", dimension_numbers=convolution.NHWC_DIMENSIONS,

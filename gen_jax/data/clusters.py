@@ -2,8 +2,7 @@
 
 The self-conditioned GAN (Liu et al., "Diverse Image Generation via Self-Conditioned GANs", CVPR 2020) trains a
 conditional GAN on cluster indices and samples p(x) = Σ_c p(c) p(x | c) with p(c) each cluster's share of the
-data. Clustering the pixels is the simplest form of it: no labels, no pretrained features, one second of
-matmuls for Fashion-MNIST's 60,000 images.
+data. Clustering the pixels is the simplest form of it: no labels and no pretrained features, only matmuls.
 """
 
 import jax

@@ -224,9 +224,30 @@ def conv_general_dilated(*args, **kwargs):
   return CONVOLUTIONS_BY_BACKEND.get(jax.default_backend(), lax.conv_general_dilated)(*args, **kwargs)
 
 
-def Conv(*args, **kwargs):  # pylint: disable=invalid-name
-  """`flax.linen.Conv` whose convolution is this module's `conv_general_dilated`."""
-  return nn.Conv(*args, conv_general_dilated=conv_general_dilated, **kwargs)
+def label_planes_conv(labels, num_classes):
+  """A `conv_general_dilated` for inputs (NHWC) whose last `num_classes` channels are the one-hot planes of
+  `labels` (a conditional discriminator's "concat" input), computed as the image channels' convolution plus one
+  map per label: the planes are constant over the image, so their convolution depends only on the label and
+  the position (the padding cuts the kernel at the borders). The K maps are one convolution of a single
+  all-ones image, instead of K extra input channels in every example's convolution (50 one-hot planes made
+  the DCGAN discriminator's first layer 51 times its image-only cost). Same parameters and outputs."""
+
+  def convolve(lhs, rhs, window_strides, padding, **kwargs):
+    kernel_height, kernel_width, _, features = rhs.shape  # HWIO, Flax's layout.
+    out = conv_general_dilated(lhs[..., :-num_classes], rhs[:, :, :-num_classes], window_strides, padding, **kwargs)
+    label_kernel = rhs[:, :, -num_classes:].reshape(kernel_height, kernel_width, 1, num_classes * features)
+    ones = jnp.ones((1, *lhs.shape[1:3], 1), lhs.dtype)
+    maps = conv_general_dilated(ones, label_kernel, window_strides, padding, **kwargs)[0]
+    maps = jnp.moveaxis(maps.reshape(*maps.shape[:2], num_classes, features), 2, 0)  # (K, H', W', features)
+    return out + maps[labels]
+
+  return convolve
+
+
+def Conv(*args, convolution=None, **kwargs):  # pylint: disable=invalid-name
+  """`flax.linen.Conv` whose convolution is this module's `conv_general_dilated` (or `convolution`, one built
+  on it, such as `label_planes_conv`)."""
+  return nn.Conv(*args, conv_general_dilated=convolution or conv_general_dilated, **kwargs)
 
 
 def _transpose_padding(kernel_size, stride, padding):

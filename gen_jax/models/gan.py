@@ -207,8 +207,13 @@ class DCGANDiscriminator(nn.Module):
       h = jnp.concatenate([h, jnp.broadcast_to(onehot[:, None, None, :], (*h.shape[:3], self.num_classes))], -1)
     packs = _pack(h, self.packing)  # (B/m, m, H, W, C): stack the pack's images along the channels.
     h = jnp.moveaxis(packs, 1, -2).reshape(*packs.shape[:1], *packs.shape[2:4], -1)
+    # The first layer convolves the label planes as one map per label (exact; a pack interleaves its
+    # examples' planes with their images, so packs take the plain convolution).
+    planes = (self.num_classes is not None and self.conditioning == "concat" and self.packing == 1
+              and convolution.label_planes_conv(labels, self.num_classes))
     for level in range(num_resolution_levels(min(x.shape[1], x.shape[2]))):
-      conv = convolution.Conv(self.base_features * 2**level, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)
+      conv = convolution.Conv(self.base_features * 2**level, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
+                              convolution=planes if level == 0 else None)
       h = _layer(conv, self.spectral_norm, update_stats)(h)
       if level > 0:
         h = _normalize(h, self.normalization, self.dtype)
