@@ -14,7 +14,8 @@ Decisions written down:
 - Conditional variants: with `num_classes` set, the label reaches both networks in one of two ways
   (`conditioning`, the table CONDITIONINGS):
   - "concat": the one-hot label is concatenated to z in the generator, and to the input of the
-    discriminator (as constant feature maps for images);
+    discriminator (as constant feature maps for images, whose share of D's first convolution is computed as
+    one map per label: `convolution.label_planes_conv`);
   - "projection" (Miyato & Koyama 2018, "cGANs with Projection Discriminator"): the generator's batch
     normalisations are class-conditional (normalise, then a per-class scale γ_y and shift β_y, learned
     embeddings initialised to 1 and 0; de Vries et al. 2017), and the discriminator's output is
