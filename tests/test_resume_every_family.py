@@ -37,6 +37,12 @@ RUNS = {
     "image_gan": ("gan", "--flagfile=experiments/configs/dcgan_fashion_mnist.cfg", "--num_train_examples=64",
                   "--num_test_examples=16", "--batch_size=16", "--base_features=4", "--num_images=4",
                   "--score_sample_quality=false", "--num_samples=8", "--num_eval_samples=8", "--ema_decay=0.9"),
+    # The GAN again, self-conditioned: its k-means clusters are recomputed at every start and must come out the
+    # same, or the resumed run would train on other labels.
+    "self_conditioned_gan": ("gan", "--flagfile=experiments/configs/dcgan_self_conditioned_fashion_mnist.cfg",
+                             "--num_train_examples=64", "--num_test_examples=16", "--batch_size=16",
+                             "--base_features=4", "--num_images=4", "--score_sample_quality=false",
+                             "--num_samples=8", "--num_eval_samples=8", "--ema_decay=0.9", "--num_clusters=5"),
 }
 # What kills each family's run: during an evaluation; the image GAN also during a save.
 FAULTS = {name: ("eval:8", "save:12") if name == "image_gan" else ("eval:8",) for name in RUNS}
