@@ -374,17 +374,15 @@ def test_the_conditional_gan_scores_mixed_class_samples_per_class(tmp_path, monk
 # runs are independent, so they start together (one JAX start-up's wait instead of six).
 SHORT_RUN = ["--num_steps=2", "--log_every_steps=1", "--eval_every_steps=2", "--checkpoint_every_steps=2",
              "--steps_per_dispatch=1", "--num_samples=40", "--num_eval_samples=40", "--d_steps_per_g_step=2"]
+TINY_IMAGES = ["--num_train_examples=64", "--num_test_examples=16", "--batch_size=16", "--base_features=4",
+               "--num_images=4", "--score_sample_quality=false"]
 FLAGFILE_RUNS = {
     "gan_1d": SHORT_RUN,
     "gan_ring": SHORT_RUN,
     "gan_grid": SHORT_RUN,
-    "dcgan_fashion_mnist": SHORT_RUN + ["--num_train_examples=64", "--num_test_examples=16", "--batch_size=16",
-                                        "--base_features=4", "--num_images=4", "--score_sample_quality=false"],
-    "cgan_fashion_mnist": SHORT_RUN + ["--num_train_examples=64", "--num_test_examples=16", "--batch_size=16",
-                                       "--base_features=4", "--num_images=4", "--score_sample_quality=false"],
-    "dcgan_self_conditioned_fashion_mnist": SHORT_RUN + [
-        "--num_train_examples=64", "--num_test_examples=16", "--batch_size=16", "--base_features=4",
-        "--num_images=4", "--score_sample_quality=false", "--num_clusters=5"],
+    "dcgan_fashion_mnist": SHORT_RUN + TINY_IMAGES,
+    "cgan_fashion_mnist": SHORT_RUN + TINY_IMAGES,
+    "dcgan_self_conditioned_fashion_mnist": SHORT_RUN + TINY_IMAGES + ["--num_clusters=5"],
 }
 
 

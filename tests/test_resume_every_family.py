@@ -26,6 +26,10 @@ SCHEDULE = ("--num_steps=16", "--eval_every_steps=4", "--checkpoint_every_steps=
             "--log_every_steps=2", "--keep_checkpoints=2")
 LATENT_CODE = ("--num_train_examples=256", "--num_test_examples=100", "--eval_batch_size=100", "--batch_size=32",
                "--hidden_sizes=16", "--latent_dim=3", "--num_samples=16", "--num_images=4")
+# A DCGAN run small enough for a subprocess in seconds.
+TINY_DCGAN = ("--num_train_examples=64", "--num_test_examples=16", "--batch_size=16", "--base_features=4",
+              "--num_images=4", "--score_sample_quality=false", "--num_samples=8", "--num_eval_samples=8",
+              "--ema_decay=0.9")
 RUNS = {
     "cvae": ("cvae", "--flagfile=experiments/configs/cvae_fashion_mnist.cfg", *LATENT_CODE,
              "--conditional_samples_per_class=10"),
@@ -34,15 +38,11 @@ RUNS = {
             "--num_train_examples=256", "--num_test_examples=100", "--num_samples=16"),
     "toy_gan": ("gan", "--flagfile=experiments/configs/gan_ring.cfg", "--g_hidden_sizes=8", "--d_hidden_sizes=8",
                 "--num_samples=40", "--num_eval_samples=40", "--ema_decay=0.9", "--d_steps_per_g_step=2"),
-    "image_gan": ("gan", "--flagfile=experiments/configs/dcgan_fashion_mnist.cfg", "--num_train_examples=64",
-                  "--num_test_examples=16", "--batch_size=16", "--base_features=4", "--num_images=4",
-                  "--score_sample_quality=false", "--num_samples=8", "--num_eval_samples=8", "--ema_decay=0.9"),
+    "image_gan": ("gan", "--flagfile=experiments/configs/dcgan_fashion_mnist.cfg", *TINY_DCGAN),
     # The GAN again, self-conditioned: its k-means clusters are recomputed at every start and must come out the
     # same, or the resumed run would train on other labels.
     "self_conditioned_gan": ("gan", "--flagfile=experiments/configs/dcgan_self_conditioned_fashion_mnist.cfg",
-                             "--num_train_examples=64", "--num_test_examples=16", "--batch_size=16",
-                             "--base_features=4", "--num_images=4", "--score_sample_quality=false",
-                             "--num_samples=8", "--num_eval_samples=8", "--ema_decay=0.9", "--num_clusters=5"),
+                             *TINY_DCGAN, "--num_clusters=5"),
 }
 # What kills each family's run: during an evaluation; the image GAN also during a save.
 FAULTS = {name: ("eval:8", "save:12") if name == "image_gan" else ("eval:8",) for name in RUNS}

@@ -196,6 +196,8 @@ def _cluster_labels(dataset, config):
   if config.num_clusters > count:
     raise UserError(f"--num_clusters={config.num_clusters} exceeds the {count} training images of "
                     f"--dataset={config.dataset}; allowed: at most {count}")
+  # NumPy's division, not preprocessing.to_unit_interval: XLA's float32 x / 255 differs from it in the last bit
+  # for some pixel values, which would move some images between clusters and change the published runs.
   pixels = dataset.train_images.reshape(count, -1).astype(np.float32) / 255.0
   assignments, _ = clusters.kmeans(pixels, config.num_clusters, config.seed)
   return assignments, config.num_clusters, tuple(clusters.shares(assignments, config.num_clusters).tolist())
