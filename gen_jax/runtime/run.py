@@ -20,7 +20,15 @@ import jax
 
 from gen_jax import parallel
 from gen_jax.errors import UserError
-from gen_jax.runtime import checkpointing, loop, metrics as metrics_lib, workdir as workdir_lib
+from gen_jax.runtime import checkpointing, host_memory, loop, metrics as metrics_lib, workdir as workdir_lib
+
+
+def prepared_mesh():
+  """The data mesh over every device; on the CPU, with malloc told to keep freed memory for the next
+  dispatch's buffers (`host_memory`: the DCGAN step 1.3x faster)."""
+  mesh = parallel.make_mesh()
+  host_memory.keep_freed_memory(mesh.devices.flat[0].platform)
+  return mesh
 
 def train_and_evaluate(family, config, workdir, flags_text=None):
   """Trains (or resumes) a run of `family` in `workdir`; returns the final state."""
@@ -29,7 +37,7 @@ def train_and_evaluate(family, config, workdir, flags_text=None):
   settings = workdir_lib.settings_record(family.NAME, config)
   defaults = workdir_lib.settings_record(family.NAME, type(config)())
   workdir_lib.check_resumable(workdir, settings, family.MAY_CHANGE_ON_RESUME, defaults)
-  mesh = parallel.make_mesh()
+  mesh = prepared_mesh()
   task = family.make_task(config, workdir, mesh)
   with workdir_lib.run_lock(workdir):
     workdir_lib.record(workdir, settings, family.MAY_CHANGE_ON_RESUME, flags_text, defaults)
@@ -39,7 +47,7 @@ def train_and_evaluate(family, config, workdir, flags_text=None):
 def open_run(family, config, workdir, step=None, providers=lambda operation: []):
   """The `Run` of `workdir` at checkpoint `step` (None: the best-validation checkpoint of a run that selects
   on a validation split, else the newest that restores)."""
-  mesh = parallel.make_mesh()
+  mesh = prepared_mesh()
   task = family.make_task(config, workdir, mesh)
   abstract = jax.tree.map(
       lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=parallel.replicated(mesh)),
