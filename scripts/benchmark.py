@@ -13,7 +13,8 @@
 4. The DCGAN flagfile's training step (experiments/configs/dcgan_fashion_mnist.cfg: one D step and one G step
    on batches of 64, one step per dispatch as the flagfile runs it): examples/s, its convolution and dense
    FLOPs counted layer by layer, the roofline fraction; and, with --pytorch_python (a Python that has
-   torch), PyTorch's examples/s for the same architecture and step (scripts/pytorch_dcgan.py) in the same run.
+   torch), PyTorch's examples/s for the same architecture and step (scripts/pytorch_dcgan.py) in the same run,
+   its runs alternating with gen_jax's timed windows.
 5. The ConvHVAE's step (experiments/configs/density_convhvae.cfg), examples/s.
    Step 4 also runs with XLA's own convolutions in place of gen_jax's CPU matmul formulation
    (gen_jax.models.convolution), on the CPU, for the before/after figure. Step 5 has no such variant: the
@@ -206,44 +207,52 @@ def dcgan_flops_per_example():
   return 2 * (d_step + g_step)
 
 
-def convolution_variants(measure):
-  """{'gen_jax': measure()} and, on the CPU, {'xla': measure()} with XLA's own convolutions."""
-  import jax
-  from gen_jax.models import convolution
-  results = {"gen_jax": measure()}
-  if jax.default_backend() == "cpu":
-    with convolution.using_convolutions({}):
-      results["xla"] = measure()
-  return results
-
-
 def convhvae_step_benchmark(dispatches):
   """examples/s of the ConvHVAE's training step (density_convhvae.cfg's settings, one step per dispatch)."""
   from gen_jax.families import vae
   return training_throughput(flagfile_config(vae, "density_convhvae"), 1, dispatches)[0]
 
 
-def dcgan_step_benchmark(dispatches, peak, pytorch_python):
-  """The DCGAN flagfile's step: examples/s, roofline fraction, and PyTorch's examples/s when it is at hand."""
+def pytorch_dcgan_rate(pytorch_python):
+  """PyTorch's examples/s for the same DCGAN step (scripts/pytorch_dcgan.py, one 60-step window), on the cores
+  JAX uses; exits with status 2 when `pytorch_python` cannot run it."""
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pytorch_dcgan.py")
+  try:
+    bfloat16 = ["--bfloat16"] if FLAGS.compute_dtype == "bfloat16" else []
+    output = subprocess.run([pytorch_python, script, f"--threads={os.cpu_count()}", *bfloat16], check=True,
+                            capture_output=True, text=True).stdout
+  except (OSError, subprocess.CalledProcessError) as error:
+    stderr = (getattr(error, "stderr", "") or str(error)).strip().splitlines()
+    print(f"error: --pytorch_python={pytorch_python} could not run {script} ({stderr[-1] if stderr else error}); "
+          "allowed: a Python interpreter with torch installed", file=sys.stderr)
+    sys.exit(2)
+  return float(output.split()[-1])
+
+
+def dcgan_step_benchmark(dispatches, peak, pytorch_python, rounds=3):
+  """The DCGAN flagfile's step: examples/s, roofline fraction, and PyTorch's examples/s when it is at hand.
+
+  gen_jax's timed windows alternate with PyTorch's runs (`rounds` of each, the fastest of each counting), so
+  a slow spell of a shared machine falls on both sides rather than on one."""
   from gen_jax.families import gan
+  from gen_jax.models import convolution
+  import jax
   # Without the EMA of G, which scripts/pytorch_dcgan.py does not keep either.
   config = flagfile_config(gan, "dcgan_fashion_mnist", "--ema_decay=0")
-  rates = convolution_variants(lambda: training_throughput(config, 1, 4 * dispatches, family=gan)[0])
+  time_window, _ = training_window_timer(config, 1, max(4 * dispatches // rounds, 1), rounds, family=gan)
+  rates = {"gen_jax": 0.0, "pytorch": 0.0}
+  for _ in range(rounds):
+    rates["gen_jax"] = max(rates["gen_jax"], time_window())
+    if pytorch_python:
+      rates["pytorch"] = max(rates["pytorch"], pytorch_dcgan_rate(pytorch_python))
   flops = dcgan_flops_per_example()
   result = {"examples_per_sec": rates["gen_jax"], "gflop_per_example": flops / 1e9,
-            "roofline_fraction": rates["gen_jax"] * flops / peak, "xla_examples_per_sec": rates.get("xla")}
+            "roofline_fraction": rates["gen_jax"] * flops / peak, "xla_examples_per_sec": None}
   if pytorch_python:
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pytorch_dcgan.py")
-    try:  # Same cores as JAX uses.
-      bfloat16 = ["--bfloat16"] if FLAGS.compute_dtype == "bfloat16" else []
-      output = subprocess.run([pytorch_python, script, f"--threads={os.cpu_count()}", *bfloat16], check=True,
-                              capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError) as error:
-      stderr = (getattr(error, "stderr", "") or str(error)).strip().splitlines()
-      print(f"error: --pytorch_python={pytorch_python} could not run {script} ({stderr[-1] if stderr else error}); "
-            "allowed: a Python interpreter with torch installed", file=sys.stderr)
-      sys.exit(2)
-    result["pytorch_examples_per_sec"] = float(output.split()[-1])
+    result["pytorch_examples_per_sec"] = rates["pytorch"]
+  if jax.default_backend() == "cpu":  # The before/after figure: XLA's own convolutions in place of the patches.
+    with convolution.using_convolutions({}):
+      result["xla_examples_per_sec"] = training_throughput(config, 1, 4 * dispatches, family=gan)[0]
   return result
 
 
@@ -273,7 +282,7 @@ def report_dcgan(peak, model_shape):
   dcgan = dcgan_step_benchmark(FLAGS.dispatches, peak, FLAGS.pytorch_python)
   print(f"DCGAN step (dcgan_fashion_mnist.cfg): {dcgan['examples_per_sec']:.0f} examples/s, "
         f"{dcgan['gflop_per_example'] * 1e3:.0f} MFLOP/example -> {dcgan['roofline_fraction']:.0%} of the roofline"
-        + (f"; PyTorch {dcgan['pytorch_examples_per_sec']:.0f} examples/s in the same run "
+        + (f"; PyTorch {dcgan['pytorch_examples_per_sec']:.0f} examples/s, alternated in the same run "
            f"(gen_jax / PyTorch = {dcgan['examples_per_sec'] / dcgan['pytorch_examples_per_sec']:.2f})"
            if "pytorch_examples_per_sec" in dcgan else "; PyTorch not timed (--pytorch_python unset)"))
   if dcgan["xla_examples_per_sec"]:
