@@ -30,6 +30,7 @@ def prepared_mesh():
   host_memory.keep_freed_memory(mesh.devices.flat[0].platform)
   return mesh
 
+
 def train_and_evaluate(family, config, workdir, flags_text=None):
   """Trains (or resumes) a run of `family` in `workdir`; returns the final state."""
   family.validate(config)
