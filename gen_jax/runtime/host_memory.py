@@ -3,10 +3,11 @@
 On the CPU, each dispatch of a jitted step allocates its buffers (temporaries and outputs: ~90 MB for the
 DCGAN step) with malloc and frees them when it ends. glibc serves large blocks (from 128 KiB, a threshold it
 raises as far as 32 MiB) with mappings of their own and hands them back to the kernel on `free`, and trims
-freed memory off its heap's top, so every dispatch touches its buffers' pages for the first time: about 21,000 page faults a DCGAN step on the 2-core development machine, each a trip into the
-kernel that zeroes 4 KiB. Told never to `mmap` and never to trim its heap, glibc keeps freed blocks and the
-next dispatch reuses them: about 800–1,900 faults a step, and the DCGAN step ran at 930 instead of 711
-examples/s (alternated windows in one process; README, "Speed").
+freed memory off its heap's top, so every dispatch touches its buffers' pages for the first time: about
+21,000 page faults a DCGAN step on the 2-core development machine, each a trip into the kernel that zeroes
+4 KiB. Told never to `mmap` and never to trim its heap, glibc keeps freed blocks and the next dispatch reuses
+them: about 800–1,900 faults a step, and the DCGAN step ran at 930 instead of 711 examples/s (alternated
+windows in one process; README, "Speed").
 
 The cost is that the process keeps the largest heap it has needed until it exits, which is what a training
 or evaluation process wants anyway. It is applied only where the devices are the host's own memory (the CPU
