@@ -233,15 +233,17 @@ def dcgan_step_benchmark(dispatches, peak, pytorch_python, rounds=3):
   """The DCGAN flagfile's step: examples/s, roofline fraction, and PyTorch's examples/s when it is at hand.
 
   gen_jax's timed windows alternate with PyTorch's runs (`rounds` of each, the fastest of each counting), so
-  a slow spell of a shared machine falls on both sides rather than on one."""
+  a slow spell of a shared machine falls on both sides rather than on one. As each PyTorch run times its steps
+  after 10 untimed ones, each gen_jax window follows an untimed one of the same length."""
   from gen_jax.families import gan
   from gen_jax.models import convolution
   import jax
   # Without the EMA of G, which scripts/pytorch_dcgan.py does not keep either.
   config = flagfile_config(gan, "dcgan_fashion_mnist", "--ema_decay=0")
-  time_window, _ = training_window_timer(config, 1, max(4 * dispatches // rounds, 1), rounds, family=gan)
+  time_window, _ = training_window_timer(config, 1, max(4 * dispatches // rounds, 1), 2 * rounds, family=gan)
   rates = {"gen_jax": 0.0, "pytorch": 0.0}
   for _ in range(rounds):
+    time_window()  # Warm-up: the threads and caches after PyTorch's run (or the compilation).
     rates["gen_jax"] = max(rates["gen_jax"], time_window())
     if pytorch_python:
       rates["pytorch"] = max(rates["pytorch"], pytorch_dcgan_rate(pytorch_python))
