@@ -104,7 +104,7 @@ from gen_jax.runtime import host_memory
 kept = host_memory.keep_freed_memory(sys.argv[1])
 libc, size = ctypes.CDLL(None), 64 << 20
 libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
-for round in range(3):  # A dispatch's buffers: allocated, written, freed; the faults of the last round count.
+for _ in range(3):  # A dispatch's buffers: allocated, written, freed; the faults of the last round count.
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   block = libc.malloc(size)
   ctypes.memset(block, 1, size)
