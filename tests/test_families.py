@@ -251,6 +251,8 @@ def test_refused_runs_leave_every_familys_workdir_byte_for_byte(tmp_path):
       ("gan", ("--flagfile=experiments/configs/gan_ring.cfg", "--num_steps=4", workdir), "the 'vae' family"),
       ("vae", (*TINY_VAE_FLAGS, f"--workdir={damaged}"), "config.json cannot be read"),
       ("vae", (*TINY_VAE_FLAGS, f"--workdir={held}"), f"is in use by pid {os.getpid()}"),
+      ("vae", (*TINY_VAE_FLAGS, "--workdir=/proc/gen_jax_no_such_dir/run"),
+       "--workdir=/proc/gen_jax_no_such_dir/run cannot be written: No such file or directory"),
   ]
   digests = {path: _tree_digest(path) for path in (existing, damaged)}
   with workdir_lib.run_lock(str(held)):
@@ -310,6 +312,22 @@ def test_a_disk_that_fills_during_an_asynchronous_checkpoint_save_stops_in_one_l
   subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)
   state = run_lib.train_and_evaluate(tiny_family, config, workdir)
   assert int(state.step) == 40
+
+
+def test_a_run_started_on_a_full_disk_stops_in_one_line(tiny_family, small_tmpfs):
+  """No room for the run lock's text or config.json: one line naming the workdir and the OS error, before the
+  run starts; with room again the same command runs."""
+  with open(small_tmpfs / "filler", "wb") as filler:
+    with pytest.raises(OSError):
+      while True:
+        filler.write(b"\0" * (1 << 16))
+        filler.flush()
+  workdir = str(small_tmpfs / "run")
+  with pytest.raises(UserError, match=r"--workdir=.* cannot be written: No space left on device .*the run did "
+                                      r"not start$"):
+    run_lib.train_and_evaluate(tiny_family, TinyConfig(num_steps=10), workdir)
+  (small_tmpfs / "filler").unlink()
+  assert int(run_lib.train_and_evaluate(tiny_family, TinyConfig(num_steps=10), workdir).step) == 10
 
 
 def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_resumes(tiny_family, tmp_path, monkeypatch):

@@ -87,22 +87,42 @@ def run_lock(workdir):
   lock_path = os.path.join(workdir, LOCK_FILE)
   with contextlib.ExitStack() as stack:
     try:  # Only taking the lock is guarded: a BlockingIOError of the run itself is not "in use".
-      descriptor = stack.enter_context(files.held_lock(lock_path, wait=False))
+      with _bookkeeping_writes(workdir):
+        descriptor = stack.enter_context(files.held_lock(lock_path, wait=False))
     except BlockingIOError:
       with open(lock_path, errors="replace") as lock_file:
         holder = lock_file.read(200).strip() or "another process"
       raise UserError(f"--workdir={workdir} is in use by {holder}; allowed: one run per workdir: wait for "
                       "that run to end (or stop it) and re-run this command, or use another --workdir") from None
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+    with _bookkeeping_writes(workdir):
+      os.ftruncate(descriptor, 0)
+      os.pwrite(descriptor, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
     yield
+
+
+@contextlib.contextmanager
+def _bookkeeping_writes(workdir):
+  """An OS error of the workdir's own files (creating it, the lock, config.json, flags.txt) as one line: it
+  comes before the run starts, from a path the user cannot write or a disk without room."""
+  try:
+    yield
+  except BlockingIOError:
+    raise
+  except OSError as error:
+    raise UserError(f"--workdir={workdir} cannot be written: {error.strerror or error} ({error.filename}); "
+                    "allowed: a directory this user can create and write, on a disk with room; the run did "
+                    "not start") from None
 
 
 def record(workdir, settings, may_change, flags_text=None, defaults=None):
   """Under the run lock: config.json for a new run (checked again for a resumed one), flags.txt appended."""
   check_resumable(workdir, settings, may_change, defaults)  # Again, now that no other run can write.
-  if not parallel.is_main_process():
-    return
+  if parallel.is_main_process():
+    with _bookkeeping_writes(workdir):
+      _write_records(workdir, settings, flags_text)
+
+
+def _write_records(workdir, settings, flags_text):
   config_path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(config_path):
     files.write_json(config_path, settings)
