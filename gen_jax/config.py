@@ -13,6 +13,19 @@ MAY_CHANGE_ON_RESUME = frozenset({
     "num_epochs", "num_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "steps_per_dispatch", "data_dir", "eval_batch_size"})
 
+RUN_LENGTH = frozenset({"num_epochs", "num_steps"})
+
+
+def may_change_on_resume(config, may_change):
+  """`may_change` (a family's MAY_CHANGE_ON_RESUME) for a run of `config`: less the run's length when the
+  learning-rate schedule is a function of it. Cosine decays to 0 at the last step, so a run resumed with
+  another length would follow neither its own schedule nor a fresh run's."""
+  from gen_jax import optim  # Same layer; imported here so that reading a config never loads optax.
+  if config.lr_schedule in optim.LENGTH_DEPENDENT_SCHEDULES:
+    return may_change - RUN_LENGTH
+  return may_change
+
+
 COMPUTE_DTYPES = ("float32", "bfloat16")
 # none: intensities in [0, 1]; dynamic: a fresh Bernoulli draw per batch; static: one fixed draw.
 BINARIZATIONS = ("none", "dynamic", "static")

@@ -43,6 +43,8 @@ SCHEDULES = {
         config.learning_rate, decay_steps=max(total_steps, 1)),
     "iwae": _iwae_in_epochs,
 }
+# The schedules that are functions of the run's length: a resumed run of one may not change its length.
+LENGTH_DEPENDENT_SCHEDULES = frozenset({"cosine"})
 
 def normalize_each_parameter(eps=1e-7):
   """Divides every parameter's gradient by its own L2 norm (+ `eps`): the VampPrior code's `AdamNormGrad`

@@ -255,6 +255,10 @@ def test_early_stopping_rule_on_a_scripted_curve():
   assert record["best_step"] == 2 and not stop  # A NaN is never the best once a number arrives.
   record, stop = loop.early_stopping_update(record, 3, float("nan"), patience=1, start_step=0)
   assert record["best_step"] == 2 and record["since_best"] == 1
+  # orbax's best checkpoint is ranked the same way: a NaN below every number.
+  keys = [checkpointing.selection_key({"value": value, "step": step})
+          for step, value in [(1, float("nan")), (2, -1e30), (3, 1.0), (4, 1.0)]]
+  assert max(keys) == keys[2] and min(keys) == keys[0]
 
 
 def test_training_stops_early_and_the_best_checkpoint_is_the_runs_model(tmp_path):

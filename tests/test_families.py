@@ -267,6 +267,23 @@ def test_refused_runs_leave_every_familys_workdir_byte_for_byte(tmp_path):
     assert _tree_digest(path) == digest, path
 
 
+def test_a_cosine_run_keeps_its_length_on_resume_and_a_constant_one_may_change_it(tmp_path):
+  """Cosine decays to 0 at the run's last step: resumed with another length it would follow neither its own
+  schedule nor a fresh run's, so the length is refused (before anything is built); a constant rate is not."""
+  for schedule, refused in [("cosine", True), ("constant", False)]:
+    workdir = tmp_path / schedule
+    workdir.mkdir()
+    started = gan.Config(dataset="ring", num_steps=100, lr_schedule=schedule)
+    (workdir / "config.json").write_text(json.dumps(workdir_lib.settings_record(gan.NAME, started)))
+    longer = dataclasses.replace(started, num_steps=200)
+    may_change = config_lib.may_change_on_resume(longer, gan.MAY_CHANGE_ON_RESUME)
+    assert ("num_steps" not in may_change) == refused and "eval_every_steps" in may_change
+    if refused:
+      with pytest.raises(UserError, match=r"--num_steps=200 \(run has 100\)"):
+        run_lib.train_and_evaluate(families.get(gan.NAME), longer, str(workdir))
+      assert sorted(os.listdir(workdir)) == ["config.json"]
+
+
 def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default_and_only_there(tmp_path):
   """config.json of a GAN run from before --conditioning existed: resumable with the default (the behaviour
   the run had), refused with any other value."""

@@ -1,15 +1,18 @@
 """Checkpoints through orbax-checkpoint: whole training state plus the run's progress record.
 
 A checkpoint holds two items: `state` (parameters, optimizer state(s), step; everything the step function
-reads) and `progress` (step, epoch, offset in the epoch's permutation, examples seen, wall time so far).
-The data order and every random draw are functions of (seed, step), so the step is all the randomness
-depends on; the epoch and offset are recorded to make that visible and are checked on restore.
+reads) and `progress` (step, epoch, offset in the epoch's permutation, examples seen, wall time so far, the
+per-step metrics since the last train row with their training seconds, the early-stopping record). The data
+order and every random draw are functions of (seed, step), so the step is all the randomness depends on; the
+epoch and offset are recorded to make that visible, and the epoch is checked on restore (another batch size
+or data would move it).
 
 Saves are asynchronous (training continues while orbax writes) and atomic: orbax writes into a temporary
 directory and renames it when complete, so a save interrupted half-way never damages an earlier checkpoint.
 """
 
 import errno
+import math
 import os
 import re
 
@@ -53,8 +56,11 @@ logging.get_absl_logger().addFilter(_HandledIOFailures())
 
 def selection_key(metrics):
   """The rank of a checkpoint saved with selection metrics: its validation value, then the earlier step, so
-  that of two equal values the first wins, as the early-stopping rule's strict improvement has it."""
-  return (metrics["value"], -metrics["step"])
+  that of two equal values the first wins, as the early-stopping rule's strict improvement has it. A NaN ranks
+  below every number, as in that rule (compared as is, it would be neither better nor worse than anything and
+  could displace the best)."""
+  value = metrics["value"]
+  return (-math.inf if math.isnan(value) else value, -metrics["step"])
 
 
 class Checkpointer:

@@ -306,7 +306,8 @@ def _train(task, workdir, seed, mesh, where):
     # Per-step metrics since the last train row travel with the checkpoint, so that a run resumed from
     # a step between two train rows writes the same next row as an uninterrupted run.
     carried = {name: np.asarray(values).tolist() for name, values in pending[0].items()} if pending else {}
-    return {"step": at_step, "pending_metrics": carried, "epoch": at_step // schedule.steps_per_epoch,
+    return {"step": at_step, "pending_metrics": carried, "pending_seconds": interval_seconds if pending else 0.0,
+            "epoch": at_step // schedule.steps_per_epoch,
             "offset_in_epoch": (at_step % schedule.steps_per_epoch) * schedule.batch_size,
             "examples_seen": at_step * schedule.batch_size,
             "wall_time": wall_time_before + time.time() - start_time,
@@ -319,7 +320,9 @@ def _train(task, workdir, seed, mesh, where):
   start_time = time.time()
   pending = [carried] if restored is not None and carried else []
   pending_first_step = step - (len(carried["loss"]) if pending else 0)
-  interval_seconds, interval_start = 0.0, time.time()
+  # Training seconds of the pending steps: the next train row's examples/s counts the carried ones too.
+  interval_seconds = float(progress.get("pending_seconds", 0.0)) if pending else 0.0
+  interval_start = time.time()
   last_saved = step if restored is not None else None
   first_step, save_seconds = step, 0.0  # Time training waited for checkpoint saves (the async part is free).
   sample_input = task.step_inputs(0, 1)

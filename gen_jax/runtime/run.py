@@ -18,7 +18,7 @@ import time
 
 import jax
 
-from gen_jax import parallel
+from gen_jax import config as config_lib, parallel
 from gen_jax.errors import UserError
 from gen_jax.runtime import checkpointing, host_memory, loop, metrics as metrics_lib, workdir as workdir_lib
 
@@ -37,11 +37,12 @@ def train_and_evaluate(family, config, workdir, flags_text=None):
   workdir_lib.check_workdir(workdir)
   settings = workdir_lib.settings_record(family.NAME, config)
   defaults = workdir_lib.settings_record(family.NAME, type(config)())
-  workdir_lib.check_resumable(workdir, settings, family.MAY_CHANGE_ON_RESUME, defaults)
+  may_change = config_lib.may_change_on_resume(config, family.MAY_CHANGE_ON_RESUME)
+  workdir_lib.check_resumable(workdir, settings, may_change, defaults)
   mesh = prepared_mesh()
   task = family.make_task(config, workdir, mesh)
   with workdir_lib.run_lock(workdir):
-    workdir_lib.record(workdir, settings, family.MAY_CHANGE_ON_RESUME, flags_text, defaults)
+    workdir_lib.record(workdir, settings, may_change, flags_text, defaults)
     return loop.train(task, workdir, config.seed, mesh)
 
 
