@@ -219,7 +219,7 @@ def manifold_figures(run, data, grid_size=20, num_scatter=5000):
   grid_figure.tight_layout()
 
   count = min(num_scatter, len(data.test))
-  codes = run.encode(data.test[:count])
+  codes = run.encode(data.test[:count], None if data.test_labels is None else data.test_labels[:count])
   scatter_figure, axis = plots.pyplot().subplots(figsize=(6, 5))
   if data.test_labels is None:
     axis.scatter(codes[:, 0], codes[:, 1], s=2, alpha=0.5)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import gen_jax
+from gen_jax.errors import UserError
 from conftest import finish, load_script, start_experiment
 from gen_jax.evaluation.classifier import load_or_train_classifier
 from gen_jax.evaluation import sample_quality
@@ -86,6 +87,18 @@ def test_autoencoder_and_cvae_runs_keep_the_workdir_contract(runs):
     assert row["conditional_accuracy"] == pytest.approx(np.mean(per_class))
   with open(os.path.join(runs["cvae"], "config.json")) as f:
     assert json.load(f)["conditional"] is True
+  # Given images are encoded, reconstructed and scored under their own classes, never made-up ones.
+  cvae_run = gen_jax.load_run(runs["cvae"])
+  x, y = cvae_run.dataset.test_images[:4], cvae_run.dataset.test_labels[:4]
+  for operation in (cvae_run.encode, cvae_run.reconstruct):
+    with pytest.raises(UserError, match=r"a conditional run encodes.*allowed: labels= with one class in 0\.\.9"):
+      operation(x)
+    with pytest.raises(UserError, match=r"\(3 of them\) for 4 outputs; allowed: 4 classes in 0\.\.9"):
+      operation(x, y[:3])
+  with pytest.raises(UserError, match="labels= with one class"):
+    cvae_run.log_likelihood(x, k=2)
+  np.testing.assert_allclose(cvae_run.reconstruct(x, y), cvae_run.decode(cvae_run.encode(x, y), y), atol=1e-6)
+  assert cvae_run.sample(3).shape == (3, 28, 28, 1)  # Generation still cycles the classes by default.
 
 
 def test_interpolation_figure_and_its_numbers(runs):

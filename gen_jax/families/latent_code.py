@@ -202,26 +202,43 @@ class CodeFunctions:
                               if _has_vampprior(config) else lambda params: None)
 
   def labels_for(self, labels, count):
-    """None for an unconditional model; else the given labels or, by default, classes in turn."""
+    """The labels to generate `count` outputs under: None for an unconditional model; else the given ones or,
+    by default, the classes in turn."""
     if self.num_classes is None:
       return None
-    return np.arange(count) % self.num_classes if labels is None else np.asarray(labels, np.int32)
+    return np.arange(count) % self.num_classes if labels is None else self._checked(labels, count)
+
+  def labels_of_images(self, labels, count):
+    """The labels of `count` given images: None for an unconditional model; else required, since a CVAE's
+    code, reconstruction and likelihood of an image are under the image's own class."""
+    if self.num_classes is None:
+      return None
+    if labels is None:
+      raise UserError(f"a conditional run encodes, reconstructs and scores images under their classes; allowed: "
+                      f"labels= with one class in 0..{self.num_classes - 1} per image")
+    return self._checked(labels, count)
+
+  def _checked(self, labels, count):
+    labels = np.asarray(labels, np.int32).reshape(-1)
+    if len(labels) != count or labels.min(initial=0) < 0 or labels.max(initial=0) >= self.num_classes:
+      raise UserError(f"labels= {labels[:8].tolist()}{' ...' if len(labels) > 8 else ''} ({len(labels)} of "
+                      f"them) for {count} outputs; allowed: {count} classes in 0..{self.num_classes - 1}")
+    return labels
 
   def _chunked(self, function, params, inputs, labels):
-    labels = self.labels_for(labels, len(inputs))
     outputs = [np.asarray(function(params, jnp.asarray(inputs[start:start + CHUNK]),
                                    None if labels is None else jnp.asarray(labels[start:start + CHUNK])))
                for start in range(0, len(inputs), CHUNK)]
     return np.concatenate(outputs)
 
   def encode(self, params, x, labels=None):
-    return self._chunked(self._encode, params, image_data.as_unit_images(x), labels)
+    return self._chunked(self._encode, params, image_data.as_unit_images(x), self.labels_of_images(labels, len(x)))
 
   def decode(self, params, z, labels=None):
-    return self._chunked(self._decode, params, np.asarray(z, np.float32), labels)
+    return self._chunked(self._decode, params, np.asarray(z, np.float32), self.labels_for(labels, len(z)))
 
   def reconstruct(self, params, x, labels=None):
-    labels = self.labels_for(labels, len(x))
+    labels = self.labels_of_images(labels, len(x))
     return self.decode(params, self.encode(params, x, labels), labels)
 
   def prior_draws(self, params, key, count):
@@ -234,17 +251,15 @@ class CodeFunctions:
     z = self.prior_draws(params, jax.random.fold_in(jax.random.key(seed), salts.FINAL_SAMPLES), count)
     return self.decode(params, z, labels)
 
-  def operations(self, state, reconstructs=True):
+  def operations(self, state):
     """The `load_run` operations on this state's parameters."""
     params = jax.device_get(state.params)
-    operations = {
+    return {
         "sample": lambda count, seed, labels: self.sample(params, count, seed, labels),
         "encode": lambda x, labels: self.encode(params, x, labels),
         "decode": lambda z, labels: self.decode(params, z, labels),
+        "reconstruct": lambda x, labels: self.reconstruct(params, x, labels),
     }
-    if reconstructs:
-      operations["reconstruct"] = lambda x, labels: self.reconstruct(params, x, labels)
-    return operations
 
 
 class _Figures:

@@ -272,7 +272,7 @@ def likelihood_operations(parts, mesh):
     return test_evaluator(k)(params)
 
   def log_likelihood(params, x, k, labels, seed):
-    labels = parts.codes.labels_for(labels, len(x))
+    labels = parts.codes.labels_of_images(labels, len(x))
     return per_example(k)(params, image_data.as_unit_images(x), labels, seed)
 
   return test_log_likelihood, log_likelihood
