@@ -153,24 +153,26 @@ def discriminator_step(state, batch, key, networks, config, d_tx):
   fake, _ = generate(networks, state.params["generator"], state.model_state["generator"], z, labels)
   d_state = state.model_state["discriminator"]
 
-  def critic(d_params, packed):  # For the penalties: D on packs, statistics left as they are.
+  def critic(d_params, statistics, packed):  # For the penalties: D on packs, statistics left as they are.
     inputs = packed.reshape(-1, *packed.shape[2:])
-    return discriminate(networks, d_params, d_state, inputs, labels)[0]
+    return discriminate(networks, d_params, statistics, inputs, labels)[0]
 
   def loss_fn(params):
     d_params = params["discriminator"]
     real_outputs, updated_d_state = discriminate(networks, d_params, d_state, real, labels, update_stats=True)
     fake_outputs, _ = discriminate(networks, d_params, updated_d_state, fake, labels)
     d_loss, metrics = objectives.discriminator_loss(config.loss, real_outputs, fake_outputs)
+    # The penalties judge the D the loss judges: with spectral norm, the same power-iteration estimate of σ.
+    penalized = functools.partial(critic, d_params, updated_d_state)
     total = d_loss
     if config.gradient_penalty_weight > 0:
-      penalty = jnp.mean(objectives.gradient_penalty(functools.partial(critic, d_params),
+      penalty = jnp.mean(objectives.gradient_penalty(penalized,
                                                      _packs(real, config.packing), _packs(fake, config.packing),
                                                      penalty_key))
       total += config.gradient_penalty_weight * penalty
       metrics["gradient_penalty"] = penalty
     if config.r1_weight > 0:
-      penalty = jnp.mean(objectives.r1_penalty(functools.partial(critic, d_params), _packs(real, config.packing)))
+      penalty = jnp.mean(objectives.r1_penalty(penalized, _packs(real, config.packing)))
       total += 0.5 * config.r1_weight * penalty
       metrics["r1_penalty"] = penalty
     return total, (metrics | {"loss": total}, updated_d_state)
@@ -188,11 +190,13 @@ def generator_step(state, key, networks, config, g_tx, batch_size):
   z_key, label_key = jax.random.split(key)
   z = jax.random.normal(z_key, (batch_size, networks.latent_dim), jnp.float32)
   labels = draw_labels(label_key, batch_size, networks)
-  frozen_d_params = jax.lax.stop_gradient(state.params["discriminator"])  # No wasted weight gradients.
 
   def loss_fn(params):
     fake, updated_g_state = generate(networks, params["generator"], state.model_state["generator"], z, labels)
-    fake_outputs, _ = discriminate(networks, frozen_d_params, state.model_state["discriminator"], fake, labels)
+    # D's parameters come from the state, not from `params`: a constant here, so its gradient is zero without
+    # being computed, and g_tx (optax.partition) leaves D and its Adam state untouched.
+    fake_outputs, _ = discriminate(networks, state.params["discriminator"], state.model_state["discriminator"],
+                                   fake, labels)
     g_loss, metrics = objectives.generator_loss(config.loss, fake_outputs)
     return g_loss, (metrics, updated_g_state)
 
