@@ -261,6 +261,14 @@ def test_early_stopping_rule_on_a_scripted_curve():
   assert max(keys) == keys[2] and min(keys) == keys[0]
 
 
+def test_early_stopping_counts_from_the_end_of_the_warm_up_in_epochs_or_steps(tmp_path):
+  tiny = dict(num_train_examples=200, num_validation_examples=100, num_test_examples=50, batch_size=50,
+              hidden_sizes=(8,), latent_dim=2, early_stopping_patience=1)
+  for warm_up, start_step in [(dict(kl_warmup_epochs=3), 3 * 2), (dict(kl_warmup_steps=7), 7), ({}, 0)]:
+    task = vae.make_task(vae.Config(**tiny, **warm_up), str(tmp_path), parallel.make_mesh())
+    assert task.selection.start_step == start_step and task.selection.patience == 1
+
+
 def test_training_stops_early_and_the_best_checkpoint_is_the_runs_model(tmp_path):
   curve = [None, 1.0, 0.5, 0.4, 2.0, 3.0, 2.9, 3.0, 2.5, 2.0, 1.0, 0.0, 5.0, 6.0]
   scripted = _ScriptedTask(curve)

@@ -43,8 +43,8 @@ HELP = {
     "weight_init": "lecun_normal (Flax's default) or he_normal (N(0, 2/fan_in)); --init_std > 0 overrides.",
     "log_variance_clamp": "low,high: encoder log-variances clamped (hard tanh) to [low, high]; empty: none.",
     "num_validation_examples": "The last N training examples become a fixed validation split (0: none).",
-    "early_stopping_patience": "Stop after this many validation evaluations without a better ELBO (0: never);"
-                               " evaluations before the KL warm-up ends do not count.",
+    "early_stopping_patience": "Stop once more than this many validation evaluations in a row bring no better "
+                               "ELBO (0: never); evaluations before the KL warm-up ends do not count.",
 }
 
 
@@ -321,7 +321,9 @@ class Parts:
     if not self.config.num_validation_examples:
       return None
     evaluate = self.split_evaluator(validation_sums, "validation")
-    warmup_steps = getattr(self.config, "kl_warmup_epochs", 0) * self.schedule.steps_per_epoch
+    # The KL warm-up's end, in epochs or in steps (one of them; the autoencoder has none).
+    warmup_steps = max(getattr(self.config, "kl_warmup_epochs", 0) * self.schedule.steps_per_epoch,
+                       getattr(self.config, "kl_warmup_steps", 0))
     return loop.Selection(validate=lambda state: evaluate(state.params), metric=metric,
                           patience=self.config.early_stopping_patience, start_step=warmup_steps)
 
