@@ -75,12 +75,10 @@ def learning_rate_schedule(config, total_steps, steps_per_epoch=None):
   return _lookup(SCHEDULES, config.lr_schedule, "lr_schedule")(config, total_steps, steps_per_epoch)
 
 
-def make_optimizer(config, total_steps, learning_rate=None, b1=None, steps_per_epoch=None):
-  """The optimizer a config asks for; `learning_rate`/`b1` override the config's (e.g. for a GAN's D and G)."""
-  schedule = (learning_rate_schedule(config, total_steps, steps_per_epoch) if learning_rate is None
-              else learning_rate)
-  base = _lookup(OPTIMIZERS, config.optimizer, "optimizer")(config, schedule,
-                                                            config.adam_b1 if b1 is None else b1)
+def make_optimizer(config, total_steps, steps_per_epoch=None):
+  """The optimizer a config asks for (a GAN's D gets a config with its own rate and betas put in)."""
+  schedule = learning_rate_schedule(config, total_steps, steps_per_epoch)
+  base = _lookup(OPTIMIZERS, config.optimizer, "optimizer")(config, schedule, config.adam_b1)
   parts = []
   if config.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(config.grad_clip_norm))

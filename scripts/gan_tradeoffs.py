@@ -124,7 +124,7 @@ def main(argv):
   truncation_key, ranking_key = jax.random.split(jax.random.key(args.seed))
 
   def report(label, images):
-    scores = gan_evaluation.sample_quality(gan_evaluation.to_unit_interval(images), config)
+    scores = gan_evaluation.sample_quality(gan_evaluation.from_tanh_range(images), config)
     print(f"{label}: fcd {scores['fcd']:.2f} precision {scores['precision']:.3f} recall {scores['recall']:.3f}",
           flush=True)
 

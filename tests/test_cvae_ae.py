@@ -168,3 +168,10 @@ def test_autoencoder_command_with_a_bad_size_ends_in_one_line(tmp_path):
                           f"--workdir={tmp_path / 'run'}", "--latent_dim=0")
   assert_one_line_error(result, "--latent_dim=0", "allowed: a positive number")
   assert not (tmp_path / "run").exists()  # Refused before anything was written.
+
+
+@pytest.mark.parametrize("architecture", ["two_layer", "hvae", "conv_hvae"])
+def test_an_autoencoder_refuses_two_stochastic_layers_in_one_line(architecture):
+  with pytest.raises(UserError) as error:
+    autoencoder.validate(autoencoder.Config(architecture=architecture))
+  assert str(error.value) == f"--architecture={architecture} is not an autoencoder's; allowed: mlp, conv"

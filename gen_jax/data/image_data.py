@@ -10,7 +10,6 @@ numbers are comparable across evaluations and runs (the IWAE protocol's fixed te
 import dataclasses
 from typing import Optional
 
-import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.data import load_split, preprocessing
@@ -110,10 +109,6 @@ def padded_chunk(array, start, stop, chunk_size):
     pad = np.repeat(chunk[:1], chunk_size - (stop - start), axis=0)
     chunk = np.concatenate([chunk, pad])
   return chunk, mask
-
-
-def unit_interval(images_uint8):
-  return jnp.asarray(images_uint8, jnp.float32) / 255.0
 
 
 def as_unit_images(x):

@@ -9,7 +9,7 @@ about models. The key of chunk i is fold_in(key, i), so two evaluations of the s
 import jax
 
 from gen_jax import parallel
-from gen_jax.data import image_data
+from gen_jax.data import image_data, preprocessing
 
 
 def make_split_evaluator(sums_fn, images, labels, chunk_size, mesh, key):
@@ -29,7 +29,7 @@ def make_split_evaluator(sums_fn, images, labels, chunk_size, mesh, key):
 
   def evaluate(params):
     # Every chunk is dispatched before any result is fetched, so the devices never wait on the host.
-    sums = [sums_fn(params, image_data.unit_interval(x), chunk_labels, mask, jax.random.fold_in(key, index))
+    sums = [sums_fn(params, preprocessing.to_unit_interval(x), chunk_labels, mask, jax.random.fold_in(key, index))
             for index, (x, chunk_labels, mask) in enumerate(chunks)]
     totals = {}
     for chunk_sums in jax.device_get(sums):

@@ -326,7 +326,7 @@ def load_or_train_classifier(dataset: str, data_dir: Optional[str] = None, image
       "train_seconds": round(train_seconds, 2), "test_accuracy": float("nan"),  # Measured just below.
   }
   classifier = Classifier(params, info, directory)
-  predictions = classifier.predict(image_data.unit_interval(test.images))
+  predictions = classifier.predict(preprocessing.to_unit_interval(test.images))
   info["test_accuracy"] = float(np.mean(predictions == test.labels))
   _publish(directory, params, info)
   return load_classifier(directory)

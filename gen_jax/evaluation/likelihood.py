@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax import parallel, salts
-from gen_jax.data import image_data
+from gen_jax.data import image_data, preprocessing
 from gen_jax.progress import Progress
 
 DEFAULT_IWAE_K = 5000
@@ -121,7 +121,7 @@ def make_log_likelihood_evaluator(model, images, labels, num_samples, mesh, seed
       chunk_labels = None if labels is None else parallel.global_array(
           image_data.padded_chunk(labels, start, stop, images_per_chunk)[0], sharding)
       statistics = jax.device_get(statistics_fn(
-          params, image_data.unit_interval(parallel.global_array(x, sharding)), chunk_labels,
+          params, preprocessing.to_unit_interval(parallel.global_array(x, sharding)), chunk_labels,
           parallel.global_array(mask, sharding), jax.random.fold_in(evaluation_key, index)))
       statistics = jax.tree.map(lambda value: np.asarray(value, np.float64), statistics)
       totals = statistics if totals is None else jax.tree.map(np.add, totals, statistics)

@@ -23,11 +23,13 @@ import jax
 import jax.numpy as jnp
 
 from gen_jax import config as config_lib, objectives
+from gen_jax.errors import UserError
 from gen_jax.families import latent_code
 
 NAME = "autoencoder"
 OPERATIONS = ("sample", "encode", "decode", "reconstruct")
 MAY_CHANGE_ON_RESUME = config_lib.MAY_CHANGE_ON_RESUME
+ARCHITECTURES = ("mlp", "conv")
 HELP = latent_code.HELP | {
     "architecture": "mlp or conv (convolutional encoder/decoder).",
     "likelihood": "bernoulli, gaussian or continuous_bernoulli decoder (the loss is -log p(x|z)).",
@@ -44,6 +46,9 @@ AutoencoderConfig = Config
 
 def validate(config):
   latent_code.validate_network(config)
+  if config.architecture not in ARCHITECTURES:  # Two stochastic layers make no deterministic code.
+    raise UserError(f"--architecture={config.architecture} is not an autoencoder's; allowed: "
+                    f"{', '.join(ARCHITECTURES)}")
 
 
 def reconstruct_output(model, params, x):

@@ -13,6 +13,9 @@ from gen_jax.evaluation import classifier as classifier_lib, mode_coverage, samp
 from gen_jax.families import gan_figures
 from gen_jax.families.gan_steps import cycled_labels, discriminate, evaluation_generator, generate, make_sampler
 
+# Rows of the latent-walk figure: pairs of end points, one class each for a conditional GAN.
+INTERPOLATION_ROWS = 8
+
 
 def _fixed_key(config, salt):
   """The same draws at every evaluation, so figures and scores show the model changing, not the noise."""
@@ -109,7 +112,7 @@ class ImageEvaluation:
     self.images_dir = os.path.join(workdir, "images")
     self._sampler = make_sampler(networks)
     self.grid_key = _fixed_key(config, salts.IMAGE_GRID)
-    rows, columns = 8, 10
+    rows, columns = INTERPOLATION_ROWS, 10
     ends = jax.random.normal(_fixed_key(config, salts.INTERPOLATION), (2, rows, 1, config.latent_dim))
     t = jnp.linspace(0.0, 1.0, columns)[None, :, None]
     # Straight lines between random pairs of latent codes: DCGAN's "walk in latent space".
@@ -129,7 +132,7 @@ class ImageEvaluation:
     class-dependent mean normalised away."""
     key = jax.random.fold_in(jax.random.key(seed), salts.FINAL_SAMPLES)
     labels = None if labels is None else jnp.asarray(labels, jnp.int32)
-    return to_unit_interval(self._sampler(*self._g(state), key, count, labels))
+    return from_tanh_range(self._sampler(*self._g(state), key, count, labels))
 
   def _final_samples(self, state):
     return self.sample(state, self.config.num_samples, self.config.seed)
@@ -140,7 +143,7 @@ class ImageEvaluation:
     if int(jax.device_get(state.step)) >= self.total_steps:
       samples = self._final_samples(state)
     elif self.config.num_eval_samples > 0:
-      samples = to_unit_interval(self._sampler(*self._g(state), _fixed_key(self.config, salts.EVALUATION),
+      samples = from_tanh_range(self._sampler(*self._g(state), _fixed_key(self.config, salts.EVALUATION),
                                                self.config.num_eval_samples))
     else:
       return {}
@@ -156,7 +159,7 @@ class ImageEvaluation:
     num_classes = self.networks.num_classes
     count = self.config.conditional_samples_per_class * num_classes
     intended = np.asarray(cycled_labels(count, num_classes))
-    samples = to_unit_interval(self._sampler(*self._g(state), _fixed_key(self.config, salts.CONDITIONAL_ACCURACY),
+    samples = from_tanh_range(self._sampler(*self._g(state), _fixed_key(self.config, salts.CONDITIONAL_ACCURACY),
                                              count, jnp.asarray(intended, jnp.int32)))
     classifier = classifier_lib.load_or_train_classifier(self.config.dataset, self.config.data_dir,
                                                          self.config.image_size or None)
@@ -165,26 +168,26 @@ class ImageEvaluation:
   def on_evaluation(self, state, step):
     g_params, g_state = self._g(state)
     samples = self._sampler(g_params, g_state, self.grid_key, self.config.num_images)
-    plots.save_image_grid(os.path.join(self.images_dir, f"samples_{step:08d}.png"), to_unit_interval(samples))
+    plots.save_image_grid(os.path.join(self.images_dir, f"samples_{step:08d}.png"), from_tanh_range(samples))
     labels = None
     if self.networks.num_classes is not None:  # One class per row of the walk.
-      labels = jnp.repeat(jnp.arange(8) % self.networks.num_classes, self.interpolation_columns)
+      labels = jnp.repeat(jnp.arange(INTERPOLATION_ROWS) % self.networks.num_classes, self.interpolation_columns)
     walk = self._generate(g_params, g_state, self.interpolation_z, labels)
     plots.save_image_grid(os.path.join(self.images_dir, f"interpolation_{step:08d}.png"),
-                          to_unit_interval(np.asarray(walk)), columns=self.interpolation_columns)
+                          from_tanh_range(np.asarray(walk)), columns=self.interpolation_columns)
     if self.networks.num_classes is not None:  # Rows: one z each; columns: every class (the CVAE's style grid).
       num_classes = self.networks.num_classes
       z = jnp.repeat(self.interpolation_z[::self.interpolation_columns], num_classes, axis=0)
       grid = self._generate(g_params, g_state, z, jnp.tile(jnp.arange(num_classes), len(z) // num_classes))
       plots.save_image_grid(os.path.join(self.images_dir, f"style_grid_{step:08d}.png"),
-                            to_unit_interval(np.asarray(grid)), columns=num_classes)
+                            from_tanh_range(np.asarray(grid)), columns=num_classes)
 
   def finalize(self, state):
     files.save_npy(os.path.join(self.workdir, "samples.npy"), self._final_samples(state))
     _plot_training_curves(self.workdir, self.images_dir, ("fcd",))
 
 
-def to_unit_interval(images):
+def from_tanh_range(images):
   """Generator images in [−1, 1] -> [0, 1], the contract's range for samples.npy."""
   return np.clip((np.asarray(images, np.float32) + 1.0) / 2.0, 0.0, 1.0)
 

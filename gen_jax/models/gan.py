@@ -7,7 +7,8 @@ Decisions written down:
   hand, at training and at sampling time, as the DCGAN reference code does in practice. Running averages
   would have to be kept in step with the EMA of the generator's weights used for evaluation; batch
   statistics need nothing of the sort (samples are drawn in chunks of hundreds). Flax still records
-  running averages in the `batch_stats` collection; the trainer discards them.
+  running averages in the `batch_stats` collection; they travel in the state and its checkpoints (the
+  collection also holds spectral norm's vectors) but nothing reads them.
 - Spectral normalisation (Miyato et al. 2018) wraps every discriminator layer with `nn.SpectralNorm`,
   whose power-iteration vectors live in the `batch_stats` collection and advance only when
   `update_stats=True` (the discriminator's own step), so a frozen discriminator stays bit-identical.
