@@ -90,7 +90,7 @@ def check_sizes(config, names):
   for name in names:
     sizes = getattr(config, name)
     if not sizes or min(sizes) <= 0:
-      raise UserError(f"--{name}={','.join(map(str, sizes))} is not allowed; allowed: a comma-separated list "
+      raise UserError(f"--{name}={flag_text(sizes)} is not allowed; allowed: a comma-separated list "
                       "of positive sizes")
 
 
@@ -137,6 +137,11 @@ def validate_common(config):
   from gen_jax import optim  # Same layer; imported here so that reading a config never loads optax.
   check_choice(config, "optimizer", tuple(optim.OPTIMIZERS))
   check_choice(config, "lr_schedule", tuple(optim.SCHEDULES))
+
+
+def flag_text(value):
+  """A setting as it is written on the command line: a list comma-separated."""
+  return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
 
 def as_flat_dict(config):

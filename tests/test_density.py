@@ -204,6 +204,12 @@ def test_validation_split_is_held_out_from_the_end_of_the_training_split_and_bin
     (dict(prior="vampprior", num_pseudo_inputs=0), "--num_pseudo_inputs=0"),
     (dict(early_stopping_patience=5), "--early_stopping_patience=5 needs a validation split"),
     (dict(prior="vampprior", architecture="two_layer"), "--prior=vampprior with --architecture=two_layer"),
+    (dict(architecture="conv", hidden_layer="gated", log_variance_clamp=(-6.0, 2.0)),
+     "--architecture=conv does not read --hidden_layer=gated --log_variance_clamp=-6.0,2.0; allowed: "
+     "--hidden_layer=dense, --log_variance_clamp= (the defaults) with this architecture"),
+    (dict(architecture="two_layer", weight_init="he_normal"), "--architecture=two_layer does not read --weight_init"),
+    (dict(architecture="hvae", init_std=0.01), "--architecture=hvae does not read --init_std=0.01; allowed: "
+     "--init_std=0.0"),
     (dict(prior="vampprior", conditional=True), "--prior=vampprior with --architecture=mlp --conditional"),
     (dict(prior="laplace"), "--prior='laplace' is unknown; allowed: standard_normal, vampprior"),
     (dict(log_variance_clamp=(2.0, -6.0)), "--log_variance_clamp=2.0,-6.0"),

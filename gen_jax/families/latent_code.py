@@ -35,13 +35,16 @@ HELP = {
     "activation": "relu, tanh, leaky_relu or elu.",
     "likelihood": "Decoder likelihood p(x|z): bernoulli, gaussian or continuous_bernoulli.",
     "gaussian_std": "Fixed decoder std for --likelihood=gaussian (0: learned per pixel).",
-    "init_std": "Weights drawn from N(0, init_std^2) (0: Flax's default init).",
+    "init_std": "mlp, two_layer: weights drawn from N(0, init_std^2) (0: --weight_init).",
     "num_images": "Images in each reconstruction/sample grid.",
     "top_hidden_sizes": "two_layer: hidden sizes between h1 (--latent_dim) and h2 (--top_latent_dim).",
     "top_latent_dim": "two_layer, hvae, conv_hvae: dimension of the top stochastic layer (the prior's).",
-    "hidden_layer": "dense (Dense + --activation) or gated ((W1 x + b1) * sigmoid(W2 x + b2), VampPrior's).",
-    "weight_init": "lecun_normal (Flax's default) or he_normal (N(0, 2/fan_in)); --init_std > 0 overrides.",
-    "log_variance_clamp": "low,high: encoder log-variances clamped (hard tanh) to [low, high]; empty: none.",
+    "hidden_layer": "mlp, hvae, conv_hvae: dense (Dense + --activation) or gated ((W1 x + b1) * sigmoid(W2 x + "
+                    "b2), VampPrior's).",
+    "weight_init": "mlp, hvae, conv_hvae: lecun_normal (Flax's default) or he_normal (N(0, 2/fan_in)); "
+                   "--init_std > 0 overrides.",
+    "log_variance_clamp": "mlp, hvae, conv_hvae: low,high: encoder log-variances clamped (hard tanh) to "
+                          "[low, high]; empty: none.",
     "num_validation_examples": "The last N training examples become a fixed validation split (0: none).",
     "early_stopping_patience": "Stop once more than this many validation evaluations in a row bring no better "
                                "ELBO (0: never); evaluations before the KL warm-up ends do not count.",
@@ -120,6 +123,15 @@ def _conv_hvae(config, image_shape, *args):
 # hvae: the VampPrior paper's two-level VAE, q(z2|x) q(z1|x,z2), p(z2) p(z1|z2) p(x|z1,z2); conv_hvae: its
 # ConvHVAE, with gated convolutions where it sees or writes images.
 ARCHITECTURES = {"mlp": _mlp, "conv": _conv, "two_layer": _two_layer, "hvae": _hvae, "conv_hvae": _conv_hvae}
+# Settings an architecture's networks do not read: a value other than the default would be silently ignored,
+# so it is refused. (--hidden_sizes is left out: the conv networks have their own, fixed layers, and a
+# flagfile's MLP sizes under an --architecture=conv override mean nothing worse than that.)
+UNREAD_SETTINGS = {
+    "conv": ("init_std", "hidden_layer", "weight_init", "log_variance_clamp"),
+    "two_layer": ("hidden_layer", "weight_init", "log_variance_clamp"),
+    "hvae": ("init_std",),
+    "conv_hvae": ("init_std",),
+}
 # Architectures with a latent layer (the prior's) above a bottom one; none of them takes a label.
 TWO_LEVEL_ARCHITECTURES = ("two_layer", "hvae", "conv_hvae")
 
@@ -135,9 +147,17 @@ def validate_network(config):
   config_lib.check_choice(config, "hidden_layer", tuple(networks.HIDDEN_LAYERS))
   config_lib.check_choice(config, "weight_init", tuple(networks.WEIGHT_INITS))
   config_lib.check_non_negative(config, ("num_validation_examples", "early_stopping_patience"))
+  defaults = type(config)()
+  unread = [name for name in UNREAD_SETTINGS.get(config.architecture, ())
+            if getattr(config, name) != getattr(defaults, name)]
+  if unread:
+    given = " ".join(f"--{name}={config_lib.flag_text(getattr(config, name))}" for name in unread)
+    raise UserError(f"--architecture={config.architecture} does not read {given}; allowed: "
+                    f"{', '.join(f'--{name}={config_lib.flag_text(getattr(defaults, name))}' for name in unread)} "
+                    "(the defaults) with this architecture")
   clamp = config.log_variance_clamp
   if clamp and (len(clamp) != 2 or not clamp[0] < clamp[1]):
-    raise UserError(f"--log_variance_clamp={','.join(map(str, clamp))} is not allowed; allowed: empty or "
+    raise UserError(f"--log_variance_clamp={config_lib.flag_text(clamp)} is not allowed; allowed: empty or "
                     "low,high with low < high (e.g. -6,2)")
   if config.num_train_examples and config.num_validation_examples >= config.num_train_examples:
     raise UserError(f"--num_validation_examples={config.num_validation_examples} leaves no training examples of "
