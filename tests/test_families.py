@@ -284,6 +284,16 @@ def test_a_cosine_run_keeps_its_length_on_resume_and_a_constant_one_may_change_i
       assert sorted(os.listdir(workdir)) == ["config.json"]
 
 
+def test_a_resume_shorter_than_the_runs_progress_is_refused_and_touches_nothing(tiny_family, tmp_path):
+  workdir = str(tmp_path / "run")
+  run_lib.train_and_evaluate(tiny_family, TinyConfig(num_steps=20), workdir, flags_text="--num_steps=20\n")
+  before = _tree_digest(workdir)
+  with pytest.raises(UserError, match=r"holds a checkpoint at step 20, past the last step of this length \(10\); "
+                                      r"allowed: --num_epochs or --num_steps that reach step 20"):
+    run_lib.train_and_evaluate(tiny_family, TinyConfig(num_steps=10), workdir, flags_text="--num_steps=10\n")
+  assert _tree_digest(workdir) == before
+
+
 def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default_and_only_there(tmp_path):
   """config.json of a GAN run from before --conditioning existed: resumable with the default (the behaviour
   the run had), refused with any other value."""

@@ -63,6 +63,14 @@ def selection_key(metrics):
   return (-math.inf if math.isnan(value) else value, -metrics["step"])
 
 
+def saved_steps(directory):
+  """The steps of the checkpoints in `directory`, read from the folder names (orbax names each by its step; an
+  unfinished save carries a suffix) without opening a manager, which would create the folder."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
 class Checkpointer:
   """Saves when asked, keeps the latest `keep` (and with `selecting`, the best by `selection_key` too, through
   orbax's preservation policies), restores with fallback."""
