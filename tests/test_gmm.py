@@ -30,7 +30,7 @@ def _data(likelihood):
   return x, padded.reshape(3, 40, 12), weights.reshape(3, 40)
 
 
-@pytest.mark.parametrize("likelihood", gmm.LIKELIHOODS)
+@pytest.mark.parametrize("likelihood", list(gmm.LIKELIHOODS))
 def test_component_densities_match_brute_force(likelihood):
   x, _, _ = _data(likelihood)
   state = gmm.initialize(jax.random.key(0), jnp.asarray(x), 4, likelihood)
@@ -45,7 +45,7 @@ def test_component_densities_match_brute_force(likelihood):
       assert got[n, k] == pytest.approx(want, rel=1e-4, abs=1e-3)
 
 
-@pytest.mark.parametrize("likelihood", gmm.LIKELIHOODS)
+@pytest.mark.parametrize("likelihood", list(gmm.LIKELIHOODS))
 def test_em_objective_never_decreases(likelihood):
   x, chunks, weights = _data(likelihood)
   # The prior strength is traced, not static: one compilation serves both strengths.

@@ -56,7 +56,7 @@ GMMConfig = Config
 def validate(config):
   config_lib.validate_common(config)
   config_lib.check_positive(config, ("num_components", "pseudo_count"))
-  config_lib.check_choice(config, "likelihood", gmm.LIKELIHOODS)
+  config_lib.check_choice(config, "likelihood", tuple(gmm.LIKELIHOODS))
 
 
 def _chunked(images, chunk_rows):

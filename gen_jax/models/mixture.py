@@ -26,7 +26,6 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-LIKELIHOODS = ("bernoulli", "gaussian")
 _LOG_2PI = math.log(2.0 * math.pi)
 # A floor on the prior variance v_d: a pixel that is constant in the data (a border pixel is always 0)
 # would otherwise let σ² → 0 and the density of the continuous model grow without bound.
@@ -52,16 +51,88 @@ class _Statistics:
   log_likelihood: jax.Array  # () Σ_n log p(x_n)
 
 
+class _Bernoulli:
+  """p(x | k) = Π_d μ_kd^x_d (1 − μ_kd)^(1−x_d) with a Beta prior on each μ_kd; no variances."""
+
+  @staticmethod
+  def prior_means(x):
+    # (Σx + 1)/(N + 2), strictly inside (0, 1), so a pixel never on in the data keeps μ > 0.
+    return (jnp.sum(x, axis=0) + 1.0) / (x.shape[0] + 2.0)
+
+  @staticmethod
+  def initial_means(picked, prior_means):
+    # Half-way to the data mean, so that no probability starts at 0 or 1.
+    return 0.5 * picked + 0.5 * jnp.clip(prior_means, 0.05, 0.95)
+
+  @staticmethod
+  def log_densities(state, x):
+    log_on, log_off = jnp.log(state.means), jnp.log1p(-state.means)
+    return x @ (log_on - log_off).T + jnp.sum(log_off, axis=-1)
+
+  @staticmethod
+  def second_moments(responsibilities, x, state):
+    del responsibilities, x
+    return jnp.zeros_like(state.means)
+
+  @staticmethod
+  def log_prior(state, c):
+    m = state.prior_means
+    return c * jnp.sum(m * jnp.log(state.means) + (1.0 - m) * jnp.log1p(-state.means))
+
+  @staticmethod
+  def variances(state, totals, means, count, c):
+    del totals, means, count, c
+    return state.variances
+
+
+class _Gaussian:
+  """p(x | k) = Π_d N(x_d; μ_kd, σ²_kd) with a normal prior on μ given σ² and a weight-c prior on σ²."""
+
+  @staticmethod
+  def prior_means(x):
+    return jnp.mean(x, axis=0)
+
+  @staticmethod
+  def initial_means(picked, prior_means):
+    del prior_means
+    return picked
+
+  @staticmethod
+  def log_densities(state, x):
+    precision = 1.0 / state.variances
+    constant = jnp.sum(state.means**2 * precision + jnp.log(state.variances) + _LOG_2PI, axis=-1)
+    return -0.5 * ((x**2) @ precision.T - 2.0 * x @ (state.means * precision).T + constant)
+
+  @staticmethod
+  def second_moments(responsibilities, x, state):
+    del state
+    return responsibilities.T @ x**2
+
+  @staticmethod
+  def log_prior(state, c):
+    deviation = c * (state.means - state.prior_means)**2 + c * state.prior_variances
+    return -0.5 * jnp.sum(c * jnp.log(state.variances) + deviation / state.variances)
+
+  @staticmethod
+  def variances(state, totals, means, count, c):
+    squared_deviations = totals.sum_x2 - 2.0 * means * totals.sum_x + means**2 * count
+    return ((jnp.maximum(squared_deviations, 0.0) + c * (means - state.prior_means)**2
+             + c * state.prior_variances) / (count + c))
+
+
+# name -> the likelihood's parts: its prior's centre, initial means, log p(x | k) as matmuls, the Σ r·x² its
+# M-step needs, its log prior and its variance update.
+LIKELIHOODS = {"bernoulli": _Bernoulli, "gaussian": _Gaussian}
+
+
 def initialize(key, x, num_components, likelihood):
   """π uniform; μ at K distinct random data points (pulled half-way to the data mean for bernoulli, so
   no probability starts at 0 or 1); σ² at the prior variance."""
-  # Bernoulli: (Σx + 1)/(N + 2), strictly inside (0, 1), so a pixel never on in the data keeps μ > 0.
-  prior_means = (jnp.sum(x, axis=0) + 1.0) / (x.shape[0] + 2.0) if likelihood == "bernoulli" else jnp.mean(x, 0)
+  parts = LIKELIHOODS[likelihood]
+  prior_means = parts.prior_means(x)
   prior_variances = jnp.var(x, axis=0) + MIN_PRIOR_VARIANCE
   picks = jax.random.choice(key, x.shape[0], (num_components,), replace=num_components > x.shape[0])
-  means = x[picks]
-  if likelihood == "bernoulli":
-    means = 0.5 * means + 0.5 * jnp.clip(prior_means, 0.05, 0.95)
+  means = parts.initial_means(x[picks], prior_means)
   variances = jnp.broadcast_to(prior_variances, means.shape)
   return MixtureState(jnp.zeros((), jnp.int32), jnp.full((num_components,), -math.log(num_components)),
                       means, variances, prior_means, prior_variances)
@@ -69,12 +140,7 @@ def initialize(key, x, num_components, likelihood):
 
 def component_log_densities(state, x, likelihood):
   """log p(x_n | k), shape (n, K), as matmuls of x (and x²) with the component parameters."""
-  if likelihood == "bernoulli":
-    log_on, log_off = jnp.log(state.means), jnp.log1p(-state.means)
-    return x @ (log_on - log_off).T + jnp.sum(log_off, axis=-1)
-  precision = 1.0 / state.variances
-  constant = jnp.sum(state.means**2 * precision + jnp.log(state.variances) + _LOG_2PI, axis=-1)
-  return -0.5 * ((x**2) @ precision.T - 2.0 * x @ (state.means * precision).T + constant)
+  return LIKELIHOODS[likelihood].log_densities(state, x)
 
 
 def log_likelihood(state, x, likelihood):
@@ -87,20 +153,14 @@ def _chunk_statistics(state, x, weights, likelihood):
   joint = state.log_mixing + component_log_densities(state, x, likelihood)
   per_example = jax.nn.logsumexp(joint, axis=-1)
   responsibilities = jnp.exp(joint - per_example[:, None]) * weights[:, None]
-  sum_x2 = responsibilities.T @ x**2 if likelihood == "gaussian" else jnp.zeros_like(state.means)
-  return _Statistics(jnp.sum(responsibilities, axis=0), responsibilities.T @ x, sum_x2,
+  return _Statistics(jnp.sum(responsibilities, axis=0), responsibilities.T @ x,
+                     LIKELIHOODS[likelihood].second_moments(responsibilities, x, state),
                      jnp.sum(per_example * weights))
 
 
 def log_prior(state, pseudo_count, likelihood):
   """log p(π, μ, σ²) up to a constant, for the priors in the module docstring."""
-  c = pseudo_count
-  total = c * jnp.sum(state.log_mixing)
-  if likelihood == "bernoulli":
-    m = state.prior_means
-    return total + c * jnp.sum(m * jnp.log(state.means) + (1.0 - m) * jnp.log1p(-state.means))
-  deviation = c * (state.means - state.prior_means)**2 + c * state.prior_variances
-  return total - 0.5 * jnp.sum(c * jnp.log(state.variances) + deviation / state.variances)
+  return pseudo_count * jnp.sum(state.log_mixing) + LIKELIHOODS[likelihood].log_prior(state, pseudo_count)
 
 
 def em_step(state, chunks, weights, pseudo_count, likelihood):
@@ -122,11 +182,7 @@ def em_step(state, chunks, weights, pseudo_count, likelihood):
   log_mixing = jnp.log(totals.count + c) - jnp.log(num_examples + num_components * c)
   count = totals.count[:, None]
   means = (totals.sum_x + c * state.prior_means) / (count + c)
-  variances = state.variances
-  if likelihood == "gaussian":
-    squared_deviations = totals.sum_x2 - 2.0 * means * totals.sum_x + means**2 * count
-    variances = ((jnp.maximum(squared_deviations, 0.0) + c * (means - state.prior_means)**2
-                  + c * state.prior_variances) / (count + c))
+  variances = LIKELIHOODS[likelihood].variances(state, totals, means, count, c)
   mean_log_likelihood = totals.log_likelihood / num_examples
   metrics = {"log_likelihood": mean_log_likelihood,
              "objective": mean_log_likelihood + log_prior(state, c, likelihood) / num_examples}
