@@ -37,6 +37,18 @@ class Split:
   name: str  # e.g. "fashion_mnist/train"
 
 
+# `--dataset` prefix -> loader(path, image_size) of a user's files, as {'train': (x, y), 'test': (x, y) or None}.
+USER_DATA = {
+    'npz:': lambda path, image_size: user_data.load_npz(path),
+    'images:': lambda path, image_size: user_data.load_image_folder(path, image_size or DEFAULT_IMAGE_FOLDER_SIZE),
+}
+
+
+def user_data_prefix(dataset: str) -> str | None:
+  """The `USER_DATA` prefix `dataset` starts with; None for a TFDS name."""
+  return next((prefix for prefix in USER_DATA if dataset.startswith(prefix)), None)
+
+
 # Whole splits loaded in this process, keyed by (dataset, split, data_dir, image_size).
 _LOADED: dict[tuple, Split] = {}
 
@@ -73,17 +85,11 @@ def _resize(images: np.ndarray, image_size: int, dataset: str) -> np.ndarray:
 def _load_whole_split(dataset: str, split: str, data_dir: str | None,
                       image_size: int | None) -> Split:
   name = f'{dataset}/{split}'
-  if dataset.startswith('npz:'):
-    path = os.path.expanduser(dataset[len('npz:'):])
-    train_and_test = user_data.load_npz(path)
+  prefix = user_data_prefix(dataset)
+  if prefix is not None:
+    train_and_test = USER_DATA[prefix](os.path.expanduser(dataset[len(prefix):]), image_size)
     images, labels = _holdout(train_and_test, split, dataset)
     num_classes = _num_classes(train_and_test)
-  elif dataset.startswith('images:'):
-    directory = os.path.expanduser(dataset[len('images:'):])
-    train_and_test = user_data.load_image_folder(directory,
-                                                 image_size or DEFAULT_IMAGE_FOLDER_SIZE)
-    images, labels = _holdout(train_and_test, split, dataset)
-    num_classes = None
   elif dataset and all(c.isalnum() or c in '_/:.' for c in dataset):
     images, labels, num_classes = tfds_data.load_tfds_split(dataset, split, data_dir)
   else:

@@ -45,10 +45,9 @@ from absl import logging
 from flax.training import train_state
 from tensorflow_datasets.core import constants as tfds_constants
 
-from gen_jax.data import load_split, preprocessing
-from gen_jax.errors import UserError
 from gen_jax import config as config_lib, optim
-from gen_jax.data import image_data
+from gen_jax.data import image_data, load_split, preprocessing, user_data_prefix
+from gen_jax.errors import UserError
 from gen_jax.progress import Progress
 
 HIDDEN_SIZES = (512, 256)
@@ -178,13 +177,13 @@ def _check_count(name, value):
 
 def _dataset_slug(dataset: str) -> str:
   """A folder name for `dataset`; a user's file or folder also gets a hash of its absolute path."""
-  for prefix in ("npz:", "images:"):
-    if dataset.startswith(prefix):
-      path = os.path.abspath(os.path.expanduser(dataset[len(prefix):]))
-      stem = os.path.splitext(os.path.basename(path.rstrip(os.sep)))[0]
-      digest = hashlib.sha256(path.encode()).hexdigest()[:8]
-      return re.sub(r"[^A-Za-z0-9_.]", "_", f"{prefix[:-1]}_{stem}") + f"_{digest}"
-  return re.sub(r"[^A-Za-z0-9_.]", "_", dataset)
+  prefix = user_data_prefix(dataset)
+  if prefix is None:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", dataset)
+  path = os.path.abspath(os.path.expanduser(dataset[len(prefix):]))
+  stem = os.path.splitext(os.path.basename(path.rstrip(os.sep)))[0]
+  digest = hashlib.sha256(path.encode()).hexdigest()[:8]
+  return re.sub(r"[^A-Za-z0-9_.]", "_", f"{prefix[:-1]}_{stem}") + f"_{digest}"
 
 
 def cache_directory(dataset: str, data_dir: Optional[str] = None, image_size: Optional[int] = None, *,
