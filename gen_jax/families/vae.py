@@ -56,7 +56,7 @@ class Config(latent_code.NetworkConfig):
   pseudo_input_init_std: float = 0.01
 
 
-VAEConfig = Config  # The name other modules and notebooks know it by.
+VAEConfig = Config  # The name from before the registry (every family's is `Config`), kept for code that uses it.
 
 
 def _closed_form_kl(encoded, log_prior, log_posterior):
