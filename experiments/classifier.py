@@ -6,8 +6,6 @@ The sample-quality metrics (fcd, precision, recall) and the CVAE's conditional a
 cached classifier; running this first only makes them skip the one-off training.
 """
 
-import os
-
 from absl import flags
 
 from experiments import main as experiment_main
@@ -38,7 +36,7 @@ def main(argv):
   settings = dict(image_size=FLAGS.image_size or None, num_train_examples=FLAGS.num_train_examples or None,
                   num_epochs=FLAGS.num_epochs, seed=FLAGS.seed, cache_dir=FLAGS.cache_dir)
   directory = classifier_lib.cache_directory(FLAGS.dataset, FLAGS.data_dir, **settings)
-  cached = os.path.isdir(directory)
+  cached = classifier_lib.is_current(directory)  # Else trained now (also when a stale folder is there).
   classifier = classifier_lib.load_or_train_classifier(FLAGS.dataset, FLAGS.data_dir, **settings)
   info = classifier.info
   print(f"{info['dataset']} classifier: test accuracy {classifier.test_accuracy:.2%} on "

@@ -47,10 +47,17 @@ COMMON_HELP = {
     "num_samples": "Number of samples written to samples.npy at the end.",
 }
 
-flags.DEFINE_string("workdir", None, "Directory for everything the run writes; re-running resumes.")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-host runs.")
-flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-host run.")
-flags.DEFINE_integer("process_id", None, "This process's index in a multi-host run.")
+
+
+def define_run_flags():
+  """--workdir and the multi-host flags, for the experiments and the scripts that work on one run (a script
+  that works on none does not accept them)."""
+  if "workdir" in FLAGS:
+    return
+  flags.DEFINE_string("workdir", None, "Directory for everything the run writes; re-running resumes.")
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-host runs.")
+  flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-host run.")
+  flags.DEFINE_integer("process_id", None, "This process's index in a multi-host run.")
 
 
 def define_config_flags(config_class, help_texts, flag_values=FLAGS):
@@ -102,6 +109,8 @@ def initialize_distributed():
   JAX itself. A single process needs nothing.
   """
   import jax
+  if "coordinator_address" not in FLAGS:  # A script that works on no run.
+    return
   if FLAGS.coordinator_address:
     if FLAGS.num_processes is None or FLAGS.process_id is None:
       raise UserError("--coordinator_address needs --num_processes and --process_id; allowed: all three")
@@ -168,6 +177,7 @@ def run(main, family_name=None):
 def run_family(name):
   """The command line of family `name`: its flags, then validate, prepare the workdir and train."""
   family = families.get(name)
+  define_run_flags()
   define_config_flags(family.Config, family.HELP)
 
   def main(argv):

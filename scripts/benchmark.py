@@ -27,10 +27,12 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmark_iwae
 sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # gen_jax, experiments
+
+from gen_jax.errors import UserError  # noqa: E402
 
 flags.DEFINE_integer("steps_per_dispatch", 64, "Training steps per scanned dispatch.")
 flags.DEFINE_integer("dispatches", 20, "Timed dispatches (after one warm-up).")
@@ -302,10 +304,7 @@ def report_iwae(peak, model_shape):
   del model_shape
   if FLAGS.compute_dtype != "float32":
     return  # The likelihood evaluation runs in float32 whatever the training dtype.
-  try:
-    from benchmark_iwae import iwae_evaluation_benchmark
-  except ImportError:
-    return
+  from benchmark_iwae import iwae_evaluation_benchmark
   iwae = iwae_evaluation_benchmark(peak / 1e9)
   print("iwae k=5000 evaluation: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                 for k, v in iwae.items()))
@@ -321,9 +320,11 @@ def main(argv):
   del argv
   unknown = [part for part in FLAGS.parts if part not in PARTS]
   if unknown or not FLAGS.parts:
-    print(f"error: --parts={','.join(FLAGS.parts)} names {', '.join(unknown) or 'nothing'}; allowed: a "
-          f"comma-separated list of {', '.join(PARTS)}", file=sys.stderr)
-    sys.exit(2)
+    raise UserError(f"--parts={','.join(FLAGS.parts)} names {', '.join(unknown) or 'nothing'}; allowed: a "
+                    f"comma-separated list of {', '.join(PARTS)}")
+  for name in ("steps_per_dispatch", "dispatches", "matmul_size"):
+    if FLAGS[name].value <= 0:
+      raise UserError(f"--{name}={FLAGS[name].value} is not allowed; allowed: a positive integer")
   import jax
   print(f"devices: {jax.devices()}")
   peak, model_shape = matmul_rates(FLAGS.matmul_size, FLAGS.compute_dtype)
@@ -336,4 +337,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from experiments import main as experiment_main
+  experiment_main.run(main)

@@ -9,7 +9,6 @@ the machine's matmul rate (the roofline) that the whole evaluation reaches, coun
 measured itself; run standalone, this script measures that rate first.
 """
 
-import argparse
 import os
 import sys
 import time
@@ -20,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from gen_jax.errors import OneLineArgumentParser, UserError, exit_on_user_error  # noqa: E402
 from gen_jax.evaluation import likelihood  # noqa: E402
 from gen_jax.families import latent_code, vae  # noqa: E402
 from gen_jax.runtime import run  # noqa: E402
@@ -28,20 +28,6 @@ from gen_jax.runtime import run  # noqa: E402
 IWAE_ONE_LAYER = dict(architecture="mlp", hidden_sizes=(200, 200), latent_dim=50, activation="tanh",
                       likelihood="bernoulli", binarization="dynamic")
 IMAGE_SHAPE = (28, 28, 1)
-
-
-def measure_matmul_gflops(size=2048, repeats=10):
-  """fp32 matmul rate of this machine's default device, in GFLOP/s (best of `repeats`)."""
-  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
-  matmul = jax.jit(jnp.dot)
-  matmul(a, b).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    matmul(a, b).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2 * size**3 / best / 1e9
 
 
 def decoder_flops_per_sample(latent_dim, hidden_sizes, num_pixels):
@@ -81,12 +67,12 @@ def iwae_evaluation_benchmark(matmul_gflops: float, iwae_k: int = 5000, num_imag
           "roofline_fraction": achieved_gflops / matmul_gflops, "device": jax.devices()[0].device_kind}
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--iwae_k", type=int, default=5000)
-  parser.add_argument("--num_images", type=int, default=100)
-  args = parser.parse_args()
-  matmul_gflops = measure_matmul_gflops()
+def main(args):
+  for name in ("iwae_k", "num_images"):
+    if getattr(args, name) <= 0:
+      raise UserError(f"--{name}={getattr(args, name)} is not allowed; allowed: a positive integer")
+  from benchmark import matmul_rates  # The roofline as scripts/benchmark.py measures it.
+  matmul_gflops = matmul_rates(2048)[0] / 1e9
   print(f"matmul roofline: {matmul_gflops:.0f} GFLOP/s (fp32, 2048^3, {jax.devices()[0].device_kind})")
   result = iwae_evaluation_benchmark(matmul_gflops, args.iwae_k, args.num_images)
   print(f"IWAE k={result['iwae_k']} evaluation, 784-200-200-50: {result['images_per_sec']:.1f} images/s, "
@@ -95,4 +81,7 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--iwae_k", type=int, default=5000)
+  parser.add_argument("--num_images", type=int, default=100)
+  exit_on_user_error(main, parser.parse_args())

@@ -6,7 +6,7 @@ figure of the validation curves with the published values marked.
 Reads RUNS/<row>/seed<N>/metrics.jsonl only (a run still training is listed with its progress). A row's
 measured number is the mean (± standard deviation over seeds) of each seed's newest test row with a
 `log_likelihood` (the k-sample bound of the best-validation checkpoint, written when training ends, or by
-`scripts/evaluate.py --k=...` on a stopped run); its k is shown, since only k = 5000 is the published protocol.
+`scripts/evaluate.py --iwae_k=...` on a stopped run); its k is shown, since only k = 5000 is the published protocol.
 """
 
 import glob
@@ -19,8 +19,9 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from experiments import main as experiment_main  # noqa: E402
-from gen_jax import files, plots  # noqa: E402
+from gen_jax import config as config_lib, files, plots  # noqa: E402
 from gen_jax.errors import UserError  # noqa: E402
+from gen_jax.families import latent_code, vae  # noqa: E402
 from gen_jax.runtime import loop, metrics as metrics_lib, workdir as workdir_lib  # noqa: E402
 
 flags.DEFINE_string("runs", "runs/density", "Folder of the runs: RUNS/<row>/seed<N>.")
@@ -48,11 +49,11 @@ def seed_summary(rows, settings):
   if not validation:
     return None
   steps_per_epoch = validation[0]["step"]  # The density flagfiles validate once an epoch.
+  warmup_steps = latent_code.kl_warmup_end_step(config_lib.from_flat_dict(vae.Config, settings), steps_per_epoch)
   record, stopped = {}, False
   for row in validation:
     record, stopped = loop.early_stopping_update(record, row["step"], row["elbo"],
-                                                 settings.get("early_stopping_patience", 0),
-                                                 settings.get("kl_warmup_epochs", 0) * steps_per_epoch)
+                                                 settings.get("early_stopping_patience", 0), warmup_steps)
   measured = [row for row in rows if row["split"] == "test" and "log_likelihood" in row]
   epochs = validation[-1]["step"] // steps_per_epoch
   return {"epochs": epochs, "best_epoch": record["best_step"] // steps_per_epoch,

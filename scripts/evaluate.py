@@ -22,6 +22,7 @@ from experiments import main as experiment_main  # noqa: E402
 from gen_jax.errors import UserError  # noqa: E402
 from gen_jax.evaluation import likelihood  # noqa: E402
 
+experiment_main.define_run_flags()
 flags.DEFINE_integer("iwae_k", likelihood.DEFAULT_IWAE_K, "Importance samples per test image (papers: 5000).")
 flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the best-validation one of a run "
                      "that selects on a validation split, else the newest).")

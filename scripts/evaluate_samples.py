@@ -28,7 +28,8 @@ def _parse(argv):
   parser.add_argument("--workdir", default=None, help="Append the scores to this run's metrics.jsonl.")
   parser.add_argument("--num_samples", type=int, default=0,
                       help="Score the first N samples (0: all; drawn by the run: its num_samples).")
-  parser.add_argument("--reference_split", default="train", help="Real images to compare with: train or test.")
+  parser.add_argument("--reference_split", default="train", choices=("train", "test"),
+                      help="Real images to compare with: train or test.")
   parser.add_argument("--image_size", type=int, default=0,
                       help="Image side of the classifier (0: native, or the run's).")
   parser.add_argument("--classifier_dir", default=None,
@@ -42,6 +43,9 @@ def _check(args):
   for name in ("num_samples", "image_size"):
     if getattr(args, name) < 0:
       raise UserError(f"--{name}={getattr(args, name)} is not allowed; allowed: 0 or a positive integer")
+  if args.classifier_dir and not os.path.isdir(args.classifier_dir):
+    raise UserError(f"--classifier_dir={args.classifier_dir} is not a directory; allowed: a classifier folder "
+                    "(experiments.classifier prints where it saved one)")
   if args.workdir and not os.path.isdir(args.workdir):
     raise UserError(f"--workdir={args.workdir} is not a directory; allowed: a run's workdir")
   if not args.samples and not args.workdir:

@@ -24,13 +24,15 @@ def cross_fade(x_a, x_b, ts):
   return (1.0 - ts[None, :, None, None, None]) * x_a[:, None] + ts[None, :, None, None, None] * x_b[:, None]
 
 
-def pairs_of_different_classes(labels, count, seed):
-  """`count` index pairs (a, b) with different labels (any pairs without labels), drawn with a fixed seed."""
+def pairs_of_different_classes(num_images, labels, count, seed):
+  """`count` index pairs (a, b) of `num_images` images, drawn with a fixed seed: of different labels where
+  the images have labels of at least two classes, of different images otherwise."""
   rng = np.random.default_rng(seed)
+  apart = labels if labels is not None and len(np.unique(labels)) > 1 else np.arange(num_images)
   first, second = [], []
   while len(first) < count:
-    a, b = rng.integers(0, len(labels), size=2)
-    if labels is None or labels[a] != labels[b]:
+    a, b = rng.integers(0, num_images, size=2)
+    if apart[a] != apart[b]:
       first.append(a)
       second.append(b)
   return np.asarray(first), np.asarray(second)

@@ -124,7 +124,7 @@ def interpolation_figure(ae, vae, classifier, num_points=9, num_pairs=200, num_s
     raise UserError(f"the test split of {vae_run.config.dataset} holds {len(vae_data.test)} image(s); "
                     "allowed: at least 2 to interpolate between")
   ts = np.linspace(0.0, 1.0, num_points, dtype=np.float32)
-  first, second = pairs_of_different_classes(vae_data.test_labels, num_pairs, seed)
+  first, second = pairs_of_different_classes(len(vae_data.test), vae_data.test_labels, num_pairs, seed)
   x_a, x_b = vae_data.test[first], vae_data.test[second]
   paths = {
       "pixels": cross_fade(x_a, x_b, ts),

@@ -66,11 +66,17 @@ def _draw(axis, rows, metric, colour, label):
       x, y = zip(*points)
       axis.plot(x, y, style, color=colour, label=f"{label} ({split})")
   if metric == "elbo":
-    stars = [(r["examples_seen"], r["log_likelihood"], r["iwae_k"]) for r in rows if "log_likelihood" in r]
+    # A VAE's bound names its k; a mixture's log-likelihood is exact (no k).
+    stars = [(r["examples_seen"], r["log_likelihood"], r.get("iwae_k", "exact")) for r in rows
+             if "log_likelihood" in r]
     for x, y, k in stars:
       axis.plot([x], [y], "*", color=colour, markersize=9)
     if stars:
-      axis.plot([], [], "*", color=colour, label=f"{label} (test log p(x), k={stars[-1][2]})")
+      axis.plot([], [], "*", color=colour, label=f"{label} (test log p(x), {_k_label(stars[-1][2])})")
+
+
+def _k_label(k):
+  return "exact" if k == "exact" else f"k={k}"
 
 
 def plot(workdirs, output, metric="elbo", labels=None, reference_csv=None, panels=False, log_x=True, ylim=None):

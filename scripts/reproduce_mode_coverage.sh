@@ -8,8 +8,9 @@
 #
 # Environment: SEEDS (default "0 1 2 3 4"), DATASETS (default "ring grid"), VARIANTS (default: all names
 # below), JOBS (runs at once, default 1), EXTRA_FLAGS (added to every run, e.g. "--num_steps=2000" for a quick
-# look). A finished run is not repeated and an unfinished one resumes from its checkpoint, so the script can
-# be stopped and restarted. Each run's wall and CPU seconds go to its seconds.txt and the table.
+# look). A finished run (one with samples.npy) is not started again, so a run finished at a shorter
+# EXTRA_FLAGS budget stays at it: give a full run its own RUNS_DIR. An unfinished one resumes from its
+# checkpoint, so the script can be stopped and restarted. Each run's wall and CPU seconds go to its seconds.txt and the table.
 # Budget (measured here, 2 cores): a ring run ~1 minute, a grid run ~320-420 CPU-s (~3 minutes alone on both
 # cores); the whole table ~5 CPU-hours: run subsets with the variables above, JOBS=2 to use both cores.
 set -euo pipefail
@@ -36,6 +37,12 @@ declare -A FLAGS=(
 )
 VARIANTS=${VARIANTS:-flagfile minimax hinge least_squares wgan_gp r1 packing1 packing2 packing4}
 JOBS=${JOBS:-1}
+for variant in $VARIANTS; do
+  if [[ -z ${FLAGS[$variant]+set} ]]; then
+    echo "error: VARIANTS names $variant; allowed: ${!FLAGS[*]}" >&2
+    exit 2
+  fi
+done
 
 run_one() {  # dataset variant seed
   # seconds.txt: a line of wall, user CPU and system CPU seconds per invocation that finished; a resumed

@@ -2,7 +2,7 @@
 
   python scripts/sweep_toy_gan.py --flagfile=experiments/configs/gan_grid.cfg --seeds=0,1,2 --learning_rate=1e-3
 
-Takes every flag of `experiments.gan` (a flagfile, then changes) and --seeds; --workdir is not used. Seed s
+Takes every flag of `experiments.gan` (a flagfile, then changes) and --seeds (it writes no workdir). Seed s
 follows the random streams of `python -m experiments.gan --seed=s`, to rounding (gen_jax/families/gan_seeds.py).
 Prints one line per evaluation (every --eval_every_steps): modes and high quality per seed, then the means.
 """

@@ -222,3 +222,12 @@ def test_figures_refuse_the_wrong_run_in_one_line(runs, capsys, tmp_path):
     assert info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], lines
+
+
+def test_interpolation_pairs_differ_in_class_or_else_in_image():
+  labels = np.array([0, 0, 1, 1, 2])
+  first, second = figures.pairs_of_different_classes(5, labels, 50, seed=0)
+  assert len(first) == 50 and np.all(labels[first] != labels[second])
+  for unusable in (None, np.zeros(5, np.int32)):  # No labels, or one class only: different images.
+    first, second = figures.pairs_of_different_classes(5, unusable, 20, seed=0)
+    assert len(first) == 20 and np.all(first != second)

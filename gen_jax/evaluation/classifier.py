@@ -237,7 +237,8 @@ def load_classifier(directory: str) -> Classifier:
   return _LOADED[memo_key]
 
 
-def _is_current(directory: str) -> bool:
+def is_current(directory: str) -> bool:
+  """Whether `directory` holds a complete classifier of today's architecture (else it is trained again)."""
   info = _read_info(directory)
   return (info is not None and info.get("architecture") == ARCHITECTURE
           and os.path.isdir(os.path.join(directory, CHECKPOINT_FOLDER)))
@@ -262,12 +263,12 @@ def _publish(directory: str, params, info: dict) -> None:
       checkpointer.wait_until_finished()
     with open(os.path.join(staging, INFO_FILE), "w") as f:
       json.dump(info, f, indent=2)
-    if os.path.exists(directory) and not _is_current(directory):  # Stale: another architecture, or torn.
+    if os.path.exists(directory) and not is_current(directory):  # Stale: another architecture, or torn.
       _remove(directory)
     try:
       os.rename(staging, directory)
     except OSError:  # Another process published the same classifier first: use theirs.
-      if not _is_current(directory):
+      if not is_current(directory):
         raise
   finally:
     shutil.rmtree(staging, ignore_errors=True)
@@ -298,7 +299,7 @@ def load_or_train_classifier(dataset: str, data_dir: Optional[str] = None, image
     raise UserError(f"seed {seed!r} is not allowed; allowed: an integer")
   directory = cache_directory(dataset, data_dir, image_size, num_train_examples=num_train_examples,
                               num_epochs=num_epochs, seed=seed, cache_dir=cache_dir)
-  if _is_current(directory):
+  if is_current(directory):
     try:
       return load_classifier(directory)
     except Exception as error:  # Damaged on disk (orbax raises many types); the cache is derived: rebuilt.

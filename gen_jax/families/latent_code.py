@@ -311,6 +311,12 @@ class _Figures:
                       metric=self.curve_metric, labels=[self.curve_label])
 
 
+def kl_warmup_end_step(config, steps_per_epoch):
+  """The step where the KL warm-up ends, set in epochs or in steps (0 without one, as for the autoencoder):
+  early stopping counts from there, the VampPrior authors' rule."""
+  return max(getattr(config, "kl_warmup_epochs", 0) * steps_per_epoch, getattr(config, "kl_warmup_steps", 0))
+
+
 @dataclasses.dataclass(frozen=True)
 class Parts:
   """The pieces a latent-code family assembles into its task (see the module docstring)."""
@@ -341,11 +347,9 @@ class Parts:
     if not self.config.num_validation_examples:
       return None
     evaluate = self.split_evaluator(validation_sums, "validation")
-    # The KL warm-up's end, in epochs or in steps (one of them; the autoencoder has none).
-    warmup_steps = max(getattr(self.config, "kl_warmup_epochs", 0) * self.schedule.steps_per_epoch,
-                       getattr(self.config, "kl_warmup_steps", 0))
     return loop.Selection(validate=lambda state: evaluate(state.params), metric=metric,
-                          patience=self.config.early_stopping_patience, start_step=warmup_steps)
+                          patience=self.config.early_stopping_patience,
+                          start_step=kl_warmup_end_step(self.config, self.schedule.steps_per_epoch))
 
   def task(self, workdir, *, update, evaluate, validation_sums, operations, headline, curve_label,
            identity_keys=(), final_evaluate=None):
