@@ -16,6 +16,17 @@ import tempfile
 import numpy as np
 
 
+def read_json_lines(path):
+  """The complete rows of a JSON-lines file such as metrics.jsonl (a torn last line is ignored; no file: [])."""
+  rows = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        if line.endswith("\n"):
+          rows.append(json.loads(line))
+  return rows
+
+
 def write_atomically(path, write, mode="w"):
   """Calls `write(file)` on a temporary file beside `path`, then renames it to `path`."""
   directory = os.path.dirname(os.path.abspath(path))

@@ -1,9 +1,10 @@
 """Figures as PNG files, headless (matplotlib's Agg backend): image grids and metric curves."""
 
-import json
 import os
 
 import numpy as np
+
+from gen_jax import files
 
 
 def pyplot():
@@ -38,8 +39,22 @@ def save_image_grid(path, images, columns=8):
 
 
 def read_metrics(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.endswith("\n")]
+  return files.read_json_lines(os.path.join(workdir, "metrics.jsonl"))
+
+
+def read_reference_curve(path):
+  """A published curve: a CSV file with a header line, then examples_seen,value rows."""
+  return np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+
+
+def draw_split_curves(axis, rows, metric, colour, label):
+  """`metric` against examples seen: train rows dashed, validation dotted, test solid."""
+  for split, style in (("train", "--"), ("validation", ":"), ("test", "-")):
+    points = [(row["examples_seen"], row[metric]) for row in rows
+              if row["split"] == split and isinstance(row.get(metric), (int, float))]
+    if points:
+      x, y = zip(*points)
+      axis.plot(x, y, style, color=colour, label=f"{label} ({split})")
 
 
 def plot_curves(workdirs, path, metric="elbo", labels=None, reference_csv=None, log_x=True):
@@ -50,15 +65,10 @@ def plot_curves(workdirs, path, metric="elbo", labels=None, reference_csv=None, 
   plt = pyplot()
   figure, axis = plt.subplots(figsize=(6, 4))
   for index, workdir in enumerate(workdirs):
-    rows = [row for row in read_metrics(workdir) if isinstance(row.get(metric), (int, float))]
     label = labels[index] if labels else os.path.basename(os.path.normpath(workdir))
-    for split, style in (("train", "--"), ("validation", ":"), ("test", "-")):
-      points = [(row["examples_seen"], row[metric]) for row in rows if row["split"] == split]
-      if points:
-        x, y = zip(*points)
-        axis.plot(x, y, style, color=f"C{index}", label=f"{label} ({split})")
+    draw_split_curves(axis, read_metrics(workdir), metric, f"C{index}", label)
   if reference_csv:
-    reference = np.loadtxt(reference_csv, delimiter=",", skiprows=1, ndmin=2)
+    reference = read_reference_curve(reference_csv)
     axis.plot(reference[:, 0], reference[:, 1], "k:", label="published")
   if log_x:
     axis.set_xscale("log")

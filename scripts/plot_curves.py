@@ -20,11 +20,10 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from experiments import main as experiment_main  # noqa: E402
-from gen_jax import config as config_lib  # noqa: E402
+from gen_jax import config as config_lib, plots  # noqa: E402
 from gen_jax.errors import UserError  # noqa: E402
 from gen_jax.runtime import metrics as metrics_lib, workdir as workdir_lib  # noqa: E402
 
@@ -58,13 +57,9 @@ def default_label(workdir):
 
 
 def _draw(axis, rows, metric, colour, label):
-  """Train (dashed) and test (solid) curves of `metric`, and the test log-likelihood stars on an ELBO plot."""
-  for split, style in (("train", "--"), ("validation", ":"), ("test", "-")):
-    points = [(r["examples_seen"], r[metric]) for r in rows
-              if r["split"] == split and isinstance(r.get(metric), (int, float))]
-    if points:
-      x, y = zip(*points)
-      axis.plot(x, y, style, color=colour, label=f"{label} ({split})")
+  """The split curves of `metric` (`plots.draw_split_curves`), and the test log-likelihood stars on an ELBO
+  plot."""
+  plots.draw_split_curves(axis, rows, metric, colour, label)
   if metric == "elbo":
     # A VAE's bound names its k; a mixture's log-likelihood is exact (no k).
     stars = [(r["examples_seen"], r["log_likelihood"], r.get("iwae_k", "exact")) for r in rows
@@ -87,7 +82,7 @@ def plot(workdirs, output, metric="elbo", labels=None, reference_csv=None, panel
   if reference_csv:
     if not os.path.isfile(reference_csv):
       raise UserError(f"--reference_csv={reference_csv} does not exist; allowed: a CSV file")
-    reference = np.loadtxt(reference_csv, delimiter=",", skiprows=1, ndmin=2)
+    reference = plots.read_reference_curve(reference_csv)
   count = len(workdirs) if panels else 1
   figure, axes = plt.subplots(1, count, figsize=(3.2 * count + 1.5, 3.6), sharey=True, squeeze=False)
   for index, (workdir, label) in enumerate(zip(workdirs, labels)):

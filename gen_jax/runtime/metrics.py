@@ -14,6 +14,8 @@ import os
 import numpy as np
 from absl import logging
 
+from gen_jax import files
+
 TIMING_KEYS = ("wall_time", "examples_per_sec")
 
 
@@ -31,15 +33,7 @@ def _to_json_value(value):
   return value
 
 
-def read_rows(path):
-  """All complete rows of a metrics.jsonl file (a torn last line is ignored)."""
-  rows = []
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        if line.endswith("\n"):
-          rows.append(json.loads(line))
-  return rows
+read_rows = files.read_json_lines  # All complete rows of a metrics.jsonl file.
 
 
 class MetricWriter:
