@@ -5,6 +5,7 @@ import ast
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import subprocess
@@ -110,6 +111,14 @@ def test_every_optimizer_and_schedule_in_the_tables_trains():
     schedule = optim.learning_rate_schedule(config_lib.TrainingConfig(lr_schedule=name, learning_rate=0.1),
                                             total_steps=10, steps_per_epoch=5)
     assert float(schedule(0)) == pytest.approx(0.1), name
+  # The closed forms at steps 0, 5 and 10 of 10 (the iwae schedule's stages have a test of their own).
+  config = config_lib.TrainingConfig(learning_rate=0.1, lr_decay_every_steps=4, lr_decay_factor=0.5)
+  closed_forms = {"constant": lambda t: 0.1, "step": lambda t: 0.1 * 0.5**(t // 4),
+                  "cosine": lambda t: 0.1 * 0.5 * (1 + math.cos(math.pi * t / 10))}
+  for name, closed_form in closed_forms.items():
+    schedule = optim.learning_rate_schedule(dataclasses.replace(config, lr_schedule=name), total_steps=10)
+    for t in (0, 5, 10):
+      assert float(schedule(t)) == pytest.approx(closed_form(t), abs=1e-7), (name, t)
   with pytest.raises(UserError, match=f"--optimizer='rmsprop' is unknown; allowed: {', '.join(optim.OPTIMIZERS)}"):
     optim.make_optimizer(config_lib.TrainingConfig(optimizer="rmsprop"), total_steps=10)
 

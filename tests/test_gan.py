@@ -525,3 +525,17 @@ def test_gan_tradeoffs_sampling_keeps_batch_statistics_and_the_best_ranked():
     of_class = drawn[label::2]
     best = np.sort(of_class[:, 0])[-(count // 2):]
     np.testing.assert_array_equal(np.sort(kept[label::2, 0]), best)
+
+
+def test_resolution_levels_and_packs_of_consecutive_examples():
+  # The docstring's cases, and sides the halving stops at.
+  assert {side: gan_models.num_resolution_levels(side) for side in (28, 32, 64, 16, 8, 7)} == {
+      28: 2, 32: 2, 64: 3, 16: 1, 8: 0, 7: 0}
+  # PacGAN: D judges m consecutive examples as one input, so a packed D is the unpacked D on the packs laid
+  # end to end, with the same parameters.
+  x = jax.random.normal(jax.random.key(0), (6, 3))
+  packed = gan_models.MLPDiscriminator((5,), packing=2)
+  params = packed.init(jax.random.key(1), x)
+  np.testing.assert_allclose(packed.apply(params, x),
+                             gan_models.MLPDiscriminator((5,)).apply(params, x.reshape(3, 6)), rtol=1e-6)
+  assert packed.apply(params, x).shape == (3,)  # One output per pack.

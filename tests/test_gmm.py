@@ -55,6 +55,40 @@ def test_em_objective_never_decreases(likelihood):
                     likelihood)
 
 
+@pytest.mark.parametrize("likelihood", list(gmm.LIKELIHOODS))
+def test_one_em_step_is_the_map_update_of_the_module_docstring(likelihood):
+  """Responsibilities and the MAP formulas written out in float64 on the 100 real rows, against em_step on
+  the padded chunks: π, μ, σ² and the reported log-likelihood."""
+  x, chunks, weights = _data(likelihood)
+  state = gmm.initialize(jax.random.key(2), jnp.asarray(x), 4, likelihood)
+  c = 0.5
+  new, metrics = gmm.em_step(state, chunks, weights, c, likelihood)
+  log_pi = np.asarray(state.log_mixing, np.float64)
+  mu, var = np.asarray(state.means, np.float64), np.asarray(state.variances, np.float64)
+  m, v = np.asarray(state.prior_means, np.float64), np.asarray(state.prior_variances, np.float64)
+  xd = x.astype(np.float64)
+  if likelihood == "bernoulli":
+    log_px_k = xd @ np.log(mu).T + (1 - xd) @ np.log1p(-mu).T
+  else:
+    log_px_k = -0.5 * (((xd[:, None, :] - mu[None])**2 / var[None]) + np.log(2 * np.pi * var[None])).sum(-1)
+  joint = log_pi + log_px_k
+  log_px = np.logaddexp.reduce(joint, axis=1)
+  r = np.exp(joint - log_px[:, None])
+  n_k = r.sum(0)
+  want_pi = (n_k + c) / (len(x) + 4 * c)
+  want_mu = (r.T @ xd + c * m) / (n_k[:, None] + c)
+  np.testing.assert_allclose(np.exp(np.asarray(new.log_mixing)), want_pi, rtol=1e-5)
+  assert np.exp(np.asarray(new.log_mixing, np.float64)).sum() == pytest.approx(1.0, abs=1e-6)
+  np.testing.assert_allclose(np.asarray(new.means), want_mu, rtol=1e-4, atol=1e-6)
+  if likelihood == "gaussian":
+    deviations = (r[:, :, None] * (xd[:, None, :] - want_mu[None])**2).sum(0)
+    want_var = (deviations + c * (want_mu - m)**2 + c * v) / (n_k[:, None] + c)
+    np.testing.assert_allclose(np.asarray(new.variances), want_var, rtol=1e-3, atol=1e-6)
+  else:
+    np.testing.assert_array_equal(np.asarray(new.variances), var.astype(np.float32))
+  assert float(metrics["log_likelihood"]) == pytest.approx(log_px.mean(), rel=1e-5)
+
+
 def _check_monotone(step, state, pseudo_count, x, likelihood):
   objectives, log_likelihoods = [], []
   for _ in range(25):
