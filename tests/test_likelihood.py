@@ -22,7 +22,7 @@ import gen_jax
 from gen_jax import objectives, optim, parallel, plots
 from gen_jax.evaluation import likelihood
 from gen_jax.families import latent_code, vae
-from gen_jax.models import networks
+from gen_jax.models import hierarchical, networks
 from gen_jax.models.vae import VAE
 
 from conftest import REPO, assert_one_line_error, run_experiment
@@ -250,3 +250,37 @@ def test_two_layer_flagfile_run_then_evaluate_from_checkpoint(tmp_path):
   refused = subprocess.run(evaluate + ["--iwae_k=0"], capture_output=True, text=True, cwd=REPO, timeout=240)
   assert refused.returncode == 2
   assert_one_line_error(refused, "--iwae_k=0", "allowed: a positive number")
+
+
+def test_two_layer_log_weights_are_the_direct_sum_of_its_five_densities():
+  """Burda et al.'s two stochastic layers, bottom-up q(h1|x) q(h2|h1), top-down p(h2) p(h1|h2) p(x|h1): the
+  log-weights of `per_example_terms` against the five densities written out in float64 at the same draws."""
+  config = vae.Config(architecture="two_layer", hidden_sizes=(5,), latent_dim=2, top_hidden_sizes=(4,),
+                      top_latent_dim=1, activation="tanh")
+  model = latent_code.build_model(config, (2, 2, 1))
+  params = model.init(jax.random.key(0), jnp.zeros((1, 2, 2, 1)), jax.random.key(1))["params"]
+  x = jnp.asarray([[[[1.0], [0.0]], [[1.0], [1.0]]], [[[0.0], [0.0]], [[0.0], [1.0]]]])
+  key = jax.random.key(2)
+  log_weights, _, _ = vae.per_example_terms(model, params, x, key, None, config, num_samples=3)
+
+  def apply(method, *args):
+    return jax.tree.map(lambda v: np.asarray(v, np.float64), model.apply({"params": params}, *args, method=method))
+
+  def log_normal(z, mean, log_variance):
+    return np.sum(-0.5 * (math.log(2 * math.pi) + log_variance + (z - mean)**2 / np.exp(log_variance)), axis=-1)
+
+  # The draws log_weight_terms makes: h1 from q(h1|x) with the first key, h2 from q(h2|h1) with the second.
+  bottom_key, top_key = jax.random.split(key)
+  bottom_mean, bottom_log_variance = model.apply({"params": params}, x, method="encode_bottom")
+  h1 = objectives.reparameterize(bottom_key, bottom_mean, bottom_log_variance, num_samples=3)
+  top_mean, top_log_variance = model.apply({"params": params}, h1, method="encode_top")
+  h2 = objectives.reparameterize(top_key, top_mean, top_log_variance)
+  prior_mean, prior_log_variance = apply(lambda m, h: hierarchical._over_leading_axes(m.top_decoder, h), h2)
+  logits = apply(lambda m, h: m.bottom_decoder(h), h1).reshape(3, 2, -1)
+  pixels = np.asarray(x, np.float64).reshape(2, -1)
+  h1, h2 = np.asarray(h1, np.float64), np.asarray(h2, np.float64)
+  direct = (np.sum(pixels * -np.logaddexp(0, -logits) + (1 - pixels) * -np.logaddexp(0, logits), axis=-1)
+            + log_normal(h2, 0.0, 0.0) + log_normal(h1, prior_mean, prior_log_variance)
+            - log_normal(h1, np.asarray(bottom_mean, np.float64), np.asarray(bottom_log_variance, np.float64))
+            - log_normal(h2, np.asarray(top_mean, np.float64), np.asarray(top_log_variance, np.float64)))
+  np.testing.assert_allclose(np.asarray(log_weights), direct, atol=1e-4)
