@@ -77,6 +77,11 @@ def test_ppca_exact_posterior_elbo_and_bound_equal_log_likelihood():
   np.testing.assert_allclose(objectives.importance_weighted_bound(log_weights), log_px, atol=2e-4)
   # The closed-form-KL ELBO is exact only in expectation over z; the gap is Monte-Carlo noise.
   assert np.mean(np.abs(recon - kl - log_px)) < 0.5
+  # The per-image evaluator (load_run's log_likelihood) gives each image its own log p(x), in the given order,
+  # across a padded last chunk (40 images in chunks of 12) and a partial chunk of samples (k = 7, 3 a chunk).
+  per_image = likelihood.make_per_example_log_likelihood(vae.likelihood_model(model, config), 7,
+                                                         images_per_chunk=12, rows_per_chunk=36)
+  np.testing.assert_allclose(per_image(params, np.asarray(_images(x)), None, seed=0), log_px, atol=2e-4)
 
 
 def test_ppca_bound_increases_towards_log_likelihood_through_the_chunked_evaluator():
