@@ -124,3 +124,23 @@ def test_reparameterisation_is_keyed_and_differentiable():
   epsilon = jax.random.normal(jax.random.key(0), (2,))
   grad = jax.grad(lambda v: objectives.reparameterize(jax.random.key(0), mean, v).sum())(log_variance)
   np.testing.assert_allclose(grad, 0.5 * jnp.exp(0.5 * log_variance) * epsilon, rtol=1e-6)
+
+
+def test_a_learned_variance_decoder_reads_each_pixels_mean_and_log_variance_from_its_own_channels():
+  """A Gaussian decoder with learned variance writes (mean, log-variance) per pixel on the channel axis, 2C
+  channels for C: the log-likelihood and the decoder mean must read the same pairs (the likelihood reorders
+  them for speed)."""
+  rng = np.random.default_rng(1)
+  x = rng.random((2, 3, 4, 2)).astype(np.float32)  # (batch, H, W, C = 2)
+  output = rng.normal(size=(5, 2, 3, 4, 4)).astype(np.float32)  # (k, batch, H, W, 2C): means, then log-vars.
+  mean, log_variance = output[..., :2].astype(np.float64), output[..., 2:].astype(np.float64)
+  direct = np.sum(-0.5 * (math.log(2 * math.pi) + log_variance + (x - mean)**2 / np.exp(log_variance)),
+                  axis=(-3, -2, -1))
+  config = vae_family.Config(likelihood="gaussian", gaussian_std=0.0)
+  np.testing.assert_allclose(vae_family._log_px(config, jnp.asarray(output), jnp.asarray(x)), direct, rtol=1e-5)
+  np.testing.assert_allclose(objectives.decoder_mean("gaussian", jnp.asarray(output)), np.clip(mean, 0, 1),
+                             rtol=1e-6)
+  # A fixed std: the output is the mean itself; Bernoulli: the sigmoid of the logits.
+  np.testing.assert_allclose(objectives.decoder_mean("gaussian", jnp.asarray(x), 0.1), x)
+  np.testing.assert_allclose(objectives.decoder_mean("bernoulli", jnp.asarray(output)), 1 / (1 + np.exp(-output)),
+                             rtol=1e-5)
