@@ -286,7 +286,7 @@ def test_classifier_bad_input_is_one_line(tmp_path):
 
 @needs_fashion_mnist
 def test_classifier_flagfile_reports_the_cached_classifier(small_classifier):
-  classifier, cache_dir, _ = small_classifier
+  classifier, cache_dir = small_classifier
   command = [sys.executable, "-m", "experiments.classifier",
              f"--flagfile={os.path.join(REPO, 'experiments', 'configs', 'classifier_fashion_mnist.cfg')}",
              "--num_train_examples=5000", "--num_epochs=2", f"--cache_dir={cache_dir}"]
