@@ -9,9 +9,10 @@ WORKDIR=${1:-runs/demo}
 .venv/bin/python -m experiments.vae --flagfile=experiments/configs/vae_fashion_mnist.cfg \
   --workdir="$WORKDIR" --num_epochs=2
 .venv/bin/python - "$WORKDIR" <<'PY'
-import json, os, sys
+import os, sys
+from gen_jax import files
 workdir = sys.argv[1]
-rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+rows = files.read_json_lines(os.path.join(workdir, "metrics.jsonl"))
 test = [row for row in rows if row["split"] == "test"][-1]
 images = sorted(os.listdir(os.path.join(workdir, "images")))
 print(f"\ntest ELBO after {test['examples_seen']} training examples: {test['elbo']:.2f} nats "
