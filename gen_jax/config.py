@@ -139,6 +139,20 @@ def validate_common(config):
   check_choice(config, "lr_schedule", tuple(optim.SCHEDULES))
 
 
+def check_unread(config, choice, unread_by_value):
+  """Refuses a non-default value of a setting that the `choice` setting's value makes nobody read (an
+  architecture's networks that have no such layer, say): it would be silently ignored.
+  `unread_by_value`: choice value -> the names of the settings it leaves unread."""
+  defaults = type(config)()
+  unread = [name for name in unread_by_value.get(getattr(config, choice), ())
+            if getattr(config, name) != getattr(defaults, name)]
+  if unread:
+    given = " ".join(f"--{name}={flag_text(getattr(config, name))}" for name in unread)
+    allowed = ", ".join(f"--{name}={flag_text(getattr(defaults, name))}" for name in unread)
+    raise UserError(f"--{choice}={getattr(config, choice)} does not read {given}; allowed: {allowed} (the "
+                    f"defaults) with this {choice}")
+
+
 def flag_text(value):
   """A setting as it is written on the command line: a list comma-separated."""
   return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)

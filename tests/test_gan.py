@@ -251,6 +251,12 @@ def test_a_huge_learning_rate_stops_with_the_step_and_the_loss_named(tmp_path):
      "--condition_on='kmeans' is unknown; allowed: classes, clusters"),
     (dict(dataset="fashion_mnist", conditional=True, condition_on="clusters", num_clusters=0),
      "--num_clusters=0"),
+    (dict(base_features=32), "--architecture=mlp does not read --base_features=32; allowed: --base_features=64 "
+     "(the defaults) with this architecture"),
+    (dict(dataset="fashion_mnist", architecture="dcgan", d_activation="elu"),
+     "--architecture=dcgan does not read --g_hidden_sizes=8,8 --d_hidden_sizes=8,8 --d_activation=elu; allowed: "
+     "--g_hidden_sizes=256,256,256, --d_hidden_sizes=256,256,256, --d_activation=leaky_relu"),
+    (dict(dataset="fashion_mnist", num_clusters=20), "--condition_on=classes does not read --num_clusters=20"),
 ])
 def test_bad_settings_are_one_line_user_errors(overrides, message):
   with pytest.raises(UserError) as info:

@@ -105,6 +105,14 @@ class Config(config_lib.TrainingConfig):
 
 GANConfig = Config
 
+# Settings that a value of another setting leaves unread, refused unless at their defaults
+# (`config.check_unread`): the layer sizes of the other architecture, and K without clusters to count.
+UNREAD_SETTINGS = {
+    "architecture": {"mlp": ("base_features",),
+                     "dcgan": ("g_hidden_sizes", "d_hidden_sizes", "g_activation", "d_activation")},
+    "condition_on": {"classes": ("num_clusters",)},
+}
+
 
 def validate(config):
   config_lib.validate_common(config)
@@ -148,6 +156,8 @@ def validate(config):
     if config.num_eval_samples == 0:
       raise UserError("--num_eval_samples=0 on a toy dataset scores nothing; allowed: a positive number "
                       f"(the protocol uses {mode_coverage.DEFAULT_NUM_SAMPLES})")
+  for choice, unread_by_value in UNREAD_SETTINGS.items():
+    config_lib.check_unread(config, choice, unread_by_value)
 
 
 def _image_batch_fn(with_labels, d_steps):

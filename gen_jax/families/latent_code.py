@@ -147,14 +147,7 @@ def validate_network(config):
   config_lib.check_choice(config, "hidden_layer", tuple(networks.HIDDEN_LAYERS))
   config_lib.check_choice(config, "weight_init", tuple(networks.WEIGHT_INITS))
   config_lib.check_non_negative(config, ("num_validation_examples", "early_stopping_patience"))
-  defaults = type(config)()
-  unread = [name for name in UNREAD_SETTINGS.get(config.architecture, ())
-            if getattr(config, name) != getattr(defaults, name)]
-  if unread:
-    given = " ".join(f"--{name}={config_lib.flag_text(getattr(config, name))}" for name in unread)
-    raise UserError(f"--architecture={config.architecture} does not read {given}; allowed: "
-                    f"{', '.join(f'--{name}={config_lib.flag_text(getattr(defaults, name))}' for name in unread)} "
-                    "(the defaults) with this architecture")
+  config_lib.check_unread(config, "architecture", UNREAD_SETTINGS)
   clamp = config.log_variance_clamp
   if clamp and (len(clamp) != 2 or not clamp[0] < clamp[1]):
     raise UserError(f"--log_variance_clamp={config_lib.flag_text(clamp)} is not allowed; allowed: empty or "
