@@ -14,7 +14,7 @@ from flax.training import train_state
 
 from gen_jax.errors import UserError
 from gen_jax import parallel
-from gen_jax.runtime import loop
+from gen_jax.runtime import checkpointing, loop
 
 
 def test_epoch_permutations_cover_each_epoch_once_and_do_not_depend_on_how_they_are_asked_for():
@@ -96,6 +96,20 @@ def test_loop_compiles_each_dispatch_length_once_and_writes_the_rows(tmp_path):
       ("train", 60), ("test", 60)]
   assert rows[-1]["w"] == pytest.approx(3.0, abs=1e-3)
   assert rows[0]["loss"] > rows[-2]["loss"]
+
+
+def test_a_checkpoint_between_train_rows_carries_its_pending_steps_and_their_seconds(tmp_path):
+  """Steps 9-12 are trained after the row at step 8 and saved at 12: the progress record carries their metrics
+  and their training seconds, so that a run resumed there reports examples/s over all eight steps at 16."""
+  schedule = loop.Schedule(num_steps=16, steps_per_epoch=4, batch_size=16, log_every_steps=8,
+                           eval_every_steps=100, checkpoint_every_steps=4, steps_per_dispatch=4, keep_checkpoints=3)
+  loop.train(_CountingTask().task(schedule), str(tmp_path), seed=0, mesh=parallel.make_mesh())
+  state = _CountingTask().task(schedule).init_state(jax.random.key(0))
+  checkpointer = checkpointing.Checkpointer(str(tmp_path / "checkpoints"), 3)
+  _, progress = checkpointer.restore(checkpointing.abstract_like(state), step=12)
+  checkpointer.close()
+  assert progress["step"] == 12 and len(progress["pending_metrics"]["loss"]) == 4
+  assert progress["pending_seconds"] > 0.0
 
 
 _PAGE_FAULTS_OF_REUSED_BLOCKS = """
