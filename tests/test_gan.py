@@ -545,3 +545,24 @@ def test_resolution_levels_and_packs_of_consecutive_examples():
   np.testing.assert_allclose(packed.apply(params, x),
                              gan_models.MLPDiscriminator((5,)).apply(params, x.reshape(3, 6)), rtol=1e-6)
   assert packed.apply(params, x).shape == (3,)  # One output per pack.
+
+
+def test_the_r1_penalty_differentiates_the_discriminator_the_loss_judges(tmp_path):
+  """With spectral norm, D's step first advances the power-iteration vectors on the real batch; the penalty
+  must be taken through that same D, as the loss is, not through the one before the step."""
+  config = _tiny_config(r1_weight=1.0)
+  task = gan.make_task(config, str(tmp_path), parallel.make_mesh())
+  networks = gan_steps.build_networks(config, (2,))
+  d_tx, _ = gan_steps.make_optimizers(config, config.num_steps, gan.TOY_STEPS_PER_EPOCH)
+  state = task.init_state(jax.random.key(0))
+  real = toys.load_toy("ring").sample(jax.random.key(1), config.batch_size)
+  after, metrics = gan_steps.discriminator_step(state, {"x": real}, jax.random.key(2), networks, config, d_tx)
+
+  def r1_through(d_state):
+    critic = lambda packed: gan_steps.discriminate(networks, state.params["discriminator"], d_state,
+                                                   packed.reshape(-1, *packed.shape[2:]))[0]
+    return float(jnp.mean(objectives.r1_penalty(critic, real.reshape(-1, config.packing, *real.shape[1:]))))
+
+  updated, before = r1_through(after.model_state["discriminator"]), r1_through(state.model_state["discriminator"])
+  assert float(metrics["r1_penalty"]) == pytest.approx(updated, rel=1e-5)
+  assert abs(updated - before) > 1e-3 * updated  # The two Ds differ enough for the test to tell them apart.
