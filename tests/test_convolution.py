@@ -147,3 +147,8 @@ def test_the_benchmark_refuses_an_unknown_part_in_one_line(repo):
   assert_one_line_error(result, "--parts=dcgan,convnext", "convnext", "allowed:",
                         "vae, density, dcgan, convhvae, iwae")
   assert not result.stdout  # Refused before the roofline.
+  for flag in ("--dispatches=0", "--matmul_size=-1"):
+    result = subprocess.run([sys.executable, "scripts/benchmark.py", flag], cwd=repo, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and not result.stdout
+    assert_one_line_error(result, flag, "allowed: a positive integer")
