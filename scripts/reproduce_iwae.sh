@@ -33,7 +33,8 @@ for layers in $LAYERS; do
 done
 
 $PYTHON - "$RUNS" "$DATASET" <<'PY'
-import glob, json, os, sys
+import glob, os, sys
+from gen_jax import files
 runs, dataset = sys.argv[1], sys.argv[2]
 # Burda et al. 2016, Table 1 (MNIST test NLL, nats).
 published = {(1, "elbo", 1): 86.76, (1, "elbo", 5): 86.47, (1, "elbo", 50): 86.35, (1, "iwae", 5): 85.54,
@@ -45,8 +46,7 @@ print("|---|---|---|---|---|---|---|---|")
 for workdir in sorted(glob.glob(os.path.join(runs, f"{dataset}_*layer_*_k*"))):
   name = os.path.basename(workdir)[len(dataset) + 1:]
   layers, objective, k = int(name[0]), name.split("_")[1], int(name.split("_k")[-1])
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f if '"log_likelihood"' in line]
+  rows = [row for row in files.read_json_lines(os.path.join(workdir, "metrics.jsonl")) if "log_likelihood" in row]
   if not rows:
     continue
   row = max(rows, key=lambda r: (r["step"], r["iwae_k"]))

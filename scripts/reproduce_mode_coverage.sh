@@ -74,10 +74,12 @@ wait
 
 "$PYTHON" - "$RUNS" "$TABLE" <<'EOF'
 """Averages the last test row of every run into the table; published rows (PacGAN, VEEGAN papers) beside."""
-import json, os, sys
+import os, sys
 import warnings
 
 import numpy as np
+
+from gen_jax import files
 
 warnings.simplefilter("ignore", RuntimeWarning)  # nanmean/nanstd of a column that is all NaN: shown as nan.
 
@@ -102,7 +104,7 @@ for dataset in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
       path = os.path.join(runs, dataset, variant, seed_dir)
       if not os.path.exists(os.path.join(path, "samples.npy")):
         continue
-      rows = [json.loads(l) for l in open(os.path.join(path, "metrics.jsonl")) if l.endswith("\n")]
+      rows = files.read_json_lines(os.path.join(path, "metrics.jsonl"))
       last = [r for r in rows if r["split"] == "test" and "modes" in r][-1]
       results.append((last["modes"], 100 * last["high_quality"], float(last["reverse_kl"])))
       if os.path.exists(os.path.join(path, "seconds.txt")):  # Lines of "wall user system" (old runs: wall).
