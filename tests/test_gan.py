@@ -556,13 +556,16 @@ def test_the_r1_penalty_differentiates_the_discriminator_the_loss_judges(tmp_pat
   d_tx, _ = gan_steps.make_optimizers(config, config.num_steps, gan.TOY_STEPS_PER_EPOCH)
   state = task.init_state(jax.random.key(0))
   real = toys.load_toy("ring").sample(jax.random.key(1), config.batch_size)
-  after, metrics = gan_steps.discriminator_step(state, {"x": real}, jax.random.key(2), networks, config, d_tx)
+  after, metrics = jax.jit(lambda s: gan_steps.discriminator_step(s, {"x": real}, jax.random.key(2), networks,
+                                                                  config, d_tx))(state)
 
+  @jax.jit
   def r1_through(d_state):
     critic = lambda packed: gan_steps.discriminate(networks, state.params["discriminator"], d_state,
                                                    packed.reshape(-1, *packed.shape[2:]))[0]
-    return float(jnp.mean(objectives.r1_penalty(critic, real.reshape(-1, config.packing, *real.shape[1:]))))
+    return jnp.mean(objectives.r1_penalty(critic, real.reshape(-1, config.packing, *real.shape[1:])))
 
-  updated, before = r1_through(after.model_state["discriminator"]), r1_through(state.model_state["discriminator"])
+  updated, before = (float(r1_through(after.model_state["discriminator"])),
+                     float(r1_through(state.model_state["discriminator"])))
   assert float(metrics["r1_penalty"]) == pytest.approx(updated, rel=1e-5)
   assert abs(updated - before) > 1e-3 * updated  # The two Ds differ enough for the test to tell them apart.
