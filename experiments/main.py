@@ -48,7 +48,6 @@ COMMON_HELP = {
 }
 
 
-
 def define_run_flags():
   """--workdir and the multi-host flags, for the experiments and the scripts that work on one run (a script
   that works on none does not accept them)."""
@@ -108,9 +107,9 @@ def initialize_distributed():
   Explicit flags win; otherwise a SLURM job with several tasks, or a multi-host Cloud TPU, is detected by
   JAX itself. A single process needs nothing.
   """
-  import jax
   if "coordinator_address" not in FLAGS:  # A script that works on no run.
     return
+  import jax
   if FLAGS.coordinator_address:
     if FLAGS.num_processes is None or FLAGS.process_id is None:
       raise UserError("--coordinator_address needs --num_processes and --process_id; allowed: all three")

@@ -46,6 +46,7 @@ SCHEDULES = {
 # The schedules that are functions of the run's length: a resumed run of one may not change its length.
 LENGTH_DEPENDENT_SCHEDULES = frozenset({"cosine"})
 
+
 def normalize_each_parameter(eps=1e-7):
   """Divides every parameter's gradient by its own L2 norm (+ `eps`): the VampPrior code's `AdamNormGrad`
   step before Adam, which makes each parameter's update direction independent of its gradient's scale."""
@@ -53,14 +54,17 @@ def normalize_each_parameter(eps=1e-7):
       lambda gradient: gradient / (jnp.linalg.norm(gradient.ravel()) + eps), updates))
 
 
-# name -> optimizer(config, learning-rate schedule, b1).
+def _adam(config, schedule):
+  return optax.adam(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
+
+
+# name -> optimizer(config, learning-rate schedule).
 OPTIMIZERS = {
-    "adam": lambda config, schedule, b1: optax.adam(schedule, b1=b1, b2=config.adam_b2, eps=config.adam_eps),
+    "adam": _adam,
     # Tomczak & Welling's AdamNormGrad: Adam on per-parameter normalised gradients.
-    "adam_norm_grad": lambda config, schedule, b1: optax.chain(
-        normalize_each_parameter(), optax.adam(schedule, b1=b1, b2=config.adam_b2, eps=config.adam_eps)),
-    "adagrad": lambda config, schedule, b1: optax.adagrad(schedule),
-    "sgd": lambda config, schedule, b1: optax.sgd(schedule, momentum=config.momentum or None),
+    "adam_norm_grad": lambda config, schedule: optax.chain(normalize_each_parameter(), _adam(config, schedule)),
+    "adagrad": lambda config, schedule: optax.adagrad(schedule),
+    "sgd": lambda config, schedule: optax.sgd(schedule, momentum=config.momentum or None),
 }
 
 
@@ -78,7 +82,7 @@ def learning_rate_schedule(config, total_steps, steps_per_epoch=None):
 def make_optimizer(config, total_steps, steps_per_epoch=None):
   """The optimizer a config asks for (a GAN's D gets a config with its own rate and betas put in)."""
   schedule = learning_rate_schedule(config, total_steps, steps_per_epoch)
-  base = _lookup(OPTIMIZERS, config.optimizer, "optimizer")(config, schedule, config.adam_b1)
+  base = _lookup(OPTIMIZERS, config.optimizer, "optimizer")(config, schedule)
   parts = []
   if config.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(config.grad_clip_norm))

@@ -61,17 +61,12 @@ def _draw(axis, rows, metric, colour, label):
   plot."""
   plots.draw_split_curves(axis, rows, metric, colour, label)
   if metric == "elbo":
-    # A VAE's bound names its k; a mixture's log-likelihood is exact (no k).
-    stars = [(r["examples_seen"], r["log_likelihood"], r.get("iwae_k", "exact")) for r in rows
-             if "log_likelihood" in r]
+    stars = [(r["examples_seen"], r["log_likelihood"], r.get("iwae_k")) for r in rows if "log_likelihood" in r]
     for x, y, k in stars:
       axis.plot([x], [y], "*", color=colour, markersize=9)
     if stars:
-      axis.plot([], [], "*", color=colour, label=f"{label} (test log p(x), {_k_label(stars[-1][2])})")
-
-
-def _k_label(k):
-  return "exact" if k == "exact" else f"k={k}"
+      k = stars[-1][2]  # A VAE's bound names its k; a mixture's log-likelihood is exact.
+      axis.plot([], [], "*", color=colour, label=f"{label} (test log p(x), {'exact' if k is None else f'k={k}'})")
 
 
 def plot(workdirs, output, metric="elbo", labels=None, reference_csv=None, panels=False, log_x=True, ylim=None):

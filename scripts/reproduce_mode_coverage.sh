@@ -10,7 +10,8 @@
 # below), JOBS (runs at once, default 1), EXTRA_FLAGS (added to every run, e.g. "--num_steps=2000" for a quick
 # look). A finished run (one with samples.npy) is not started again, so a run finished at a shorter
 # EXTRA_FLAGS budget stays at it: give a full run its own RUNS_DIR. An unfinished one resumes from its
-# checkpoint, so the script can be stopped and restarted. Each run's wall and CPU seconds go to its seconds.txt and the table.
+# checkpoint, so the script can be stopped and restarted. Each run's wall and CPU seconds go to its
+# seconds.txt and the table.
 # Budget (measured here, 2 cores): a ring run ~1 minute, a grid run ~320-420 CPU-s (~3 minutes alone on both
 # cores); the whole table ~5 CPU-hours: run subsets with the variables above, JOBS=2 to use both cores.
 set -euo pipefail
