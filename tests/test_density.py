@@ -294,6 +294,21 @@ def test_training_stops_early_and_the_best_checkpoint_is_the_runs_model(tmp_path
   assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == len(rows)
 
 
+def test_a_signal_during_the_final_evaluation_stops_cleanly_and_a_rerun_evaluates_again(tmp_path, monkeypatch):
+  curve = [None, 1.0, 0.5, 0.4, 2.0, 3.0, 2.9, 3.0, 2.5, 2.0, 1.0, 0.0, 5.0, 6.0]
+  scripted = _ScriptedTask(curve)
+  mesh = parallel.make_mesh()
+  monkeypatch.setenv("GEN_JAX_FAULT", "sigterm_final:5")  # A SIGTERM as the best step's final evaluation starts.
+  with pytest.raises(loop.Preempted, match="during the final evaluation of step 5's checkpoint") as stop:
+    loop.train(scripted.task(num_steps=13, patience=3, start_step=4), str(tmp_path), seed=0, mesh=mesh)
+  assert stop.value.exit_code == 128 + 15
+  splits = lambda: [json.loads(line)["split"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert "test" not in splits() and splits().count("validation") == 9
+  monkeypatch.delenv("GEN_JAX_FAULT")
+  state = loop.train(scripted.task(num_steps=13, patience=3, start_step=4), str(tmp_path), seed=0, mesh=mesh)
+  assert int(state.step) == 5 and splits().count("test") == 1 and splits().count("validation") == 9
+
+
 def test_early_stopping_resumes_its_count_from_the_checkpoint(tmp_path):
   """A run stopped at step 7 and resumed (a longer --num_steps) stops where an uninterrupted one does."""
   curve = [None, 1.0, 0.5, 0.4, 2.0, 3.0, 2.9, 3.0, 2.5, 2.0, 1.0, 0.0, 5.0, 6.0]

@@ -129,11 +129,16 @@ class Task:
 class Preempted(Exception):
   """SIGTERM/SIGINT arrived; a checkpoint was saved. Carries the exit status and a resume hint."""
 
-  def __init__(self, signal_number, step):
+  def __init__(self, signal_number, step, during_final_evaluation=False):
     self.exit_code = 128 + signal_number
     name = signal.Signals(signal_number).name
-    super().__init__(f"stopped by {name} at step {step}; checkpoint saved; resume by re-running the same "
-                     "command with the same --workdir")
+    if during_final_evaluation:
+      message = (f"stopped by {name} during the final evaluation of step {step}'s checkpoint; training is "
+                 "finished and saved; re-running the same command with the same --workdir evaluates it again")
+    else:
+      message = (f"stopped by {name} at step {step}; checkpoint saved; resume by re-running the same command "
+                 "with the same --workdir")
+    super().__init__(message)
 
 
 class TrainingDiverged(UserError):
@@ -164,16 +169,30 @@ class _StopSignals:
       signal.signal(number, handler)
 
 
+class _StopAtOnce(_StopSignals):
+  """SIGTERM/SIGINT raise Preempted where Python next runs: for the final evaluation after training, which
+  has nothing left to save and may take many minutes (k = 5000 on the test split), so waiting is no use."""
+
+  def __init__(self, step):
+    super().__init__()
+    self.step = step
+
+  def _handle(self, number, frame):
+    del frame
+    raise Preempted(number, self.step, during_final_evaluation=True)
+
+
 def _inject_fault(phase, step):
   """Test hook: GEN_JAX_FAULT="phase:step" kills (or SIGTERMs) this process at that point.
 
   Phases: `step` (after the dispatch that reaches the step), `save` (while that step's checkpoint is
   being written), `eval` (during that step's evaluation, before its test row), `sigterm` (a SIGTERM to
-  itself after the dispatch). The resume tests use it to interrupt runs at exact, repeatable moments.
+  itself after the dispatch), `sigterm_final` (a SIGTERM as the final evaluation of the best step starts).
+  The resume tests use it to interrupt runs at exact, repeatable moments.
   """
   fault = os.environ.get("GEN_JAX_FAULT")
   if fault and fault == f"{phase}:{step}":
-    os.kill(os.getpid(), signal.SIGTERM if phase == "sigterm" else signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGTERM if phase.startswith("sigterm") else signal.SIGKILL)
 
 
 def _dispatch_plan(step, schedule, event_steps):
@@ -415,7 +434,14 @@ def _selected_state(task, state, step, best_step, checkpointer, abstract_state, 
   if best_step != step:
     state, _ = checkpointer.restore(abstract_state, step=best_step)
   if not parallel.main_process_says(writer.has_row("test", best_step)):
-    test_metrics = task.evaluate(state) | task.final_evaluate(state)
+    try:
+      with _StopAtOnce(best_step):
+        _inject_fault("sigterm_final", best_step)
+        test_metrics = task.evaluate(state) | task.final_evaluate(state)
+    except Preempted:
+      checkpointer.close()
+      writer.close()
+      raise
     row = base_row(best_step, "test") | test_metrics
     row["examples_seen"] = best_step * task.schedule.batch_size
     writer.write(row)
