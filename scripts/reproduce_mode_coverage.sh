@@ -116,7 +116,8 @@ for dataset in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
       continue
     values = np.array(results)
     per_seed = " / ".join("—" if np.isnan(t) else f"{t:.0f}" for t in np.mean(seconds, axis=0)) if seconds else "—"
-    cell = lambda column, digits: f"{np.nanmean(values[:, column]):.{digits}f} ± {np.nanstd(values[:, column]):.{digits}f}"
+    cell = lambda column, digits: (f"{np.nanmean(values[:, column]):.{digits}f} ± "
+                                   f"{np.nanstd(values[:, column]):.{digits}f}")
     all_modes = int(np.sum(values[:, 0] == NUM_MODES[dataset]))
     lines.append(f"| {dataset} | {variant} (measured) | {cell(0, 1)} / {NUM_MODES[dataset]} | "
                  f"{all_modes} of {len(values)} | {cell(1, 1)} | {cell(2, 3)} | {per_seed} |")

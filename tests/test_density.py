@@ -327,12 +327,12 @@ def test_early_stopping_resumes_its_count_from_the_checkpoint(tmp_path):
 
 def test_density_flagfiles_train_select_and_open_on_a_tiny_budget(tmp_path):
   """The VampPrior flagfiles of the three architectures (each includes its Gaussian-prior row's flagfile) on
-  80 images (40 of them the validation split), batches of 20: validation rows every epoch, one test row with the k-sample bound at the best step, and the run
-  opens through load_run at that checkpoint."""
+  80 images (40 of them the validation split), batches of 20: validation rows every epoch, one test row with
+  the k-sample bound at the best step, and the run opens through load_run at that checkpoint."""
   import gen_jax
   from conftest import finish, load_script, start_experiment
-  tiny = ("--num_train_examples=80", "--batch_size=20", "--num_validation_examples=40", "--num_test_examples=40", "--num_epochs=2",
-          "--kl_warmup_epochs=1", "--early_stopping_patience=1", "--eval_batch_size=40", "--final_iwae_k=4",
+  tiny = ("--num_train_examples=80", "--batch_size=20", "--num_validation_examples=40", "--num_test_examples=40",
+          "--num_epochs=2", "--kl_warmup_epochs=1", "--early_stopping_patience=1", "--eval_batch_size=40", "--final_iwae_k=4",
           "--num_pseudo_inputs=4", "--num_samples=8", "--num_images=4", "--log_every_steps=2")
   rows = ("vampprior", "hvae_vampprior", "convhvae_vampprior")
   processes = {row: start_experiment("vae", f"--flagfile=experiments/configs/density_{row}.cfg",

@@ -2,8 +2,8 @@
 
 One module fixture trains, once: a small classifier (2000 examples, 2 epochs, cached in a temporary
 folder), the CVAE through its flagfile as a subprocess, and meanwhile, in-process, the autoencoder, a
-2-D latent VAE and a two-step DCGAN (for the comparison figure). The figures are then drawn in-process through `figures.main`, so the
-command line is exercised without paying a JAX start-up per figure.
+2-D latent VAE and a two-step DCGAN (for the comparison figure). The figures are then drawn in-process
+through `figures.main`, so the command line is exercised without paying a JAX start-up per figure.
 """
 
 import json
