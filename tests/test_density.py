@@ -294,19 +294,28 @@ def test_training_stops_early_and_the_best_checkpoint_is_the_runs_model(tmp_path
   assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == len(rows)
 
 
-def test_a_signal_during_the_final_evaluation_stops_cleanly_and_a_rerun_evaluates_again(tmp_path, monkeypatch):
+@pytest.mark.parametrize("selecting", [True, False])
+def test_a_signal_during_the_final_evaluation_stops_cleanly_and_a_rerun_evaluates_again(selecting, tmp_path,
+                                                                                       monkeypatch):
+  """SIGTERM as the final evaluation of the run's model starts (the best step 5 with selection, the last step
+  13 without): Preempted at once, no test row of that step; the same command then trains nothing and writes
+  the row."""
   curve = [None, 1.0, 0.5, 0.4, 2.0, 3.0, 2.9, 3.0, 2.5, 2.0, 1.0, 0.0, 5.0, 6.0]
   scripted = _ScriptedTask(curve)
-  mesh = parallel.make_mesh()
-  monkeypatch.setenv("GEN_JAX_FAULT", "sigterm_final:5")  # A SIGTERM as the best step's final evaluation starts.
-  with pytest.raises(loop.Preempted, match="during the final evaluation of step 5's checkpoint") as stop:
-    loop.train(scripted.task(num_steps=13, patience=3, start_step=4), str(tmp_path), seed=0, mesh=mesh)
+  task = scripted.task(num_steps=13, patience=3, start_step=4)
+  task, model_step = (task, 5) if selecting else (dataclasses.replace(task, selection=None), 13)
+  monkeypatch.setenv("GEN_JAX_FAULT", f"sigterm_final:{model_step}")
+  with pytest.raises(loop.Preempted, match=f"during the final evaluation of step {model_step}'s") as stop:
+    loop.train(task, str(tmp_path), seed=0, mesh=parallel.make_mesh())
   assert stop.value.exit_code == 128 + 15
-  splits = lambda: [json.loads(line)["split"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  assert "test" not in splits() and splits().count("validation") == 9
+  read_rows = lambda: [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  rows_before = read_rows()
+  assert not [row for row in rows_before if row["split"] == "test" and row["step"] == model_step]
   monkeypatch.delenv("GEN_JAX_FAULT")
-  state = loop.train(scripted.task(num_steps=13, patience=3, start_step=4), str(tmp_path), seed=0, mesh=mesh)
-  assert int(state.step) == 5 and splits().count("test") == 1 and splits().count("validation") == 9
+  state = loop.train(task, str(tmp_path), seed=0, mesh=parallel.make_mesh())
+  rows = read_rows()
+  assert int(state.step) == model_step and rows[:-1] == rows_before
+  assert rows[-1]["split"] == "test" and rows[-1]["at_step"] == model_step and rows[-1]["final"] == 1
 
 
 def test_early_stopping_resumes_its_count_from_the_checkpoint(tmp_path):

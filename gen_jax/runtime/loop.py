@@ -358,9 +358,12 @@ def _train(task, workdir, seed, mesh, where):
       _inject_fault("step", step)
       _inject_fault("sigterm", step)
 
-      logging_due = _is_due(step, schedule.log_every_steps) or step == schedule.num_steps
-      evaluation_due = _is_due(step, schedule.eval_every_steps) or step == schedule.num_steps
-      checkpoint_due = _is_due(step, schedule.checkpoint_every_steps) or step == schedule.num_steps
+      final_step = step == schedule.num_steps
+      logging_due = _is_due(step, schedule.log_every_steps) or final_step
+      evaluation_due = _is_due(step, schedule.eval_every_steps) or final_step
+      if final_step and selection is None:
+        evaluation_due = False  # The last test row comes after the loop, once its checkpoint is saved.
+      checkpoint_due = _is_due(step, schedule.checkpoint_every_steps) or final_step
       if logging_due or evaluation_due or checkpoint_due or stop.received:
         # Fetching the metrics synchronises; that is also when non-finite values are caught, before any
         # checkpoint could store a diverged state.
@@ -382,8 +385,6 @@ def _train(task, workdir, seed, mesh, where):
           split = "test" if selection is None else "validation"
           if selection is None:
             split_metrics = task.evaluate(state)
-            if step == schedule.num_steps:
-              split_metrics |= task.final_evaluate(state)
           else:
             split_metrics = selection.validate(state)
             selection_value = split_metrics[selection.metric]
@@ -418,7 +419,13 @@ def _train(task, workdir, seed, mesh, where):
                 f"{selection_record['best_step']})" if stopped_early else ""
     print(f"trained steps {first_step}-{step} in {total:.1f}s{stop_note}; checkpoint saves held training for "
           f"{save_seconds:.2f}s ({save_seconds / total:.1%})", flush=True)
-  if selection is not None and selection_record:
+  if selection is None:
+    test_metrics = _write_final_test_row(task, state, step, checkpointer, writer, base_row)
+    if test_metrics is not None:
+      logging.info("step %d test %s", step, _format_metrics(test_metrics))
+      if main:
+        task.on_evaluation(state, step)
+  elif selection_record:
     state = _selected_state(task, state, step, selection_record["best_step"], checkpointer, abstract_state,
                             writer, base_row)
   checkpointer.close()
@@ -428,23 +435,35 @@ def _train(task, workdir, seed, mesh, where):
   return state
 
 
+def _write_final_test_row(task, state, at_step, checkpointer, writer, base_row):
+  """Writes the test row of the run's model, with the family's final evaluation (the k = 5000 bound, say),
+  after training and its last checkpoint; returns its metrics, or None where a row of `at_step` is already
+  there (a rerun of a finished run). A signal meanwhile stops at once: the model is saved, and a rerun of
+  the same command evaluates it again."""
+  if parallel.main_process_says(writer.has_row("test", at_step)):
+    return None
+  try:
+    with _StopAtOnce(at_step):
+      _inject_fault("sigterm_final", at_step)
+      test_metrics = task.evaluate(state) | task.final_evaluate(state)
+  except Preempted:
+    checkpointer.close()
+    writer.close()
+    raise
+  _inject_fault("eval", at_step)
+  row = base_row(at_step, "test") | test_metrics
+  row["examples_seen"] = at_step * task.schedule.batch_size
+  writer.write(row)
+  return test_metrics
+
+
 def _selected_state(task, state, step, best_step, checkpointer, abstract_state, writer, base_row):
   """The best-validation state, restored unless it is the current one, and its test row (the run's only
-  one, with the family's final evaluation), written once: a rerun of a finished run finds it there."""
+  one), written once: a rerun of a finished run finds it there."""
   if best_step != step:
     state, _ = checkpointer.restore(abstract_state, step=best_step)
-  if not parallel.main_process_says(writer.has_row("test", best_step)):
-    try:
-      with _StopAtOnce(best_step):
-        _inject_fault("sigterm_final", best_step)
-        test_metrics = task.evaluate(state) | task.final_evaluate(state)
-    except Preempted:
-      checkpointer.close()
-      writer.close()
-      raise
-    row = base_row(best_step, "test") | test_metrics
-    row["examples_seen"] = best_step * task.schedule.batch_size
-    writer.write(row)
+  test_metrics = _write_final_test_row(task, state, best_step, checkpointer, writer, base_row)
+  if test_metrics is not None:
     logging.info("step %d test (best validation) %s", best_step, _format_metrics(test_metrics))
     if parallel.is_main_process():
       print(f"best validation {task.selection.metric} at step {best_step}: test "
