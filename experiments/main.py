@@ -12,6 +12,7 @@ reads flags.
 
 import dataclasses
 import os
+import signal
 import sys
 import typing
 
@@ -162,6 +163,12 @@ def run(main, family_name=None):
     except Preempted as stop:
       print(str(stop), file=sys.stderr)
       sys.exit(stop.exit_code)
+    except KeyboardInterrupt:
+      # Ctrl-C outside a training loop (which saves and raises Preempted): before training or in a script
+      # such as evaluate.py. Every file is written whole or not at all, so nothing is half-done.
+      print("stopped by SIGINT; what was written before is intact; re-run the same command to do the rest",
+            file=sys.stderr)
+      sys.exit(128 + signal.SIGINT)
 
   def parse_flags(argv):
     try:

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -221,6 +222,21 @@ def test_a_family_defined_in_a_test_trains_through_the_shared_main_resumes_and_o
     run.encode(np.zeros((1, 28, 28, 1)))
   assert "--target_mean=2.0" in (resumed / "flags.txt").read_text()
   assert workdir_lib.read_config(str(resumed))["family"] == "tiny_gaussian"
+
+
+def test_ctrl_c_outside_a_training_loop_ends_in_one_line(monkeypatch, capsys):
+  """A SIGINT where no loop turns it into a checkpoint (a script's evaluation, start-up): one line, 130."""
+  from experiments import main as experiment_main
+  monkeypatch.setattr(sys, "argv", ["evaluate.py"])
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own: KeyboardInterrupt.
+  try:
+    with pytest.raises(SystemExit) as exit_info:
+      experiment_main.run(lambda argv: os.kill(os.getpid(), signal.SIGINT))
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  assert exit_info.value.code == 128 + signal.SIGINT
+  stderr = capsys.readouterr().err
+  assert stderr.count("\n") == 1 and stderr.startswith("stopped by SIGINT; what was written before is intact")
 
 
 def _tree_digest(directory):
