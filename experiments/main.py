@@ -164,8 +164,9 @@ def run(main, family_name=None):
       print(str(stop), file=sys.stderr)
       sys.exit(stop.exit_code)
     except KeyboardInterrupt:
-      # Ctrl-C outside a training loop (which saves and raises Preempted): before training or in a script
-      # such as evaluate.py. Every file is written whole or not at all, so nothing is half-done.
+      # Ctrl-C outside a training loop (which saves and raises Preempted): before training, or in a script
+      # such as evaluate.py. Checkpoints, config.json, samples.npy and metrics rows are written whole or not
+      # at all, so a rerun finds no half-written record.
       print("stopped by SIGINT; what was written before is intact; re-run the same command to do the rest",
             file=sys.stderr)
       sys.exit(128 + signal.SIGINT)

@@ -295,27 +295,32 @@ def test_training_stops_early_and_the_best_checkpoint_is_the_runs_model(tmp_path
 
 
 @pytest.mark.parametrize("selecting", [True, False])
-def test_a_signal_during_the_final_evaluation_stops_cleanly_and_a_rerun_evaluates_again(selecting, tmp_path,
-                                                                                       monkeypatch):
-  """SIGTERM as the final evaluation of the run's model starts (the best step 5 with selection, the last step
-  13 without): Preempted at once, no test row of that step; the same command then trains nothing and writes
-  the row."""
+def test_a_signal_during_the_final_evaluation_stops_at_once_and_a_rerun_ends_as_if_uninterrupted(
+    selecting, tmp_path, monkeypatch):
+  """SIGTERM as the final evaluation of the run's model starts. With selection: the best step 5's, after early
+  stopping saved step 9. Without: the last step 13's, before its checkpoint (the latest is step 12's). Either
+  way Preempted at once, saying so; the same command then ends with an uninterrupted run's rows."""
   curve = [None, 1.0, 0.5, 0.4, 2.0, 3.0, 2.9, 3.0, 2.5, 2.0, 1.0, 0.0, 5.0, 6.0]
-  scripted = _ScriptedTask(curve)
-  task = scripted.task(num_steps=13, patience=3, start_step=4)
-  task, model_step = (task, 5) if selecting else (dataclasses.replace(task, selection=None), 13)
+  task = _ScriptedTask(curve).task(num_steps=13, patience=3, start_step=4)
+  if selecting:
+    model_step, latest_saved, message = 5, 9, "after training ended at step 9, which is saved; re-running"
+  else:
+    task = dataclasses.replace(task, selection=None)
+    model_step, latest_saved, message = 13, 12, "during the final evaluation at step 13, before its checkpoint; "
+  stopped, straight = tmp_path / "stopped", tmp_path / "straight"
   monkeypatch.setenv("GEN_JAX_FAULT", f"sigterm_final:{model_step}")
-  with pytest.raises(loop.Preempted, match=f"during the final evaluation of step {model_step}'s") as stop:
-    loop.train(task, str(tmp_path), seed=0, mesh=parallel.make_mesh())
+  with pytest.raises(loop.Preempted, match=message) as stop:
+    loop.train(task, str(stopped), seed=0, mesh=parallel.make_mesh())
   assert stop.value.exit_code == 128 + 15
-  read_rows = lambda: [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  rows_before = read_rows()
-  assert not [row for row in rows_before if row["split"] == "test" and row["step"] == model_step]
+  assert checkpointing.saved_steps(str(stopped / "checkpoints"))[-1] == latest_saved
   monkeypatch.delenv("GEN_JAX_FAULT")
-  state = loop.train(task, str(tmp_path), seed=0, mesh=parallel.make_mesh())
-  rows = read_rows()
-  assert int(state.step) == model_step and rows[:-1] == rows_before
-  assert rows[-1]["split"] == "test" and rows[-1]["at_step"] == model_step and rows[-1]["final"] == 1
+  assert int(loop.train(task, str(stopped), seed=0, mesh=parallel.make_mesh()).step) == model_step
+  assert int(loop.train(task, str(straight), seed=0, mesh=parallel.make_mesh()).step) == model_step
+  untimed_rows = lambda workdir: [{key: value for key, value in json.loads(line).items()
+                                   if key not in ("wall_time", "examples_per_sec")}
+                                  for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert untimed_rows(stopped) == untimed_rows(straight)
+  assert untimed_rows(stopped)[-1] | {"split": "test", "step": model_step, "final": 1} == untimed_rows(stopped)[-1]
 
 
 def test_early_stopping_resumes_its_count_from_the_checkpoint(tmp_path):
@@ -341,8 +346,8 @@ def test_density_flagfiles_train_select_and_open_on_a_tiny_budget(tmp_path):
   import gen_jax
   from conftest import finish, load_script, start_experiment
   tiny = ("--num_train_examples=80", "--batch_size=20", "--num_validation_examples=40", "--num_test_examples=40",
-          "--num_epochs=2", "--kl_warmup_epochs=1", "--early_stopping_patience=1", "--eval_batch_size=40", "--final_iwae_k=4",
-          "--num_pseudo_inputs=4", "--num_samples=8", "--num_images=4", "--log_every_steps=2")
+          "--num_epochs=2", "--kl_warmup_epochs=1", "--early_stopping_patience=1", "--eval_batch_size=40",
+          "--final_iwae_k=4", "--num_pseudo_inputs=4", "--num_samples=8", "--num_images=4", "--log_every_steps=2")
   rows = ("vampprior", "hvae_vampprior", "convhvae_vampprior")
   processes = {row: start_experiment("vae", f"--flagfile=experiments/configs/density_{row}.cfg",
                                      f"--workdir={tmp_path / row / 'seed0'}", *tiny) for row in rows}

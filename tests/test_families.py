@@ -226,14 +226,19 @@ def test_a_family_defined_in_a_test_trains_through_the_shared_main_resumes_and_o
 
 def test_ctrl_c_outside_a_training_loop_ends_in_one_line(monkeypatch, capsys):
   """A SIGINT where no loop turns it into a checkpoint (a script's evaluation, start-up): one line, 130."""
+  from absl import logging
   from experiments import main as experiment_main
   monkeypatch.setattr(sys, "argv", ["evaluate.py"])
-  previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own: KeyboardInterrupt.
+  previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's: KeyboardInterrupt.
+  previous_verbosity = logging.get_verbosity()  # run() quiets absl's logging.
   try:
     with pytest.raises(SystemExit) as exit_info:
       experiment_main.run(lambda argv: os.kill(os.getpid(), signal.SIGINT))
+  except KeyboardInterrupt:
+    pytest.fail("the KeyboardInterrupt escaped run()")
   finally:
-    signal.signal(signal.SIGINT, previous)
+    signal.signal(signal.SIGINT, previous_handler)
+    logging.set_verbosity(previous_verbosity)
   assert exit_info.value.code == 128 + signal.SIGINT
   stderr = capsys.readouterr().err
   assert stderr.count("\n") == 1 and stderr.startswith("stopped by SIGINT; what was written before is intact")

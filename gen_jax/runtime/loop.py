@@ -127,18 +127,21 @@ class Task:
 
 
 class Preempted(Exception):
-  """SIGTERM/SIGINT arrived; a checkpoint was saved. Carries the exit status and a resume hint."""
+  """SIGTERM/SIGINT stopped the run. Carries the exit status and a line: where it stopped, what is saved and
+  how to go on."""
 
-  def __init__(self, signal_number, step, during_final_evaluation=False):
+  def __init__(self, signal_number, where_and_how):
     self.exit_code = 128 + signal_number
-    name = signal.Signals(signal_number).name
-    if during_final_evaluation:
-      message = (f"stopped by {name} during the final evaluation of step {step}'s checkpoint; training is "
-                 "finished and saved; re-running the same command with the same --workdir evaluates it again")
-    else:
-      message = (f"stopped by {name} at step {step}; checkpoint saved; resume by re-running the same command "
-                 "with the same --workdir")
-    super().__init__(message)
+    super().__init__(f"stopped by {signal.Signals(signal_number).name} {where_and_how}")
+
+
+class _SignalArrived(BaseException):
+  """Raised by _StopAtOnce's handler; a BaseException (as KeyboardInterrupt is), so that no `except
+  Exception` in library code (JAX's compilation cache, say) can swallow the stop."""
+
+  def __init__(self, signal_number):
+    super().__init__(signal_number)
+    self.signal_number = signal_number
 
 
 class TrainingDiverged(UserError):
@@ -170,16 +173,13 @@ class _StopSignals:
 
 
 class _StopAtOnce(_StopSignals):
-  """SIGTERM/SIGINT raise Preempted where Python next runs: for the final evaluation after training, which
-  has nothing left to save and may take many minutes (k = 5000 on the test split), so waiting is no use."""
-
-  def __init__(self, step):
-    super().__init__()
-    self.step = step
+  """SIGTERM/SIGINT raise _SignalArrived where Python next runs: for the final evaluation (k = 5000 on the
+  test split can take many minutes, so waiting for its end is no use) and for the work after training, which
+  a rerun of the same command redoes. Signals are per process: on several hosts each must receive one."""
 
   def _handle(self, number, frame):
     del frame
-    raise Preempted(number, self.step, during_final_evaluation=True)
+    raise _SignalArrived(number)
 
 
 def _inject_fault(phase, step):
@@ -187,7 +187,8 @@ def _inject_fault(phase, step):
 
   Phases: `step` (after the dispatch that reaches the step), `save` (while that step's checkpoint is
   being written), `eval` (during that step's evaluation, before its test row), `sigterm` (a SIGTERM to
-  itself after the dispatch), `sigterm_final` (a SIGTERM as the final evaluation of the best step starts).
+  itself after the dispatch), `sigterm_final` (a SIGTERM as the final evaluation of the run's model starts:
+  the last step's, or the best-validation step's with model selection).
   The resume tests use it to interrupt runs at exact, repeatable moments.
   """
   fault = os.environ.get("GEN_JAX_FAULT")
@@ -361,8 +362,6 @@ def _train(task, workdir, seed, mesh, where):
       final_step = step == schedule.num_steps
       logging_due = _is_due(step, schedule.log_every_steps) or final_step
       evaluation_due = _is_due(step, schedule.eval_every_steps) or final_step
-      if final_step and selection is None:
-        evaluation_due = False  # The last test row comes after the loop, once its checkpoint is saved.
       checkpoint_due = _is_due(step, schedule.checkpoint_every_steps) or final_step
       if logging_due or evaluation_due or checkpoint_due or stop.received:
         # Fetching the metrics synchronises; that is also when non-finite values are caught, before any
@@ -383,7 +382,21 @@ def _train(task, workdir, seed, mesh, where):
         selection_value = None
         if evaluation_due:
           split = "test" if selection is None else "validation"
-          if selection is None:
+          if selection is None and final_step:
+            # The step is saved only after its test row, so a stop here resumes from the last checkpoint and
+            # trains to this step again: exactly the rows of an uninterrupted run, whatever --num_steps then.
+            try:
+              with _StopAtOnce():
+                _inject_fault("sigterm_final", step)
+                split_metrics = task.evaluate(state) | task.final_evaluate(state)
+            except _SignalArrived as arrived:
+              checkpointer.close()
+              writer.close()
+              resume_from = f"step {last_saved}" if last_saved else "the start"
+              raise Preempted(arrived.signal_number, f"during the final evaluation at step {step}, before its "
+                              f"checkpoint; re-running the same command with the same --workdir resumes from "
+                              f"{resume_from} and evaluates again") from None
+          elif selection is None:
             split_metrics = task.evaluate(state)
           else:
             split_metrics = selection.validate(state)
@@ -406,64 +419,50 @@ def _train(task, workdir, seed, mesh, where):
       if stop.received:
         checkpointer.close()
         writer.close()
-        raise Preempted(stop.received, step)
+        raise Preempted(stop.received, f"at step {step}; checkpoint saved; resume by re-running the same "
+                        "command with the same --workdir")
 
-  if last_saved != step:
-    checkpointer.save(step, state, progress_record(step))
-  save_start = time.time()
-  checkpointer.wait()
-  save_seconds += time.time() - save_start
-  if main and step > first_step:
-    total = time.time() - start_time
-    stop_note = f" (stopped early: no better validation {selection.metric} since step " \
-                f"{selection_record['best_step']})" if stopped_early else ""
-    print(f"trained steps {first_step}-{step} in {total:.1f}s{stop_note}; checkpoint saves held training for "
-          f"{save_seconds:.2f}s ({save_seconds / total:.1%})", flush=True)
-  if selection is None:
-    test_metrics = _write_final_test_row(task, state, step, checkpointer, writer, base_row)
-    if test_metrics is not None:
-      logging.info("step %d test %s", step, _format_metrics(test_metrics))
+  # Training is over: a signal from here on stops at once, and the same command redoes what is left (the
+  # best checkpoint's evaluation, the final files) without training.
+  try:
+    with _StopAtOnce():
+      if last_saved != step:
+        checkpointer.save(step, state, progress_record(step))
+      save_start = time.time()
+      checkpointer.wait()
+      save_seconds += time.time() - save_start
+      if main and step > first_step:
+        total = time.time() - start_time
+        stop_note = f" (stopped early: no better validation {selection.metric} since step " \
+                    f"{selection_record['best_step']})" if stopped_early else ""
+        print(f"trained steps {first_step}-{step} in {total:.1f}s{stop_note}; checkpoint saves held training "
+              f"for {save_seconds:.2f}s ({save_seconds / total:.1%})", flush=True)
+      if selection is not None and selection_record:
+        state = _selected_state(task, state, step, selection_record["best_step"], checkpointer,
+                                abstract_state, writer, base_row)
       if main:
-        task.on_evaluation(state, step)
-  elif selection_record:
-    state = _selected_state(task, state, step, selection_record["best_step"], checkpointer, abstract_state,
-                            writer, base_row)
+        task.finalize(state)
+  except _SignalArrived as arrived:
+    checkpointer.close()
+    writer.close()
+    raise Preempted(arrived.signal_number, f"after training ended at step {step}, which is saved; re-running "
+                    "the same command with the same --workdir finishes the run without training") from None
   checkpointer.close()
-  if main:
-    task.finalize(state)
   writer.close()
   return state
 
 
-def _write_final_test_row(task, state, at_step, checkpointer, writer, base_row):
-  """Writes the test row of the run's model, with the family's final evaluation (the k = 5000 bound, say),
-  after training and its last checkpoint; returns its metrics, or None where a row of `at_step` is already
-  there (a rerun of a finished run). A signal meanwhile stops at once: the model is saved, and a rerun of
-  the same command evaluates it again."""
-  if parallel.main_process_says(writer.has_row("test", at_step)):
-    return None
-  try:
-    with _StopAtOnce(at_step):
-      _inject_fault("sigterm_final", at_step)
-      test_metrics = task.evaluate(state) | task.final_evaluate(state)
-  except Preempted:
-    checkpointer.close()
-    writer.close()
-    raise
-  _inject_fault("eval", at_step)
-  row = base_row(at_step, "test") | test_metrics
-  row["examples_seen"] = at_step * task.schedule.batch_size
-  writer.write(row)
-  return test_metrics
-
-
 def _selected_state(task, state, step, best_step, checkpointer, abstract_state, writer, base_row):
   """The best-validation state, restored unless it is the current one, and its test row (the run's only
-  one), written once: a rerun of a finished run finds it there."""
+  one, with the family's final evaluation), written once: a rerun of a finished run finds it there."""
   if best_step != step:
     state, _ = checkpointer.restore(abstract_state, step=best_step)
-  test_metrics = _write_final_test_row(task, state, best_step, checkpointer, writer, base_row)
-  if test_metrics is not None:
+  if not parallel.main_process_says(writer.has_row("test", best_step)):
+    _inject_fault("sigterm_final", best_step)
+    test_metrics = task.evaluate(state) | task.final_evaluate(state)
+    row = base_row(best_step, "test") | test_metrics
+    row["examples_seen"] = best_step * task.schedule.batch_size
+    writer.write(row)
     logging.info("step %d test (best validation) %s", best_step, _format_metrics(test_metrics))
     if parallel.is_main_process():
       print(f"best validation {task.selection.metric} at step {best_step}: test "
