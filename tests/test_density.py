@@ -323,6 +323,28 @@ def test_a_signal_during_the_final_evaluation_stops_at_once_and_a_rerun_ends_as_
   assert untimed_rows(stopped)[-1] | {"split": "test", "step": model_step, "final": 1} == untimed_rows(stopped)[-1]
 
 
+@pytest.mark.parametrize("selecting", [True, False])
+def test_a_finished_run_asked_for_a_new_final_evaluation_writes_it_once(selecting, tmp_path):
+  """As a VAE rerun with a new --final_iwae_k: the finished run gets one more test row, at its model's step,
+  with the final evaluation; a third run adds nothing."""
+  task = _ScriptedTask([None, 1.0, 0.5, 0.4, 2.0, 3.0, 2.9, 3.0, 2.5, 2.0, 1.0, 0.0, 5.0, 6.0]).task(
+      num_steps=13, patience=3, start_step=4)
+  task, model_step = (task, 5) if selecting else (dataclasses.replace(task, selection=None), 13)
+  without = dataclasses.replace(task, final_evaluate=lambda state: {}, identity_keys=("k",))
+  with_k = dataclasses.replace(without, final_evaluate=lambda state: {"k": 7, "at_step": int(state.step)},
+                               final_row_identity={"k": 7})
+  read_rows = lambda: [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  loop.train(without, str(tmp_path), seed=0, mesh=parallel.make_mesh())
+  finished = read_rows()
+  assert not [row for row in finished if "k" in row]
+  assert int(loop.train(with_k, str(tmp_path), seed=0, mesh=parallel.make_mesh()).step) == model_step
+  rows = read_rows()
+  assert rows[:-1] == finished
+  assert rows[-1] | {"split": "test", "step": model_step, "k": 7, "at_step": model_step} == rows[-1]
+  loop.train(with_k, str(tmp_path), seed=0, mesh=parallel.make_mesh())
+  assert read_rows() == rows
+
+
 def test_early_stopping_resumes_its_count_from_the_checkpoint(tmp_path):
   """A run stopped at step 7 and resumed (a longer --num_steps) stops where an uninterrupted one does."""
   curve = [None, 1.0, 0.5, 0.4, 2.0, 3.0, 2.9, 3.0, 2.5, 2.0, 1.0, 0.0, 5.0, 6.0]

@@ -345,7 +345,7 @@ class Parts:
                           start_step=kl_warmup_end_step(self.config, self.schedule.steps_per_epoch))
 
   def task(self, workdir, *, update, evaluate, validation_sums, operations, headline, curve_label,
-           identity_keys=(), final_evaluate=None):
+           identity_keys=(), final_evaluate=None, final_row_identity=None):
     """The loop.Task; `validation_sums` are the masked sums the validation rows report (and select by
     `headline`) when the config holds out a validation split."""
     figures = _Figures(self.codes, self.config, self.data, workdir, headline, curve_label)
@@ -357,6 +357,7 @@ class Parts:
         evaluate=evaluate, schedule=self.schedule, on_evaluation=figures.on_evaluation,
         finalize=figures.finalize, operations=operations, dataset=self.data, headline=headline,
         identity_keys=identity_keys, final_evaluate=final_evaluate or (lambda state: {}),
+        final_row_identity=final_row_identity or {},
         selection=self.selection(validation_sums, headline))
 
 

@@ -310,4 +310,5 @@ def assemble(parts, workdir, mesh, extra_evaluation=None):
                              steps_per_epoch=parts.schedule.steps_per_epoch)
   return parts.task(workdir, update=update, evaluate=evaluate, validation_sums=evaluation_sums,
                     final_evaluate=final_evaluate, operations=operations, headline="elbo",
-                    curve_label="CVAE" if config.conditional else "VAE", identity_keys=("iwae_k",))
+                    curve_label="CVAE" if config.conditional else "VAE", identity_keys=("iwae_k",),
+                    final_row_identity={"iwae_k": config.final_iwae_k} if config.final_iwae_k else {})

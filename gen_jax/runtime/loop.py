@@ -16,7 +16,7 @@ import math
 import os
 import signal
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import numpy as np
@@ -108,6 +108,8 @@ class Task:
   headline: the train-row metric the terminal line shows.
   identity_keys: row values that tell apart rows with the same metric names (evaluations of one
     checkpoint with two k's), so that a resumed run never writes a row twice.
+  final_row_identity: the identity-key values of the final evaluation's row ({"iwae_k": 5000}); a rerun of a
+    finished run without a test row of these values at the model's step (a new --final_iwae_k) writes one.
   """
   init_state: Callable[[jax.Array], Any]
   update: Callable[..., Any]
@@ -123,6 +125,7 @@ class Task:
   headline: str = "loss"
   identity_keys: tuple = ()
   final_evaluate: Callable[[Any], dict] = lambda state: {}
+  final_row_identity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   selection: Optional[Selection] = None
 
 
@@ -437,7 +440,12 @@ def _train(task, workdir, seed, mesh, where):
                     f"{selection_record['best_step']})" if stopped_early else ""
         print(f"trained steps {first_step}-{step} in {total:.1f}s{stop_note}; checkpoint saves held training "
               f"for {save_seconds:.2f}s ({save_seconds / total:.1%})", flush=True)
-      if selection is not None and selection_record:
+      if selection is None:
+        # Written in the loop, unless this rerun of a finished run asks for another final evaluation.
+        test_metrics = _write_final_test_row(task, state, step, writer, base_row)
+        if test_metrics is not None and main:
+          print(f"step {step} test: {_format_metrics(test_metrics)}", flush=True)
+      elif selection_record:
         state = _selected_state(task, state, step, selection_record["best_step"], checkpointer,
                                 abstract_state, writer, base_row)
       if main:
@@ -452,17 +460,26 @@ def _train(task, workdir, seed, mesh, where):
   return state
 
 
+def _write_final_test_row(task, state, at_step, writer, base_row):
+  """Writes the test row of the run's model with the family's final evaluation, unless the file holds one
+  with the final evaluation's identity (a rerun of a finished run); returns its metrics, or None."""
+  if parallel.main_process_says(writer.has_row("test", at_step, **task.final_row_identity)):
+    return None
+  _inject_fault("sigterm_final", at_step)
+  test_metrics = task.evaluate(state) | task.final_evaluate(state)
+  row = base_row(at_step, "test") | test_metrics
+  row["examples_seen"] = at_step * task.schedule.batch_size
+  writer.write(row)
+  return test_metrics
+
+
 def _selected_state(task, state, step, best_step, checkpointer, abstract_state, writer, base_row):
   """The best-validation state, restored unless it is the current one, and its test row (the run's only
   one, with the family's final evaluation), written once: a rerun of a finished run finds it there."""
   if best_step != step:
     state, _ = checkpointer.restore(abstract_state, step=best_step)
-  if not parallel.main_process_says(writer.has_row("test", best_step)):
-    _inject_fault("sigterm_final", best_step)
-    test_metrics = task.evaluate(state) | task.final_evaluate(state)
-    row = base_row(best_step, "test") | test_metrics
-    row["examples_seen"] = best_step * task.schedule.batch_size
-    writer.write(row)
+  test_metrics = _write_final_test_row(task, state, best_step, writer, base_row)
+  if test_metrics is not None:
     logging.info("step %d test (best validation) %s", best_step, _format_metrics(test_metrics))
     if parallel.is_main_process():
       print(f"best validation {task.selection.metric} at step {best_step}: test "

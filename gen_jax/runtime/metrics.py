@@ -81,9 +81,12 @@ class MetricWriter:
       self._tensorboard.flush()
     return True
 
-  def has_row(self, split, step):
-    """Whether a row of `split` at `step` is in the file (whatever its metrics)."""
-    return any(identity[:2] == (split, int(step)) for identity in self._written)
+  def has_row(self, split, step, **identity_values):
+    """Whether a row of `split` at `step` is in the file whose identity keys have `identity_values` (an
+    `iwae_k=5000`, say), whatever its metrics otherwise."""
+    wanted = [(self.identity_keys.index(key), value) for key, value in identity_values.items()]
+    return any(identity[:2] == (split, int(step)) and all(identity[3][index] == value for index, value in wanted)
+               for identity in self._written)
 
   def close(self):
     if self._tensorboard is not None:
