@@ -403,3 +403,9 @@ def test_density_flagfiles_train_select_and_open_on_a_tiny_budget(tmp_path):
   assert bottom <= min(last_elbos) and top >= max(density_table.PUBLISHED[row][1] for row in rows)
   # Labels of nearly equal published values (the HVAE's and the VampPrior's) are pushed apart, downwards.
   assert density_table._spread_labels([-226.72, -227.35, -227.37], 0.5) == pytest.approx([-226.72, -227.35, -227.85])
+  # A seed's number: its newest measured step at the largest k there; a later cheap bound does not replace it.
+  validation = [{"split": "validation", "step": step, "elbo": -230.0, "wall_time": 1.0} for step in (2, 4)]
+  bounds = [{"split": "test", "step": step, "log_likelihood": value, "iwae_k": k}
+            for step, value, k in [(2, -229.0, 5000), (4, -228.0, 5000), (4, -229.5, 10)]]
+  summary = density_table.seed_summary(validation + bounds, {"num_epochs": 2})
+  assert (summary["log_likelihood"], summary["iwae_k"]) == (-228.0, 5000)

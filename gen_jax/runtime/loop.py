@@ -64,8 +64,8 @@ class Selection:
   At every evaluation the loop writes a `validation` row of `validate(state)` (instead of a test row) and
   saves a checkpoint ranked by its `metric` (higher is better); orbax keeps the best one beside the latest.
   Training stops early by `early_stopping_update`'s rule with `patience` and `start_step`. At the end the
-  best-validation state is restored and gets the run's one test row (with the family's final evaluation),
-  samples.npy, and is what `load_run` opens.
+  best-validation state is restored and gets the run's test row (with the family's final evaluation; a rerun
+  asking for another final evaluation adds one), samples.npy, and is what `load_run` opens.
   """
   validate: Callable[[Any], dict]
   metric: str
@@ -443,8 +443,10 @@ def _train(task, workdir, seed, mesh, where):
       if selection is None:
         # Written in the loop, unless this rerun of a finished run asks for another final evaluation.
         test_metrics = _write_final_test_row(task, state, step, writer, base_row)
-        if test_metrics is not None and main:
-          print(f"step {step} test: {_format_metrics(test_metrics)}", flush=True)
+        if test_metrics is not None:
+          logging.info("step %d test %s", step, _format_metrics(test_metrics))
+          if main:
+            print(f"step {step} test: {_format_metrics(test_metrics)}", flush=True)
       elif selection_record:
         state = _selected_state(task, state, step, selection_record["best_step"], checkpointer,
                                 abstract_state, writer, base_row)
@@ -474,8 +476,8 @@ def _write_final_test_row(task, state, at_step, writer, base_row):
 
 
 def _selected_state(task, state, step, best_step, checkpointer, abstract_state, writer, base_row):
-  """The best-validation state, restored unless it is the current one, and its test row (the run's only
-  one, with the family's final evaluation), written once: a rerun of a finished run finds it there."""
+  """The best-validation state, restored unless it is the current one, and its test row with the family's
+  final evaluation, written once for each final evaluation asked for (_write_final_test_row)."""
   if best_step != step:
     state, _ = checkpointer.restore(abstract_state, step=best_step)
   test_metrics = _write_final_test_row(task, state, best_step, writer, base_row)
