@@ -7,9 +7,9 @@ Train rows are dashed, validation rows dotted, test rows solid; a run's test `lo
 bound, written after training or by scripts/evaluate.py) is drawn as a star on the ELBO plot. `--panels`
 gives each run its own panel with a shared y-axis, like Kingma & Welling's Fig. 2 (one panel per latent
 size). The reference CSV (header line, then examples_seen,value rows) adds a published curve in black to
-every panel. A curve is
-labelled by its directory's name and the run's family (from config.json, where the run recorded one); only
-metrics.jsonl is read, so a run without checkpoints (or still training) can be plotted.
+every panel. A curve is labelled by its directory's name and the run's family (from config.json, where the
+run recorded one); only metrics.jsonl is read, so a run without checkpoints (or still training) can be
+plotted.
 """
 
 import os

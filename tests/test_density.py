@@ -17,7 +17,7 @@ from gen_jax.data import image_data
 from gen_jax.errors import UserError
 from gen_jax.families import latent_code, vae
 from gen_jax.models import networks, vae as vae_model
-from gen_jax.runtime import checkpointing, loop
+from gen_jax.runtime import checkpointing, loop, metrics as metrics_lib
 from test_loop import _CountingTask
 
 
@@ -223,6 +223,11 @@ def test_bad_density_settings_are_refused_in_one_line(overrides, fragment):
   assert fragment in str(error.value) and "\n" not in str(error.value)
 
 
+# A validation score per step (higher is better): a dip during the warm-up (steps 2-3), the best 3.0 at step 5
+# (the equal 3.0 at step 7 is no improvement), then worse until step 12.
+SCRIPTED_CURVE = [None, 1.0, 0.5, 0.4, 2.0, 3.0, 2.9, 3.0, 2.5, 2.0, 1.0, 0.0, 5.0, 6.0]
+
+
 class _ScriptedTask:
   """test_loop's y = 3x task, validated on a scripted curve of 'score' per step (higher is better)."""
 
@@ -242,7 +247,7 @@ class _ScriptedTask:
 
 def test_early_stopping_rule_on_a_scripted_curve():
   # Validation after epochs 1..12; the warm-up lasts until step 4, so the dip at steps 2-3 never counts.
-  curve = [None, 1.0, 0.5, 0.4, 2.0, 3.0, 2.9, 3.0, 2.5, 2.0, 1.0, 0.0, 5.0]
+  curve = SCRIPTED_CURVE
   record, stopped_at = {}, None
   for step in range(1, 13):
     record, stop = loop.early_stopping_update(record, step, curve[step], patience=3, start_step=4)
@@ -276,8 +281,7 @@ def test_early_stopping_counts_from_the_end_of_the_warm_up_in_epochs_or_steps(tm
 
 
 def test_training_stops_early_and_the_best_checkpoint_is_the_runs_model(tmp_path):
-  curve = [None, 1.0, 0.5, 0.4, 2.0, 3.0, 2.9, 3.0, 2.5, 2.0, 1.0, 0.0, 5.0, 6.0]
-  scripted = _ScriptedTask(curve)
+  scripted = _ScriptedTask(SCRIPTED_CURVE)
   mesh = parallel.make_mesh()
   state = loop.train(scripted.task(num_steps=13, patience=3, start_step=4), str(tmp_path), seed=0, mesh=mesh)
   assert int(state.step) == 5  # The returned state is the best-validation one, restored.
@@ -300,8 +304,7 @@ def test_a_signal_during_the_final_evaluation_stops_at_once_and_a_rerun_ends_as_
   """SIGTERM as the final evaluation of the run's model starts. With selection: the best step 5's, after early
   stopping saved step 9. Without: the last step 13's, before its checkpoint (the latest is step 12's). Either
   way Preempted at once, saying so; the same command then ends with an uninterrupted run's rows."""
-  curve = [None, 1.0, 0.5, 0.4, 2.0, 3.0, 2.9, 3.0, 2.5, 2.0, 1.0, 0.0, 5.0, 6.0]
-  task = _ScriptedTask(curve).task(num_steps=13, patience=3, start_step=4)
+  task = _ScriptedTask(SCRIPTED_CURVE).task(num_steps=13, patience=3, start_step=4)
   if selecting:
     model_step, latest_saved, message = 5, 9, "after training ended at step 9, which is saved; re-running"
   else:
@@ -316,19 +319,18 @@ def test_a_signal_during_the_final_evaluation_stops_at_once_and_a_rerun_ends_as_
   monkeypatch.delenv("GEN_JAX_FAULT")
   assert int(loop.train(task, str(stopped), seed=0, mesh=parallel.make_mesh()).step) == model_step
   assert int(loop.train(task, str(straight), seed=0, mesh=parallel.make_mesh()).step) == model_step
-  untimed_rows = lambda workdir: [{key: value for key, value in json.loads(line).items()
-                                   if key not in ("wall_time", "examples_per_sec")}
-                                  for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  assert untimed_rows(stopped) == untimed_rows(straight)
-  assert untimed_rows(stopped)[-1] | {"split": "test", "step": model_step, "final": 1} == untimed_rows(stopped)[-1]
+  untimed_rows = lambda workdir: [{key: value for key, value in row.items() if key not in metrics_lib.TIMING_KEYS}
+                                  for row in metrics_lib.read_rows(str(workdir / "metrics.jsonl"))]
+  rows = untimed_rows(stopped)
+  assert rows == untimed_rows(straight)
+  assert rows[-1] | {"split": "test", "step": model_step, "final": 1} == rows[-1]
 
 
 @pytest.mark.parametrize("selecting", [True, False])
 def test_a_finished_run_asked_for_a_new_final_evaluation_writes_it_once(selecting, tmp_path):
   """As a VAE rerun with a new --final_iwae_k: the finished run gets one more test row, at its model's step,
   with the final evaluation; a third run adds nothing."""
-  task = _ScriptedTask([None, 1.0, 0.5, 0.4, 2.0, 3.0, 2.9, 3.0, 2.5, 2.0, 1.0, 0.0, 5.0, 6.0]).task(
-      num_steps=13, patience=3, start_step=4)
+  task = _ScriptedTask(SCRIPTED_CURVE).task(num_steps=13, patience=3, start_step=4)
   task, model_step = (task, 5) if selecting else (dataclasses.replace(task, selection=None), 13)
   without = dataclasses.replace(task, final_evaluate=lambda state: {}, identity_keys=("k",))
   with_k = dataclasses.replace(without, final_evaluate=lambda state: {"k": 7, "at_step": int(state.step)},
@@ -347,8 +349,7 @@ def test_a_finished_run_asked_for_a_new_final_evaluation_writes_it_once(selectin
 
 def test_early_stopping_resumes_its_count_from_the_checkpoint(tmp_path):
   """A run stopped at step 7 and resumed (a longer --num_steps) stops where an uninterrupted one does."""
-  curve = [None, 1.0, 0.5, 0.4, 2.0, 3.0, 2.9, 3.0, 2.5, 2.0, 1.0, 0.0, 5.0, 6.0]
-  scripted = _ScriptedTask(curve)
+  scripted = _ScriptedTask(SCRIPTED_CURVE)
   mesh = parallel.make_mesh()
   loop.train(scripted.task(num_steps=7, patience=3, start_step=4), str(tmp_path / "a"), seed=0, mesh=mesh)
   resumed = loop.train(scripted.task(num_steps=13, patience=3, start_step=4), str(tmp_path / "a"), seed=0,

@@ -11,6 +11,7 @@ and a restored state replays bit-identically. Dispatch sizes are a function of t
 `_dispatch_plan`), so a resumed run also compiles and executes the same programs.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -183,6 +184,25 @@ class _StopAtOnce(_StopSignals):
   def _handle(self, number, frame):
     del frame
     raise _SignalArrived(number)
+
+
+@contextlib.contextmanager
+def _stopping_at_once(checkpointer, writer, where_and_how):
+  """Runs its body under _StopAtOnce; a signal closes the checkpointer (letting a save in flight finish) and
+  the writer, and raises Preempted with `where_and_how`."""
+  try:
+    with _StopAtOnce():
+      yield
+  except _SignalArrived as arrived:
+    checkpointer.close()
+    writer.close()
+    raise Preempted(arrived.signal_number, where_and_how) from None
+
+
+def _final_metrics(task, state, step):
+  """The test metrics of the run's model: the family's evaluation and its final one (the k = 5000 bound)."""
+  _inject_fault("sigterm_final", step)
+  return task.evaluate(state) | task.final_evaluate(state)
 
 
 def _inject_fault(phase, step):
@@ -388,17 +408,11 @@ def _train(task, workdir, seed, mesh, where):
           if selection is None and final_step:
             # The step is saved only after its test row, so a stop here resumes from the last checkpoint and
             # trains to this step again: exactly the rows of an uninterrupted run, whatever --num_steps then.
-            try:
-              with _StopAtOnce():
-                _inject_fault("sigterm_final", step)
-                split_metrics = task.evaluate(state) | task.final_evaluate(state)
-            except _SignalArrived as arrived:
-              checkpointer.close()
-              writer.close()
-              resume_from = f"step {last_saved}" if last_saved else "the start"
-              raise Preempted(arrived.signal_number, f"during the final evaluation at step {step}, before its "
-                              f"checkpoint; re-running the same command with the same --workdir resumes from "
-                              f"{resume_from} and evaluates again") from None
+            resume_from = f"step {last_saved}" if last_saved else "the start"
+            with _stopping_at_once(checkpointer, writer, f"during the final evaluation at step {step}, before "
+                                   "its checkpoint; re-running the same command with the same --workdir resumes "
+                                   f"from {resume_from} and evaluates again"):
+              split_metrics = _final_metrics(task, state, step)
           elif selection is None:
             split_metrics = task.evaluate(state)
           else:
@@ -427,36 +441,31 @@ def _train(task, workdir, seed, mesh, where):
 
   # Training is over: a signal from here on stops at once, and the same command redoes what is left (the
   # best checkpoint's evaluation, the final files) without training.
-  try:
-    with _StopAtOnce():
-      if last_saved != step:
-        checkpointer.save(step, state, progress_record(step))
-      save_start = time.time()
-      checkpointer.wait()
-      save_seconds += time.time() - save_start
-      if main and step > first_step:
-        total = time.time() - start_time
-        stop_note = f" (stopped early: no better validation {selection.metric} since step " \
-                    f"{selection_record['best_step']})" if stopped_early else ""
-        print(f"trained steps {first_step}-{step} in {total:.1f}s{stop_note}; checkpoint saves held training "
-              f"for {save_seconds:.2f}s ({save_seconds / total:.1%})", flush=True)
-      if selection is None:
-        # Written in the loop, unless this rerun of a finished run asks for another final evaluation.
-        test_metrics = _write_final_test_row(task, state, step, writer, base_row)
-        if test_metrics is not None:
-          logging.info("step %d test %s", step, _format_metrics(test_metrics))
-          if main:
-            print(f"step {step} test: {_format_metrics(test_metrics)}", flush=True)
-      elif selection_record:
-        state = _selected_state(task, state, step, selection_record["best_step"], checkpointer,
-                                abstract_state, writer, base_row)
-      if main:
-        task.finalize(state)
-  except _SignalArrived as arrived:
-    checkpointer.close()
-    writer.close()
-    raise Preempted(arrived.signal_number, f"after training ended at step {step}, which is saved; re-running "
-                    "the same command with the same --workdir finishes the run without training") from None
+  with _stopping_at_once(checkpointer, writer, f"after training ended at step {step}, which is saved; "
+                         "re-running the same command with the same --workdir finishes the run without training"):
+    if last_saved != step:
+      checkpointer.save(step, state, progress_record(step))
+    save_start = time.time()
+    checkpointer.wait()
+    save_seconds += time.time() - save_start
+    if main and step > first_step:
+      total = time.time() - start_time
+      stop_note = f" (stopped early: no better validation {selection.metric} since step " \
+                  f"{selection_record['best_step']})" if stopped_early else ""
+      print(f"trained steps {first_step}-{step} in {total:.1f}s{stop_note}; checkpoint saves held training for "
+            f"{save_seconds:.2f}s ({save_seconds / total:.1%})", flush=True)
+    if selection is None:
+      # Written in the loop, unless this rerun of a finished run asks for another final evaluation.
+      test_metrics = _write_final_test_row(task, state, step, writer, base_row)
+      if test_metrics is not None:
+        logging.info("step %d test %s", step, _format_metrics(test_metrics))
+        if main:
+          print(f"step {step} test: {_format_metrics(test_metrics)}", flush=True)
+    elif selection_record:
+      state = _selected_state(task, state, step, selection_record["best_step"], checkpointer, abstract_state,
+                              writer, base_row)
+    if main:
+      task.finalize(state)
   checkpointer.close()
   writer.close()
   return state
@@ -467,11 +476,8 @@ def _write_final_test_row(task, state, at_step, writer, base_row):
   with the final evaluation's identity (a rerun of a finished run); returns its metrics, or None."""
   if parallel.main_process_says(writer.has_row("test", at_step, **task.final_row_identity)):
     return None
-  _inject_fault("sigterm_final", at_step)
-  test_metrics = task.evaluate(state) | task.final_evaluate(state)
-  row = base_row(at_step, "test") | test_metrics
-  row["examples_seen"] = at_step * task.schedule.batch_size
-  writer.write(row)
+  test_metrics = _final_metrics(task, state, at_step)
+  writer.write(base_row(at_step, "test") | test_metrics)
   return test_metrics
 
 
