@@ -35,6 +35,9 @@ TINY_VAE_FLAGS = (
     "--num_test_examples=200", "--eval_batch_size=100", "--batch_size=64", "--hidden_sizes=32",
     "--latent_dim=4", "--num_samples=16", "--num_images=8", "--log_every_steps=4",
     "--steps_per_dispatch=4")
+# A DCGAN on 64 Fashion-MNIST images with 4 base features: a subprocess run in seconds, no classifier.
+TINY_DCGAN_FLAGS = ("--num_train_examples=64", "--num_test_examples=16", "--batch_size=16", "--base_features=4",
+                    "--num_images=4", "--score_sample_quality=false")
 
 
 def load_script(name):

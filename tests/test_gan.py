@@ -24,7 +24,7 @@ from gen_jax import parallel
 from gen_jax.families import gan, gan_evaluation, gan_seeds, gan_steps
 from gen_jax.models import gan as gan_models
 from gen_jax.runtime import loop, run as run_lib
-from conftest import assert_one_line_error, finish, load_script, start_experiment
+from conftest import TINY_DCGAN_FLAGS, assert_one_line_error, finish, load_script, start_experiment
 
 # Outputs spanning confident rejection, indecision and confident acceptance.
 REAL_OUTPUTS = jnp.array([-3.0, -0.5, 0.0, 0.7, 4.0])
@@ -380,15 +380,13 @@ def test_the_conditional_gan_scores_mixed_class_samples_per_class(tmp_path, monk
 # runs are independent, so they start together (one JAX start-up's wait instead of six).
 SHORT_RUN = ["--num_steps=2", "--log_every_steps=1", "--eval_every_steps=2", "--checkpoint_every_steps=2",
              "--steps_per_dispatch=1", "--num_samples=40", "--num_eval_samples=40", "--d_steps_per_g_step=2"]
-TINY_IMAGES = ["--num_train_examples=64", "--num_test_examples=16", "--batch_size=16", "--base_features=4",
-               "--num_images=4", "--score_sample_quality=false"]
 FLAGFILE_RUNS = {
     "gan_1d": SHORT_RUN,
     "gan_ring": SHORT_RUN,
     "gan_grid": SHORT_RUN,
-    "dcgan_fashion_mnist": SHORT_RUN + TINY_IMAGES,
-    "cgan_fashion_mnist": SHORT_RUN + TINY_IMAGES,
-    "dcgan_self_conditioned_fashion_mnist": SHORT_RUN + TINY_IMAGES + ["--num_clusters=5"],
+    "dcgan_fashion_mnist": [*SHORT_RUN, *TINY_DCGAN_FLAGS],
+    "cgan_fashion_mnist": [*SHORT_RUN, *TINY_DCGAN_FLAGS],
+    "dcgan_self_conditioned_fashion_mnist": [*SHORT_RUN, *TINY_DCGAN_FLAGS, "--num_clusters=5"],
 }
 
 

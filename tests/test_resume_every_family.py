@@ -19,17 +19,15 @@ import numpy as np
 import pytest
 
 import gen_jax
-from conftest import run_experiment
+from conftest import TINY_DCGAN_FLAGS, run_experiment
 from gen_jax.evaluation.classifier import load_or_train_classifier
 
 SCHEDULE = ("--num_steps=16", "--eval_every_steps=4", "--checkpoint_every_steps=6", "--steps_per_dispatch=2",
             "--log_every_steps=2", "--keep_checkpoints=2")
 LATENT_CODE = ("--num_train_examples=256", "--num_test_examples=100", "--eval_batch_size=100", "--batch_size=32",
                "--hidden_sizes=16", "--latent_dim=3", "--num_samples=16", "--num_images=4")
-# A DCGAN run small enough for a subprocess in seconds.
-TINY_DCGAN = ("--num_train_examples=64", "--num_test_examples=16", "--batch_size=16", "--base_features=4",
-              "--num_images=4", "--score_sample_quality=false", "--num_samples=8", "--num_eval_samples=8",
-              "--ema_decay=0.9")
+# The tiny DCGAN, evaluated on 8 samples, with an EMA of G (decay 0.9) that moves within 16 steps.
+TINY_DCGAN = (*TINY_DCGAN_FLAGS, "--num_samples=8", "--num_eval_samples=8", "--ema_decay=0.9")
 RUNS = {
     "cvae": ("cvae", "--flagfile=experiments/configs/cvae_fashion_mnist.cfg", *LATENT_CODE,
              "--conditional_samples_per_class=10"),
