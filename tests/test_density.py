@@ -211,6 +211,14 @@ def test_validation_split_is_held_out_from_the_end_of_the_training_split_and_bin
     (dict(architecture="hvae", init_std=0.01), "--architecture=hvae does not read --init_std=0.01; allowed: "
      "--init_std=0.0"),
     (dict(prior="vampprior", conditional=True), "--prior=vampprior with --architecture=mlp --conditional"),
+    # Settings that another setting leaves unread: no top layer, no pseudo-inputs, no activation, no std.
+    (dict(top_latent_dim=40), "--architecture=mlp does not read --top_latent_dim=40; allowed: --top_latent_dim=50"),
+    (dict(architecture="hvae", top_hidden_sizes=(300,)), "--architecture=hvae does not read --top_hidden_sizes=300"),
+    (dict(hidden_layer="gated", activation="tanh"),
+     "--hidden_layer=gated does not read --activation=tanh; allowed: --activation=relu (the defaults)"),
+    (dict(likelihood="continuous_bernoulli", gaussian_std=0.1), "--likelihood=continuous_bernoulli does not read"),
+    (dict(num_pseudo_inputs=50, pseudo_input_init_std=0.1),
+     "--prior=standard_normal does not read --num_pseudo_inputs=50 --pseudo_input_init_std=0.1"),
     (dict(prior="laplace"), "--prior='laplace' is unknown; allowed: standard_normal, vampprior"),
     (dict(log_variance_clamp=(2.0, -6.0)), "--log_variance_clamp=2.0,-6.0"),
     (dict(hidden_layer="maxout"), "--hidden_layer='maxout' is unknown"),

@@ -123,14 +123,23 @@ def _conv_hvae(config, image_shape, *args):
 # hvae: the VampPrior paper's two-level VAE, q(z2|x) q(z1|x,z2), p(z2) p(z1|z2) p(x|z1,z2); conv_hvae: its
 # ConvHVAE, with gated convolutions where it sees or writes images.
 ARCHITECTURES = {"mlp": _mlp, "conv": _conv, "two_layer": _two_layer, "hvae": _hvae, "conv_hvae": _conv_hvae}
-# Settings an architecture's networks do not read: a value other than the default would be silently ignored,
-# so it is refused. (--hidden_sizes is left out: the conv networks have their own, fixed layers, and a
-# flagfile's MLP sizes under an --architecture=conv override mean nothing worse than that.)
+# Settings that a value of another setting leaves unread (`config.check_unread`): a value other than the
+# default would be silently ignored, so it is refused. Per architecture, what its networks do not read: the
+# top layer's sizes without a top layer (the HVAEs size every hidden layer by --hidden_sizes). A gated layer's
+# sigmoid is its nonlinearity, and only the Gaussian decoder has a std. (--hidden_sizes is left out
+# under conv: its networks have their own, fixed layers, and a flagfile's MLP sizes under an
+# --architecture=conv override mean nothing worse than that.)
+_NO_TOP_LAYER = ("top_hidden_sizes", "top_latent_dim")
 UNREAD_SETTINGS = {
-    "conv": ("init_std", "hidden_layer", "weight_init", "log_variance_clamp"),
-    "two_layer": ("hidden_layer", "weight_init", "log_variance_clamp"),
-    "hvae": ("init_std",),
-    "conv_hvae": ("init_std",),
+    "architecture": {
+        "mlp": _NO_TOP_LAYER,
+        "conv": ("init_std", "hidden_layer", "weight_init", "log_variance_clamp", *_NO_TOP_LAYER),
+        "two_layer": ("hidden_layer", "weight_init", "log_variance_clamp"),
+        "hvae": ("init_std", "top_hidden_sizes"),
+        "conv_hvae": ("init_std", "top_hidden_sizes"),
+    },
+    "hidden_layer": {"gated": ("activation",)},
+    "likelihood": {"bernoulli": ("gaussian_std",), "continuous_bernoulli": ("gaussian_std",)},
 }
 # Architectures with a latent layer (the prior's) above a bottom one; none of them takes a label.
 TWO_LEVEL_ARCHITECTURES = ("two_layer", "hvae", "conv_hvae")
@@ -147,7 +156,8 @@ def validate_network(config):
   config_lib.check_choice(config, "hidden_layer", tuple(networks.HIDDEN_LAYERS))
   config_lib.check_choice(config, "weight_init", tuple(networks.WEIGHT_INITS))
   config_lib.check_non_negative(config, ("num_validation_examples", "early_stopping_patience"))
-  config_lib.check_unread(config, "architecture", UNREAD_SETTINGS)
+  for choice, unread_by_value in UNREAD_SETTINGS.items():
+    config_lib.check_unread(config, choice, unread_by_value)
   clamp = config.log_variance_clamp
   if clamp and (len(clamp) != 2 or not clamp[0] < clamp[1]):
     raise UserError(f"--log_variance_clamp={config_lib.flag_text(clamp)} is not allowed; allowed: empty or "

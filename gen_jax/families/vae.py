@@ -75,6 +75,8 @@ def _monte_carlo_kl(encoded, log_prior, log_posterior):
 # pseudo-inputs (Tomczak & Welling 2018), Monte-Carlo. The prior itself lives in the model
 # (`models.vae.PseudoInputs`, built by `latent_code.build_model`).
 PRIORS = {"standard_normal": _closed_form_kl, "vampprior": _monte_carlo_kl}
+# The pseudo-inputs' settings mean nothing without them: refused unless at their defaults (`config.check_unread`).
+UNREAD_WITH_PRIOR = {"standard_normal": ("num_pseudo_inputs", "pseudo_input_init_mean", "pseudo_input_init_std")}
 
 
 def validate(config):
@@ -92,6 +94,7 @@ def validate(config):
                     " is not allowed; allowed: one of them")
   config_lib.check_positive(config, ("num_pseudo_inputs",))
   config_lib.check_non_negative(config, ("pseudo_input_init_std",))
+  config_lib.check_unread(config, "prior", UNREAD_WITH_PRIOR)
   if config.prior == "vampprior":
     if config.conditional or config.architecture == "two_layer":
       raise UserError(f"--prior=vampprior with --architecture={config.architecture}"
