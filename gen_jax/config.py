@@ -137,20 +137,27 @@ def validate_common(config):
   from gen_jax import optim  # Same layer; imported here so that reading a config never loads optax.
   check_choice(config, "optimizer", tuple(optim.OPTIMIZERS))
   check_choice(config, "lr_schedule", tuple(optim.SCHEDULES))
+  check_unread(config, "optimizer", optim.UNREAD_BY_OPTIMIZER)
+  check_unread(config, "lr_schedule", optim.UNREAD_BY_SCHEDULE)
 
 
 def check_unread(config, choice, unread_by_value):
   """Refuses a non-default value of a setting that the `choice` setting's value makes nobody read (an
   architecture's networks that have no such layer, say): it would be silently ignored.
   `unread_by_value`: choice value -> the names of the settings it leaves unread."""
+  value = getattr(config, choice)
+  check_not_read(config, unread_by_value.get(value, ()), f"--{choice}={value}", f" with this {choice}")
+
+
+def check_not_read(config, names, reader, where=""):
+  """Refuses a non-default value of any of `names`, which `reader` (who leaves them unread, in words) never
+  reads, in one line naming each and its default."""
   defaults = type(config)()
-  unread = [name for name in unread_by_value.get(getattr(config, choice), ())
-            if getattr(config, name) != getattr(defaults, name)]
+  unread = [name for name in names if getattr(config, name) != getattr(defaults, name)]
   if unread:
     given = " ".join(f"--{name}={flag_text(getattr(config, name))}" for name in unread)
     allowed = ", ".join(f"--{name}={flag_text(getattr(defaults, name))}" for name in unread)
-    raise UserError(f"--{choice}={getattr(config, choice)} does not read {given}; allowed: {allowed} (the "
-                    f"defaults) with this {choice}")
+    raise UserError(f"{reader} does not read {given}; allowed: {allowed} (the defaults){where}")
 
 
 def flag_text(value):

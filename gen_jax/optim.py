@@ -45,6 +45,8 @@ SCHEDULES = {
 }
 # The schedules that are functions of the run's length: a resumed run of one may not change its length.
 LENGTH_DEPENDENT_SCHEDULES = frozenset({"cosine"})
+# The settings each schedule leaves unread, refused unless at their defaults (`config.check_unread`).
+UNREAD_BY_SCHEDULE = {name: ("lr_decay_every_steps", "lr_decay_factor") for name in SCHEDULES if name != "step"}
 
 
 def normalize_each_parameter(eps=1e-7):
@@ -66,6 +68,10 @@ OPTIMIZERS = {
     "adagrad": lambda config, schedule: optax.adagrad(schedule),
     "sgd": lambda config, schedule: optax.sgd(schedule, momentum=config.momentum or None),
 }
+# The settings each optimizer leaves unread, refused unless at their defaults (`config.check_unread`).
+ADAM_SETTINGS = ("adam_b1", "adam_b2", "adam_eps")
+UNREAD_BY_OPTIMIZER = {"adam": ("momentum",), "adam_norm_grad": ("momentum",),
+                       "adagrad": (*ADAM_SETTINGS, "momentum"), "sgd": ADAM_SETTINGS}
 
 
 def _lookup(table, name, flag):

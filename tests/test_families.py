@@ -124,6 +124,25 @@ def test_every_optimizer_and_schedule_in_the_tables_trains():
     optim.make_optimizer(config_lib.TrainingConfig(optimizer="rmsprop"), total_steps=10)
 
 
+@pytest.mark.parametrize("family_name, overrides, message", [
+    ("vae", dict(momentum=0.9), "--optimizer=adam does not read --momentum=0.9; allowed: --momentum=0.0 (the "
+     "defaults) with this optimizer"),
+    ("autoencoder", dict(optimizer="sgd", adam_b1=0.5, adam_eps=1e-4),
+     "--optimizer=sgd does not read --adam_b1=0.5 --adam_eps=0.0001"),
+    ("vae", dict(optimizer="adagrad", momentum=0.9), "--optimizer=adagrad does not read --momentum=0.9"),
+    ("vae", dict(lr_schedule="cosine", lr_decay_factor=0.5), "--lr_schedule=cosine does not read --lr_decay_factor"),
+    ("gmm", dict(batch_size=64, learning_rate=0.1), "the GMM's EM fit does not read --learning_rate=0.1 "
+     "--batch_size=64; allowed: --learning_rate=0.001, --batch_size=128 (the defaults)"),
+])
+def test_a_setting_the_optimizer_schedule_or_em_leaves_unread_is_refused(family_name, overrides, message):
+  family = families.get(family_name)
+  with pytest.raises(UserError) as error:
+    family.validate(family.Config(**overrides))
+  assert message in str(error.value) and "\n" not in str(error.value)
+  family.validate(family.Config(**{name: value for name, value in overrides.items() if name in (
+      "optimizer", "lr_schedule")}))  # The choice alone is accepted.
+
+
 # --- A family defined here: a Gaussian N(μ, σ²) fitted by maximum likelihood to draws of N(2, 0.5²) ------
 
 @dataclasses.dataclass(frozen=True)

@@ -257,6 +257,10 @@ def test_a_huge_learning_rate_stops_with_the_step_and_the_loss_named(tmp_path):
      "--architecture=dcgan does not read --g_hidden_sizes=8,8 --d_hidden_sizes=8,8 --d_activation=elu; allowed: "
      "--g_hidden_sizes=256,256,256, --d_hidden_sizes=256,256,256, --d_activation=leaky_relu"),
     (dict(dataset="fashion_mnist", num_clusters=20), "--condition_on=classes does not read --num_clusters=20"),
+    (dict(optimizer="sgd", d_adam_b1=0.5), "--optimizer=sgd does not read --d_adam_b1=0.5"),
+    (dict(num_images=8, num_train_examples=100), "--dataset=ring does not read --num_train_examples=100 "
+     "--num_images=8; allowed: --num_train_examples=0, --num_images=64 (the defaults) with this dataset"),
+    (dict(dataset="fashion_mnist", binarization="dynamic"), "--binarization=dynamic is not supported by the GAN"),
 ])
 def test_bad_settings_are_one_line_user_errors(overrides, message):
   with pytest.raises(UserError) as info:

@@ -105,12 +105,19 @@ class Config(config_lib.TrainingConfig):
 
 GANConfig = Config
 
+# What the toy mixtures leave unread: they are sampled, not loaded, and scored by mode coverage, not by the
+# image classifier.
+_IMAGES_ONLY = ("num_train_examples", "num_test_examples", "image_size", "data_dir", "binarization", "num_images",
+                "score_sample_quality", "conditional_samples_per_class")
 # Settings that a value of another setting leaves unread, refused unless at their defaults
-# (`config.check_unread`): the layer sizes of the other architecture, and K without clusters to count.
+# (`config.check_unread`): the layer sizes of the other architecture, K without clusters to count, D's own
+# Adam moments without Adam, and the image settings on a toy mixture.
 UNREAD_SETTINGS = {
     "architecture": {"mlp": ("base_features",),
                      "dcgan": ("g_hidden_sizes", "d_hidden_sizes", "g_activation", "d_activation")},
     "condition_on": {"classes": ("num_clusters",)},
+    "optimizer": {"adagrad": ("d_adam_b1", "d_adam_b2"), "sgd": ("d_adam_b1", "d_adam_b2")},
+    "dataset": {name: _IMAGES_ONLY for name in toys.TOY_DATASETS},
 }
 
 
@@ -147,6 +154,9 @@ def validate(config):
   if (config.gradient_penalty_weight > 0 or config.r1_weight > 0) and config.d_normalization == "batch":
     raise UserError("--d_normalization='batch' with a gradient penalty couples the examples' gradients; "
                     "allowed: --d_normalization=none with --gradient_penalty_weight or --r1_weight")
+  if config.binarization == "dynamic":
+    raise UserError("--binarization=dynamic is not supported by the GAN: it trains on one set of images; allowed: "
+                    "none (intensities) or static (one fixed binarisation)")
   if toys.is_toy(config.dataset):
     if config.architecture != "mlp":
       raise UserError(f"--architecture={config.architecture} on the toy --dataset={config.dataset}; allowed: mlp")

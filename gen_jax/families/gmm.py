@@ -53,10 +53,17 @@ class Config(config_lib.TrainingConfig):
 GMMConfig = Config
 
 
+# What EM leaves unread: it has no optimizer, and every iteration sees the whole training split in float32.
+UNREAD_BY_EM = ("optimizer", "learning_rate", "lr_schedule", "lr_decay_every_steps", "lr_decay_factor", "adam_b1",
+                "adam_b2", "adam_eps", "momentum", "weight_decay", "grad_clip_norm", "compute_dtype", "batch_size",
+                "eval_batch_size")
+
+
 def validate(config):
   config_lib.validate_common(config)
   config_lib.check_positive(config, ("num_components", "pseudo_count"))
   config_lib.check_choice(config, "likelihood", tuple(gmm.LIKELIHOODS))
+  config_lib.check_not_read(config, UNREAD_BY_EM, "the GMM's EM fit")
 
 
 def _chunked(images, chunk_rows):
