@@ -131,8 +131,9 @@ def test_every_optimizer_and_schedule_in_the_tables_trains():
      "--optimizer=sgd does not read --adam_b1=0.5 --adam_eps=0.0001"),
     ("vae", dict(optimizer="adagrad", momentum=0.9), "--optimizer=adagrad does not read --momentum=0.9"),
     ("vae", dict(lr_schedule="cosine", lr_decay_factor=0.5), "--lr_schedule=cosine does not read --lr_decay_factor"),
-    ("gmm", dict(batch_size=64, learning_rate=0.1), "the GMM's EM fit does not read --learning_rate=0.1 "
-     "--batch_size=64; allowed: --learning_rate=0.001, --batch_size=128 (the defaults)"),
+    ("gmm", dict(batch_size=64, learning_rate=0.1, momentum=0.9), "the GMM's EM fit does not read "
+     "--learning_rate=0.1 --momentum=0.9 --batch_size=64; allowed: --learning_rate=0.001, --momentum=0.0, "
+     "--batch_size=128 (the defaults)"),
 ])
 def test_a_setting_the_optimizer_schedule_or_em_leaves_unread_is_refused(family_name, overrides, message):
   family = families.get(family_name)

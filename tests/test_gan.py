@@ -261,6 +261,9 @@ def test_a_huge_learning_rate_stops_with_the_step_and_the_loss_named(tmp_path):
     (dict(num_images=8, num_train_examples=100), "--dataset=ring does not read --num_train_examples=100 "
      "--num_images=8; allowed: --num_train_examples=0, --num_images=64 (the defaults) with this dataset"),
     (dict(dataset="fashion_mnist", binarization="dynamic"), "--binarization=dynamic is not supported by the GAN"),
+    (dict(dataset="fashion_mnist", conditional_samples_per_class=10),
+     "--conditional=False does not read --conditional_samples_per_class=10"),
+    (dict(eval_batch_size=100), "the GAN does not read --eval_batch_size=100"),
 ])
 def test_bad_settings_are_one_line_user_errors(overrides, message):
   with pytest.raises(UserError) as info:

@@ -11,7 +11,7 @@ from typing import Tuple
 import jax
 import numpy as np
 
-from gen_jax import config as config_lib, objectives
+from gen_jax import config as config_lib, objectives, optim
 from gen_jax.data import clusters, image_data, preprocessing, toys
 from gen_jax.errors import UserError
 from gen_jax.evaluation import mode_coverage
@@ -110,13 +110,17 @@ GANConfig = Config
 _IMAGES_ONLY = ("num_train_examples", "num_test_examples", "image_size", "data_dir", "binarization", "num_images",
                 "score_sample_quality", "conditional_samples_per_class")
 # Settings that a value of another setting leaves unread, refused unless at their defaults
-# (`config.check_unread`): the layer sizes of the other architecture, K without clusters to count, D's own
-# Adam moments without Adam, and the image settings on a toy mixture.
+# (`config.check_unread`): the layer sizes of the other architecture, K without clusters to count, the
+# per-class samples without classes to judge, D's own Adam moments without Adam, and the image settings on a
+# toy mixture. (--num_eval_samples is let through with --score_sample_quality=false, so that switching the
+# scores off does not mean editing a flagfile's count too.)
 UNREAD_SETTINGS = {
     "architecture": {"mlp": ("base_features",),
                      "dcgan": ("g_hidden_sizes", "d_hidden_sizes", "g_activation", "d_activation")},
-    "condition_on": {"classes": ("num_clusters",)},
-    "optimizer": {"adagrad": ("d_adam_b1", "d_adam_b2"), "sgd": ("d_adam_b1", "d_adam_b2")},
+    "condition_on": {"classes": ("num_clusters",), "clusters": ("conditional_samples_per_class",)},
+    "conditional": {False: ("conditional_samples_per_class",)},
+    "optimizer": {name: ("d_adam_b1", "d_adam_b2") for name, unread in optim.UNREAD_BY_OPTIMIZER.items()
+                  if "adam_b1" in unread},
     "dataset": {name: _IMAGES_ONLY for name in toys.TOY_DATASETS},
 }
 
@@ -154,9 +158,10 @@ def validate(config):
   if (config.gradient_penalty_weight > 0 or config.r1_weight > 0) and config.d_normalization == "batch":
     raise UserError("--d_normalization='batch' with a gradient penalty couples the examples' gradients; "
                     "allowed: --d_normalization=none with --gradient_penalty_weight or --r1_weight")
-  if config.binarization == "dynamic":
-    raise UserError("--binarization=dynamic is not supported by the GAN: it trains on one set of images; allowed: "
-                    "none (intensities) or static (one fixed binarisation)")
+  if config.binarization == "dynamic":  # Its batches are never re-drawn: it would train on the intensities.
+    raise UserError("--binarization=dynamic is not supported by the GAN, which trains on one fixed set of images; "
+                    "allowed: none (intensities) or static (one fixed binarisation)")
+  config_lib.check_not_read(config, ("eval_batch_size",), "the GAN")  # Only the latent-code families read it.
   if toys.is_toy(config.dataset):
     if config.architecture != "mlp":
       raise UserError(f"--architecture={config.architecture} on the toy --dataset={config.dataset}; allowed: mlp")

@@ -60,10 +60,11 @@ UNREAD_BY_EM = ("optimizer", "learning_rate", "lr_schedule", "lr_decay_every_ste
 
 
 def validate(config):
+  # First: the shared checks would otherwise refuse a momentum as the optimizer's, pointing at another one.
+  config_lib.check_not_read(config, UNREAD_BY_EM, "the GMM's EM fit")
   config_lib.validate_common(config)
   config_lib.check_positive(config, ("num_components", "pseudo_count"))
   config_lib.check_choice(config, "likelihood", tuple(gmm.LIKELIHOODS))
-  config_lib.check_not_read(config, UNREAD_BY_EM, "the GMM's EM fit")
 
 
 def _chunked(images, chunk_rows):

@@ -172,7 +172,7 @@ def validate_network(config):
   if getattr(config, "conditional", False) and config.architecture in TWO_LEVEL_ARCHITECTURES:
     raise UserError(f"--architecture={config.architecture} with --conditional is not supported; allowed: mlp or "
                     "conv for the conditional VAE")
-  # Checked whatever the architecture, so that a bad value is never silently ignored.
+  # For the architectures that read them (elsewhere the table has refused any value but the default).
   config_lib.check_sizes(config, ("top_hidden_sizes",))
   config_lib.check_positive(config, ("top_latent_dim",))
 
