@@ -29,6 +29,8 @@ HELP = {
     "dataset": "mixture_1d, ring, grid (toy mixtures), or an image dataset: fashion_mnist (offline), mnist, "
                "npz:PATH, images:DIR or a TFDS catalog name.",
     "num_epochs": "Training epochs (toy data: an epoch is 1000 steps).",
+    "binarization": "Images: none (intensities, the default) or static (one fixed draw); the GAN never re-draws, "
+                    "so not dynamic.",
     "num_steps": "Training steps, each d_steps_per_g_step D updates and one G update; > 0 overrides num_epochs.",
     "batch_size": "Real examples per discriminator step (as many fakes); the generator step uses as many.",
     "learning_rate": "Generator's peak learning rate (and the discriminator's unless --d_learning_rate).",
