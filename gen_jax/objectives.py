@@ -44,6 +44,21 @@ def standard_normal_log_density(z):
   return -0.5 * jnp.sum(_LOG_2PI + z**2, axis=-1)
 
 
+def full_precision_matmul(a, b):
+  """a @ b with float32 inputs kept to float32 on every backend.
+
+  An accelerator's default float32 matmul rounds its inputs (to TF32's 10 mantissa bits on NVIDIA GPUs since
+  Ampere, to bfloat16 passes on TPUs). Inside a network that only perturbs the function the model computes, and
+  every density stays normalised; in a density written as matmuls of expanded squares (Σ (z − μ)²/σ² =
+  z²·(1/σ²) − 2z·(μ/σ²) + μ²/σ²), large terms cancel and the rounding moves log p by nats (simulated in numpy
+  by rounding this module's VampPrior matmul inputs, K = 500, d = 40, μ ~ N(0, 1.5²), log σ² ~ U(−6, 0), z drawn
+  from the mixture: off by 0.72 nats on average and 7.9 at most with TF32, 5.6 and 45 with bfloat16, against
+  0.0002 in float32), so the density is no longer normalised and the importance-weighted bound no longer a bound.
+  Those matmuls are small (K × d), so the exact ones cost little. The CPU ignores the setting (always float32).
+  """
+  return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
 def mixture_log_density(z, means, log_variances):
   """log (1/K) Σ_k N(z; μ_k, diag σ_k²) for z (..., d) and K components (K, d): the VampPrior's log p(z).
 
@@ -52,13 +67,15 @@ def mixture_log_density(z, means, log_variances):
   broadcast form made the VampPrior's training step 16 times slower than the plain VAE's (the matmul form,
   about 30 times faster here, brings it to its FLOP count). The expansion cancels large terms, so z and the
   means are first centred on the means' average, which leaves every difference unchanged and keeps the terms
-  small; the test against a float64 brute force holds it to a relative 1e-5.
+  small; the test against a float64 brute force holds it to a relative 1e-5. Both matmuls stay in float32 on
+  accelerators too (`full_precision_matmul`).
   """
   precisions = jnp.exp(-log_variances)
   centre = jax.lax.stop_gradient(jnp.mean(means, axis=0))  # Any shift works; the gradient needs none.
   z, means = z - centre, means - centre
-  squared_distances = (z**2) @ precisions.T - 2.0 * (z @ (means * precisions).T) + jnp.sum(
-      means**2 * precisions, axis=-1)
+  squared_distances = (full_precision_matmul(z**2, precisions.T)
+                       - 2.0 * full_precision_matmul(z, (means * precisions).T)
+                       + jnp.sum(means**2 * precisions, axis=-1))
   pair_log_densities = -0.5 * (squared_distances + jnp.sum(log_variances, axis=-1) + z.shape[-1] * _LOG_2PI)
   return jax.nn.logsumexp(pair_log_densities, axis=-1) - math.log(means.shape[0])
 

@@ -153,6 +153,51 @@ def test_hvae_log_weights_are_the_direct_sum_of_its_five_densities():
     assert float(log_weights[i, 0]) == pytest.approx(direct, abs=1e-4)
 
 
+# The reference's layers (sajadn/Exemplar-VAE models/HVAE_2level.py and convHVAE_2level.py, with AbsHModel.py's
+# forward pass) at the density flagfiles' sizes, per part of the model: ("gated", in, out) is a GatedDense,
+# ("linear", in, out) a Linear (the mean and log-variance heads are one each), ("gated_conv", in, out, kernel)
+# a GatedConv2d, ("conv", in, out, kernel) a Conv2d; every one with biases.
+_REFERENCE_HVAE = {
+    "top_encoder": [("gated", 784, 300), ("gated", 300, 300), ("linear", 300, 40), ("linear", 300, 40)],
+    "bottom_encoder": [("gated", 784, 300), ("gated", 40, 300), ("gated", 600, 300), ("linear", 300, 40),
+                       ("linear", 300, 40)],
+    "bottom_prior": [("gated", 40, 300), ("gated", 300, 300), ("linear", 300, 40), ("linear", 300, 40)],
+    "decoder": [("gated", 40, 300), ("gated", 40, 300), ("gated", 600, 300), ("linear", 300, 784)],
+}
+_REFERENCE_CONV_HVAE = {
+    "top_encoder": [("gated_conv", 1, 32, 7), ("gated_conv", 32, 32, 3), ("gated_conv", 32, 64, 5),
+                    ("gated_conv", 64, 64, 3), ("gated_conv", 64, 6, 3), ("linear", 294, 40), ("linear", 294, 40)],
+    "bottom_encoder": [("gated_conv", 1, 32, 3), ("gated_conv", 32, 32, 3), ("gated_conv", 32, 64, 3),
+                       ("gated_conv", 64, 64, 3), ("gated_conv", 64, 6, 3), ("gated", 40, 294), ("gated", 588, 300),
+                       ("linear", 300, 40), ("linear", 300, 40)],
+    "bottom_prior": _REFERENCE_HVAE["bottom_prior"],
+    "decoder": [("gated", 40, 300), ("gated", 40, 300), ("gated", 600, 784), ("gated_conv", 1, 64, 3)]
+               + [("gated_conv", 64, 64, 3)] * 3 + [("conv", 64, 1, 1)],
+}
+_REFERENCE_PARAMETER_COUNTS = {
+    "linear": lambda fan_in, fan_out: fan_in * fan_out + fan_out,
+    "gated": lambda fan_in, fan_out: 2 * (fan_in * fan_out + fan_out),
+    "conv": lambda fan_in, fan_out, kernel: fan_in * fan_out * kernel**2 + fan_out,
+    "gated_conv": lambda fan_in, fan_out, kernel: 2 * (fan_in * fan_out * kernel**2 + fan_out),
+}
+
+
+@pytest.mark.parametrize("architecture, reference", [("hvae", _REFERENCE_HVAE), ("conv_hvae", _REFERENCE_CONV_HVAE)])
+def test_hvae_and_conv_hvae_have_the_reference_layers(architecture, reference):
+  """Parameter counts per part at the flagfiles' sizes (shapes only, nothing compiled): a layer too many or
+  too few, or one of another width, changes the count of its part."""
+  config = vae.Config(architecture=architecture, hidden_sizes=(300, 300), latent_dim=40, top_latent_dim=40,
+                      hidden_layer="gated", weight_init="he_normal", log_variance_clamp=(-6.0, 2.0))
+  model = latent_code.build_model(config, (28, 28, 1))
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jax.random.key(1))["params"]
+  counts = {name: sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(part)) for name, part in shapes.items()}
+  # q(z1 | x, z2)'s image branch is its own module here (it runs once per image, not once per sample).
+  counts["bottom_encoder"] += counts.pop("image_features")
+  expected = {name: sum(_REFERENCE_PARAMETER_COUNTS[kind](*sizes) for kind, *sizes in layers)
+              for name, layers in reference.items()}
+  assert counts == expected
+
+
 @pytest.mark.parametrize("prior", ["standard_normal", "vampprior"])
 def test_hvae_importance_weights_estimate_the_brute_force_likelihood(prior):
   """With one-dimensional z1 and z2, p(x) = ∫∫ p(x|z1,z2) p(z1|z2) p(z2) dz1 dz2 on a fine grid. The mean of

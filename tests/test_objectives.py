@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gen_jax import objectives
-from gen_jax.models import networks
+from gen_jax.models import mixture as gmm, networks
 from gen_jax.models.vae import VAE
 from gen_jax.families import vae as vae_family
 
@@ -144,3 +144,50 @@ def test_a_learned_variance_decoder_reads_each_pixels_mean_and_log_variance_from
   np.testing.assert_allclose(objectives.decoder_mean("gaussian", jnp.asarray(x), 0.1), x)
   np.testing.assert_allclose(objectives.decoder_mean("bernoulli", jnp.asarray(output)), 1 / (1 + np.exp(-output)),
                              rtol=1e-5)
+
+
+def _dot_precisions(function, *args):
+  """The precision of every dot_general in `function`'s jaxpr, those nested in scans and jitted calls too."""
+  found = []
+
+  def visit(jaxpr):
+    for equation in jaxpr.eqns:
+      if equation.primitive.name == "dot_general":
+        found.append(equation.params["precision"])
+      for value in equation.params.values():
+        for inner in value if isinstance(value, (tuple, list)) else (value,):
+          inner = getattr(inner, "jaxpr", inner)  # A closed jaxpr holds its jaxpr.
+          if hasattr(inner, "eqns"):
+            visit(inner)
+
+  visit(jax.make_jaxpr(function)(*args).jaxpr)
+  return found
+
+
+def _gmm_fit_and_score(likelihood):
+  """One EM step and the log-likelihood of its result, for a 3-component mixture of 4-pixel data."""
+  x = jnp.asarray(np.random.default_rng(0).integers(0, 2, (6, 4)), jnp.float32)
+
+  def fit_and_score(x):
+    state = gmm.initialize(jax.random.key(0), x, 3, likelihood)
+    state, _ = gmm.em_step(state, x.reshape(2, 3, 4), jnp.ones((2, 3)), 1.0, likelihood)
+    return gmm.log_likelihood(state, x, likelihood)
+
+  return fit_and_score, x
+
+
+@pytest.mark.parametrize("case", ["vampprior", "vampprior_gradient", "gmm_bernoulli", "gmm_gaussian"])
+def test_matmuls_of_expanded_squares_keep_float32_on_every_backend(case):
+  """The CPU computes every float32 matmul in float32 and so cannot show the TF32 or bfloat16 rounding of an
+  accelerator's default precision (see objectives.full_precision_matmul); what it can show is that every
+  matmul of these densities, and of the VampPrior's gradient, asks for the highest precision."""
+  z, means, log_variances = jnp.zeros((5, 3)), jnp.ones((4, 3)), jnp.zeros((4, 3))
+  functions = {
+      "vampprior": (objectives.mixture_log_density, z, means, log_variances),
+      "vampprior_gradient": (jax.grad(lambda *args: jnp.sum(objectives.mixture_log_density(*args)), (0, 1, 2)),
+                             z, means, log_variances),
+      "gmm_bernoulli": _gmm_fit_and_score("bernoulli"),
+      "gmm_gaussian": _gmm_fit_and_score("gaussian"),
+  }
+  precisions = _dot_precisions(*functions[case])
+  assert precisions and all(precision == (jax.lax.Precision.HIGHEST,) * 2 for precision in precisions)

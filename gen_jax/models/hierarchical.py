@@ -190,8 +190,9 @@ class BottomEncoder(nn.Module):
 
 class JointDecoder(nn.Module):
   """p(x | z1, z2): z1 and z2 each through one hidden layer of `hidden_sizes[0]`, concatenated, the layers of
-  `hidden_sizes[1:]`, then an output layer to the image; with `convs`, that layer is an image-sized hidden
-  layer followed by gated 3 x 3 convolutions and a 1 x 1 convolution (the ConvHVAE's)."""
+  `hidden_sizes[1:]`, then an output layer to the image. With `convs` (the ConvHVAE's), the concatenation goes
+  straight into an image-sized hidden layer (convHVAE_2level's `p_x_layers_joint_pre`, 600 -> 784: no joint
+  layers between), followed by gated 3 x 3 convolutions and a 1 x 1 convolution."""
   hidden_sizes: Sequence[int]
   image_shape: Sequence[int]
   outputs_per_pixel: int = 1
@@ -206,7 +207,8 @@ class JointDecoder(nn.Module):
     layer = _layer_fn(self.hidden_layer, self.activation, self.weight_init, self.dtype)
     h = jnp.concatenate([layer(z1.astype(self.dtype), self.hidden_sizes[0]),
                          layer(z2.astype(self.dtype), self.hidden_sizes[0])], axis=-1)
-    for size in self.hidden_sizes[1:]:
+    joint_sizes = () if self.convs else self.hidden_sizes[1:]  # The ConvHVAE's image-sized layer comes at once.
+    for size in joint_sizes:
       h = layer(h, size)
     height, width, channels = self.image_shape
     leading = z1.shape[:-1]
@@ -294,7 +296,8 @@ def build_hvae(hidden_sizes, latent_dim, top_latent_dim, image_shape, outputs_pe
   """The HVAE (`convolutional`: the ConvHVAE) with fully connected layers of `hidden_sizes` ((300, 300) in the
   paper): q(z2|x) and p(z1|z2) have both layers; q(z1|x,z2) and p(x|z1,z2) take each input through a layer of
   `hidden_sizes[0]`, concatenate, and add the layers of `hidden_sizes[1:]`. The ConvHVAE replaces q(z2|x)'s and
-  q(z1|x,z2)'s image layers by gated convolution stacks and ends p(x|z1,z2) with gated convolutions."""
+  q(z1|x,z2)'s image layers by gated convolution stacks, and in p(x|z1,z2) the concatenation by an image-sized
+  layer and gated convolutions."""
   layers = dict(hidden_layer=hidden_layer, activation=activation, weight_init=weight_init, dtype=dtype)
   stats = dict(log_variance_range=log_variance_range, **layers)
   if convolutional:

@@ -7,7 +7,9 @@ Likelihoods (per component k, pixels d independent):
   bernoulli: p(x | k) = Π_d μ_kd^x_d (1 − μ_kd)^(1−x_d), for binarised data;
   gaussian:  p(x | k) = Π_d N(x_d; μ_kd, σ²_kd), for continuous data.
 Both are linear in x (and x²) inside the log, so the E-step is one or two matmuls of the data with the
-component parameters and the M-step accumulates Σ r, Σ r·x (and Σ r·x²) over data chunks.
+component parameters and the M-step accumulates Σ r, Σ r·x (and Σ r·x²) over data chunks. Those matmuls keep
+float32 on accelerators too (`objectives.full_precision_matmul`): the Gaussian's expanded squares and its
+variance update Σ r·x² − 2μ Σ r·x + μ² Σ r cancel large terms.
 
 Every parameter has a conjugate prior worth `pseudo_count` (c) examples, and EM maximises the posterior
 (MAP-EM), which keeps components that see no data, and pixels that are always 0 in a component, finite:
@@ -25,6 +27,8 @@ import math
 import flax.struct
 import jax
 import jax.numpy as jnp
+
+from gen_jax import objectives
 
 _LOG_2PI = math.log(2.0 * math.pi)
 # A floor on the prior variance v_d: a pixel that is constant in the data (a border pixel is always 0)
@@ -67,7 +71,7 @@ class _Bernoulli:
   @staticmethod
   def log_densities(state, x):
     log_on, log_off = jnp.log(state.means), jnp.log1p(-state.means)
-    return x @ (log_on - log_off).T + jnp.sum(log_off, axis=-1)
+    return objectives.full_precision_matmul(x, (log_on - log_off).T) + jnp.sum(log_off, axis=-1)
 
   @staticmethod
   def second_moments(responsibilities, x, state):
@@ -101,12 +105,13 @@ class _Gaussian:
   def log_densities(state, x):
     precision = 1.0 / state.variances
     constant = jnp.sum(state.means**2 * precision + jnp.log(state.variances) + _LOG_2PI, axis=-1)
-    return -0.5 * ((x**2) @ precision.T - 2.0 * x @ (state.means * precision).T + constant)
+    return -0.5 * (objectives.full_precision_matmul(x**2, precision.T)
+                   - 2.0 * objectives.full_precision_matmul(x, (state.means * precision).T) + constant)
 
   @staticmethod
   def second_moments(responsibilities, x, state):
     del state
-    return responsibilities.T @ x**2
+    return objectives.full_precision_matmul(responsibilities.T, x**2)
 
   @staticmethod
   def log_prior(state, c):
@@ -153,7 +158,7 @@ def _chunk_statistics(state, x, weights, likelihood):
   joint = state.log_mixing + component_log_densities(state, x, likelihood)
   per_example = jax.nn.logsumexp(joint, axis=-1)
   responsibilities = jnp.exp(joint - per_example[:, None]) * weights[:, None]
-  return _Statistics(jnp.sum(responsibilities, axis=0), responsibilities.T @ x,
+  return _Statistics(jnp.sum(responsibilities, axis=0), objectives.full_precision_matmul(responsibilities.T, x),
                      LIKELIHOODS[likelihood].second_moments(responsibilities, x, state),
                      jnp.sum(per_example * weights))
 
