@@ -46,11 +46,11 @@ def replicate_tree(tree, mesh):
   return jax.tree.map(lambda leaf: global_array(jax.device_get(leaf), sharding), tree)
 
 
-def check_batch_divisible(batch_size, mesh):
-  """The global batch must split evenly over the devices; say so in one line if it does not."""
+def check_batch_divisible(batch_size, mesh, flag="batch_size"):
+  """The global batch must split evenly over the devices; say so in one line, naming `flag`, if it does not."""
   num_devices = mesh.devices.size
   if batch_size % num_devices:
-    raise UserError(f"--batch_size={batch_size} does not split over {num_devices} devices; "
+    raise UserError(f"--{flag}={batch_size} does not split over {num_devices} devices; "
                     f"allowed: a multiple of {num_devices}")
 
 

@@ -351,12 +351,13 @@ def test_training_stops_early_and_the_best_checkpoint_is_the_runs_model(tmp_path
   assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == len(rows)
 
 
-@pytest.mark.parametrize("selecting", [True, False])
+@pytest.mark.parametrize("selecting, fault", [(True, "sigterm_final"), (False, "sigterm_final"), (False, "sigterm")])
 def test_a_signal_during_the_final_evaluation_stops_at_once_and_a_rerun_ends_as_if_uninterrupted(
-    selecting, tmp_path, monkeypatch):
-  """SIGTERM as the final evaluation of the run's model starts. With selection: the best step 5's, after early
-  stopping saved step 9. Without: the last step 13's, before its checkpoint (the latest is step 12's). Either
-  way Preempted at once, saying so; the same command then ends with an uninterrupted run's rows."""
+    selecting, fault, tmp_path, monkeypatch):
+  """SIGTERM as the final evaluation of the run's model starts (`sigterm`: already during the last dispatch,
+  before it). With selection: the best step 5's, after early stopping saved step 9. Without: the last step
+  13's, before its checkpoint (the latest is step 12's). Either way Preempted at once, saying so; the same
+  command then ends with an uninterrupted run's rows."""
   task = _ScriptedTask(SCRIPTED_CURVE).task(num_steps=13, patience=3, start_step=4)
   if selecting:
     model_step, latest_saved, message = 5, 9, "after training ended at step 9, which is saved; re-running"
@@ -364,7 +365,7 @@ def test_a_signal_during_the_final_evaluation_stops_at_once_and_a_rerun_ends_as_
     task = dataclasses.replace(task, selection=None)
     model_step, latest_saved, message = 13, 12, "during the final evaluation at step 13, before its checkpoint; "
   stopped, straight = tmp_path / "stopped", tmp_path / "straight"
-  monkeypatch.setenv("GEN_JAX_FAULT", f"sigterm_final:{model_step}")
+  monkeypatch.setenv("GEN_JAX_FAULT", f"{fault}:{model_step}")
   with pytest.raises(loop.Preempted, match=message) as stop:
     loop.train(task, str(stopped), seed=0, mesh=parallel.make_mesh())
   assert stop.value.exit_code == 128 + 15

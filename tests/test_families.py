@@ -334,6 +334,15 @@ def test_a_cosine_run_keeps_its_length_on_resume_and_a_constant_one_may_change_i
       assert sorted(os.listdir(workdir)) == ["config.json"]
 
 
+def test_flags_txt_ends_with_the_flags_of_the_latest_start(tmp_path):
+  """A start with the last block's flags adds nothing; one with other flags adds them, earlier ones too."""
+  settings = workdir_lib.settings_record(TinyFamily.NAME, TinyConfig())
+  for flags_text in ("--seed=0\n", "--seed=0\n", "--final_iwae_k=10\n", "--seed=0\n"):
+    workdir_lib.record(str(tmp_path), settings, set(), flags_text)
+  blocks = (tmp_path / "flags.txt").read_text().split(workdir_lib.RESUMED_FLAGS_SEPARATOR)
+  assert blocks == ["--seed=0\n", "--final_iwae_k=10\n", "--seed=0\n"]
+
+
 def test_a_resume_shorter_than_the_runs_progress_is_refused_and_touches_nothing(tiny_family, tmp_path):
   workdir = str(tmp_path / "run")
   run_lib.train_and_evaluate(tiny_family, TinyConfig(num_steps=20), workdir, flags_text="--num_steps=20\n")
@@ -374,11 +383,13 @@ def small_tmpfs(tmp_path):
 
 def test_a_disk_that_fills_during_an_asynchronous_checkpoint_save_stops_in_one_line(tiny_family, small_tmpfs,
                                                                                    capfd):
-  """Checkpoints of ~1.6 MB (an unused 400,000-float parameter; its Adam moments stay 0) on a 3 MiB disk: the second
-  save runs out of space inside orbax's writer thread. The run ends with the one-line WriteFailed (no
-  orbax traceback on stderr), the first checkpoint intact; with room again, the same command resumes."""
+  """Checkpoints of ~2.4 MB (an unused 600,000-float parameter; its Adam moments stay 0) on a 3 MiB disk: the
+  second save runs out of space inside orbax's writer thread. The run ends with the one-line WriteFailed (no
+  orbax traceback on stderr), naming the first checkpoint intact, as it is on disk, although with
+  --keep_checkpoints=1 orbax had already struck it from its own list; with room again, the same command
+  resumes."""
   workdir = str(small_tmpfs / "run")
-  config = TinyConfig(num_steps=40, checkpoint_every_steps=10, ballast_floats=400_000)
+  config = TinyConfig(num_steps=40, checkpoint_every_steps=10, ballast_floats=600_000, keep_checkpoints=1)
   with pytest.raises(loop.WriteFailed) as info:
     run_lib.train_and_evaluate(tiny_family, config, workdir)
   message = str(info.value)

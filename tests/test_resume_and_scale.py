@@ -115,9 +115,17 @@ def test_four_devices_and_two_processes_match_one_device(reference, tmp_path):
   address = f"--coordinator_address=127.0.0.1:{_free_port()}"
   processes = [start_experiment("vae", *FLAGS, f"--workdir={tmp_path / 'two'}", address,
                                 "--num_processes=2", f"--process_id={index}") for index in (0, 1)]
+  # Batches that do not split over the devices are bad input: one line naming the flag, exit 2, no workdir made.
+  uneven = {flag: start_experiment("vae", *FLAGS, *extra, f"--workdir={tmp_path / flag}",
+                                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
+            for flag, extra in [("batch_size", ("--eval_batch_size=99",)), ("eval_batch_size", ())]}
   for process in [four, *processes]:
     result = finish(process)
     assert result.returncode == 0, result.stderr
+  for flag, value in [("batch_size", 64), ("eval_batch_size", 100)]:
+    result = finish(uneven[flag])
+    assert_one_line_error(result, f"--{flag}={value} does not split over 3 devices; allowed: a multiple of 3")
+    assert result.returncode == 2 and not (tmp_path / flag).exists()
   for name in ("four", "two"):
     rows, expected = _rows(tmp_path / name), _rows(reference)
     assert [(r["split"], r["step"]) for r in rows] == [(r["split"], r["step"]) for r in expected]

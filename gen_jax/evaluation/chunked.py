@@ -14,7 +14,7 @@ from gen_jax.data import image_data, preprocessing
 
 def make_split_evaluator(sums_fn, images, labels, chunk_size, mesh, key):
   """evaluate(params) -> {name: mean over the split} from the masked per-chunk sums of `sums_fn`."""
-  parallel.check_batch_divisible(chunk_size, mesh)
+  parallel.check_batch_divisible(chunk_size, mesh, flag="eval_batch_size")  # The runs' chunks are that flag's.
   sharding = parallel.batch_sharded(mesh)
   sums_fn = jax.jit(sums_fn)
 

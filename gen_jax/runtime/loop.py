@@ -187,11 +187,14 @@ class _StopAtOnce(_StopSignals):
 
 
 @contextlib.contextmanager
-def _stopping_at_once(checkpointer, writer, where_and_how):
+def _stopping_at_once(checkpointer, writer, where_and_how, received=None):
   """Runs its body under _StopAtOnce; a signal closes the checkpointer (letting a save in flight finish) and
-  the writer, and raises Preempted with `where_and_how`."""
+  the writer, and raises Preempted with `where_and_how`. `received`: a signal the loop's _StopSignals caught
+  already (during the dispatch before), which stops it before the body starts."""
   try:
     with _StopAtOnce():
+      if received is not None:
+        raise _SignalArrived(received)
       yield
   except _SignalArrived as arrived:
     checkpointer.close()
@@ -296,7 +299,9 @@ def train(task, workdir, seed, mesh):
           where["checkpointer"].close()
         except Exception:
           pass
-        complete = where["checkpointer"].all_steps()
+      # The disk, not orbax's list: a save that starts drops from that list the steps it would delete once
+      # done, so after a failed save it can be empty while the older checkpoint is still there, complete.
+      complete = checkpointing.saved_steps(os.path.join(workdir, "checkpoints"))
     except Exception:  # The file system that just failed may fail again; the message still goes out.
       pass
     intact = (f"the checkpoint at step {complete[-1]} is intact" if complete else "no checkpoint is complete yet")
@@ -308,7 +313,6 @@ def train(task, workdir, seed, mesh):
 def _train(task, workdir, seed, mesh, where):
   schedule = task.schedule
   main = parallel.is_main_process()
-  parallel.check_batch_divisible(schedule.batch_size, mesh)
   writer = metrics_lib.MetricWriter(workdir, enabled=main, identity_keys=task.identity_keys)
   selection = task.selection
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), schedule.keep_checkpoints,
@@ -411,7 +415,7 @@ def _train(task, workdir, seed, mesh, where):
             resume_from = f"step {last_saved}" if last_saved else "the start"
             with _stopping_at_once(checkpointer, writer, f"during the final evaluation at step {step}, before "
                                    "its checkpoint; re-running the same command with the same --workdir resumes "
-                                   f"from {resume_from} and evaluates again"):
+                                   f"from {resume_from} and evaluates again", stop.received):
               split_metrics = _final_metrics(task, state, step)
           elif selection is None:
             split_metrics = task.evaluate(state)

@@ -41,6 +41,7 @@ def train_and_evaluate(family, config, workdir, flags_text=None):
   workdir_lib.check_resumable(workdir, settings, may_change, defaults)
   mesh = prepared_mesh()
   task = family.make_task(config, workdir, mesh)
+  parallel.check_batch_divisible(task.schedule.batch_size, mesh)
   saved = checkpointing.saved_steps(os.path.join(workdir, "checkpoints"))
   if saved and saved[-1] > task.schedule.num_steps:  # Else it would end at once, short of its final evaluation.
     raise UserError(f"--workdir={workdir} holds a checkpoint at step {saved[-1]}, past the last step of this "

@@ -114,6 +114,10 @@ def _bookkeeping_writes(workdir):
                     "not start") from None
 
 
+# Between the flag sets of flags.txt: the first start's flags, then those of each start that changed them.
+RESUMED_FLAGS_SEPARATOR = "# --- resumed with these flags ---\n"
+
+
 def record(workdir, settings, may_change, flags_text=None, defaults=None):
   """Under the run lock: config.json for a new run (checked again for a resumed one), flags.txt appended."""
   check_resumable(workdir, settings, may_change, defaults)  # Again, now that no other run can write.
@@ -133,6 +137,8 @@ def _write_records(workdir, settings, flags_text):
   if os.path.exists(flags_path):
     with open(flags_path) as f:
       recorded = f.read()
-  if flags_text not in recorded:  # New, or resumed with changed flags: keep the history, add the new set.
-    separator = "# --- resumed with these flags ---\n" if recorded else ""
+  # New, or resumed with other flags than the latest start's (earlier ones included): keep the history, add
+  # the new set, so that the last block is always what the run now runs with.
+  if recorded.split(RESUMED_FLAGS_SEPARATOR)[-1] != flags_text:
+    separator = RESUMED_FLAGS_SEPARATOR if recorded else ""
     files.write_text(flags_path, recorded + separator + flags_text)
