@@ -59,6 +59,18 @@ def is_main_process():
   return jax.process_index() == 0
 
 
+def signal_on_any_process(number):
+  """The signal number (or None) that any process caught, the same on every process (the lowest process's
+  where several did), so that all processes of a multi-host run stop at the same dispatch; one process's own
+  on a single host. Costs one small all-gather per call on several hosts."""
+  if jax.process_count() == 1:
+    return number
+  from jax.experimental import multihost_utils
+  caught = [int(value) for value in np.ravel(multihost_utils.process_allgather(np.asarray(number or 0, np.int32)))
+            if value]
+  return caught[0] if caught else None
+
+
 def main_process_says(flag):
   """Process 0's `flag` on every process, so that all processes of a multi-host run take the same branch
   (each must run the same jitted computations) when only process 0 can read the answer (metrics.jsonl)."""

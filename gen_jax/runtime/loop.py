@@ -385,12 +385,15 @@ def _train(task, workdir, seed, mesh, where):
       where["step"] = step
       _inject_fault("step", step)
       _inject_fault("sigterm", step)
+      # One answer on every process: a preemption's signals reach the hosts at different moments, and a
+      # process that stopped to save while another dispatched on would leave both waiting in a collective.
+      received = parallel.signal_on_any_process(stop.received)
 
       final_step = step == schedule.num_steps
       logging_due = _is_due(step, schedule.log_every_steps) or final_step
       evaluation_due = _is_due(step, schedule.eval_every_steps) or final_step
       checkpoint_due = _is_due(step, schedule.checkpoint_every_steps) or final_step
-      if logging_due or evaluation_due or checkpoint_due or stop.received:
+      if logging_due or evaluation_due or checkpoint_due or received:
         # Fetching the metrics synchronises; that is also when non-finite values are caught, before any
         # checkpoint could store a diverged state.
         fetched = jax.device_get(pending)
@@ -415,7 +418,7 @@ def _train(task, workdir, seed, mesh, where):
             resume_from = f"step {last_saved}" if last_saved else "the start"
             with _stopping_at_once(checkpointer, writer, f"during the final evaluation at step {step}, before "
                                    "its checkpoint; re-running the same command with the same --workdir resumes "
-                                   f"from {resume_from} and evaluates again", stop.received):
+                                   f"from {resume_from} and evaluates again", received):
               split_metrics = _final_metrics(task, state, step)
           elif selection is None:
             split_metrics = task.evaluate(state)
@@ -430,17 +433,17 @@ def _train(task, workdir, seed, mesh, where):
           if main:
             task.on_evaluation(state, step)
         # With selection every validated state is saved, ranked, so that the best one can be restored.
-        if checkpoint_due or stop.received or selection_value is not None:
+        if checkpoint_due or received or selection_value is not None:
           save_start = time.time()
           checkpointer.save(step, state, progress_record(step), selection_value)
           save_seconds += time.time() - save_start
           _inject_fault("save", step)
           last_saved = step
         interval_start = time.time()
-      if stop.received:
+      if received:
         checkpointer.close()
         writer.close()
-        raise Preempted(stop.received, f"at step {step}; checkpoint saved; resume by re-running the same "
+        raise Preempted(received, f"at step {step}; checkpoint saved; resume by re-running the same "
                         "command with the same --workdir")
 
   # Training is over: a signal from here on stops at once, and the same command redoes what is left (the
