@@ -314,15 +314,17 @@ def test_early_stopping_rule_on_a_scripted_curve():
   for step in range(1, 4):
     record, stop = loop.early_stopping_update(record, step, curve[step], patience=1, start_step=0)
   assert stop and record["best_step"] == 1
-  record, stop = loop.early_stopping_update({}, 1, float("nan"), patience=1, start_step=0)
-  record, stop = loop.early_stopping_update(record, 2, 1.0, patience=1, start_step=0)
-  assert record["best_step"] == 2 and not stop  # A NaN is never the best once a number arrives.
-  record, stop = loop.early_stopping_update(record, 3, float("nan"), patience=1, start_step=0)
-  assert record["best_step"] == 2 and record["since_best"] == 1
-  # orbax's best checkpoint is ranked the same way: a NaN below every number.
+  record, stop = loop.early_stopping_update({}, 1, float("nan"), patience=3, start_step=0)
+  record, stop = loop.early_stopping_update(record, 2, float("nan"), patience=3, start_step=0)
+  assert record["best_step"] == 1 and record["since_best"] == 1  # Of two NaNs the first stays, as in orbax.
+  record, stop = loop.early_stopping_update(record, 3, 1.0, patience=1, start_step=0)
+  assert record["best_step"] == 3 and not stop  # A NaN is never the best once a number arrives.
+  record, stop = loop.early_stopping_update(record, 4, float("nan"), patience=1, start_step=0)
+  assert record["best_step"] == 3 and record["since_best"] == 1
+  # orbax's best checkpoint is ranked the same way: a NaN below every number, the earlier of two NaNs first.
   keys = [checkpointing.selection_key({"value": value, "step": step})
-          for step, value in [(1, float("nan")), (2, -1e30), (3, 1.0), (4, 1.0)]]
-  assert max(keys) == keys[2] and min(keys) == keys[0]
+          for step, value in [(1, float("nan")), (2, -1e30), (3, 1.0), (4, 1.0), (5, float("nan"))]]
+  assert max(keys) == keys[2] and min(keys) == keys[4] and keys[0] > keys[4]
 
 
 def test_early_stopping_counts_from_the_end_of_the_warm_up_in_epochs_or_steps(tmp_path):

@@ -72,6 +72,9 @@ def test_damaged_latest_checkpoint_falls_back_then_none_is_an_error(reference, t
     for name in files:
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"damaged")
+  # A reader falls back as well but moves nothing: it does not hold the run lock.
+  assert gen_jax.load_run(str(workdir)).step == 12
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["12", "16"] and not (workdir / "damaged_checkpoints").exists()
   result = run_experiment("vae", *FLAGS, f"--workdir={workdir}")
   assert result.returncode == 0, result.stderr
   assert "checkpoints/16 cannot be restored" in result.stdout and "step 12" in result.stdout

@@ -119,12 +119,15 @@ class Checkpointer:
         raise
       raise os_error from None
 
-  def restore(self, abstract_state, step=None):
+  def restore(self, abstract_state, step=None, set_aside=True):
     """(state, progress) of checkpoint `step`, or of the newest one that restores when `step` is None
     (None when there is none): the one restore path of training, `load_run` and every script.
 
-    A latest checkpoint that fails to restore is reported in one line and the previous one is tried. If
-    some exist but none restores, that is an error; the files are left in place for inspection.
+    A latest checkpoint that fails to restore is reported in one line and the previous one is tried; with
+    `set_aside` (training, which holds the run lock) the ones that failed are then moved out of the way. A
+    reader (`load_run`, the scripts) leaves them: the run may be training, and deleting the checkpoint the
+    reader tried, at that moment. If some exist but none restores, that is an error; the files are left in
+    place for inspection.
     """
     steps = self.all_steps()
     if step is not None:
@@ -143,7 +146,7 @@ class Checkpointer:
               "falling back to the previous one", flush=True)
         unusable.append(candidate)
         continue
-      if unusable:
+      if unusable and set_aside:
         self._set_aside(unusable)
       return restored
     if steps:

@@ -79,9 +79,10 @@ def early_stopping_update(record, step, value, patience, start_step):
 
   The VampPrior and Exemplar-VAE authors' rule: a strictly better value resets the count; otherwise it grows,
   except before `start_step` (their KL warm-up), where it stays 0; stop once it exceeds `patience`. A NaN is
-  never better, and any value is better than a NaN.
+  never better, and any number is better than a NaN (as `checkpointing.selection_key` ranks them, so that
+  orbax keeps the checkpoint this rule picks, the earlier of two NaNs included).
   """
-  if not record or value > record["best"] or math.isnan(record["best"]):
+  if not record or value > record["best"] or (math.isnan(record["best"]) and not math.isnan(value)):
     record = {"best": float(value), "best_step": int(step), "since_best": 0}
   else:
     record = dict(record, since_best=record["since_best"] + 1 if step >= start_step else 0)

@@ -65,7 +65,7 @@ def open_run(family, config, workdir, step=None, providers=lambda operation: [])
   try:
     if step is None and task.selection is not None:
       step = checkpointer.best_step()
-    restored = checkpointer.restore(abstract, step)
+    restored = checkpointer.restore(abstract, step, set_aside=False)  # Without the lock: touch nothing.
   finally:
     checkpointer.close()
   if restored is None:
