@@ -60,11 +60,19 @@ def _adam(config, schedule):
   return optax.adam(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
 
 
+def _weight_decay(config):
+  """L2 on the loss gradient, as in Kingma & Welling's "small weight decay": a list of one transform, or none
+  at weight_decay 0 (so that the optimizer state of runs without it keeps its structure across versions)."""
+  return [optax.add_decayed_weights(config.weight_decay)] if config.weight_decay > 0 else []
+
+
 # name -> optimizer(config, learning-rate schedule).
 OPTIMIZERS = {
     "adam": _adam,
-    # Tomczak & Welling's AdamNormGrad: Adam on per-parameter normalised gradients.
-    "adam_norm_grad": lambda config, schedule: optax.chain(normalize_each_parameter(), _adam(config, schedule)),
+    # Tomczak & Welling's AdamNormGrad: Adam on per-parameter normalised gradients, the weight decay added
+    # after the normalisation, as their code does (before it, it would be normalised away with the gradient).
+    "adam_norm_grad": lambda config, schedule: optax.chain(normalize_each_parameter(), *_weight_decay(config),
+                                                           _adam(config, schedule)),
     "adagrad": lambda config, schedule: optax.adagrad(schedule),
     "sgd": lambda config, schedule: optax.sgd(schedule, momentum=config.momentum or None),
 }
@@ -72,6 +80,8 @@ OPTIMIZERS = {
 ADAM_SETTINGS = ("adam_b1", "adam_b2", "adam_eps")
 UNREAD_BY_OPTIMIZER = {"adam": ("momentum",), "adam_norm_grad": ("momentum",),
                        "adagrad": (*ADAM_SETTINGS, "momentum"), "sgd": ADAM_SETTINGS}
+# The optimizers that place the weight decay themselves; every other one gets it on the raw gradient.
+DECAY_THEIR_OWN_WEIGHTS = frozenset({"adam_norm_grad"})
 
 
 def _lookup(table, name, flag):
@@ -92,6 +102,6 @@ def make_optimizer(config, total_steps, steps_per_epoch=None):
   parts = []
   if config.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
-  if config.weight_decay > 0:  # L2 on the loss gradient, as in Kingma & Welling's "small weight decay".
-    parts.append(optax.add_decayed_weights(config.weight_decay))
+  if config.optimizer not in DECAY_THEIR_OWN_WEIGHTS:
+    parts.extend(_weight_decay(config))
   return optax.chain(*parts, base)

@@ -92,6 +92,15 @@ def test_gradient_normaliser_hands_adam_unit_norm_gradients():
   adam = optax.adam(0.1)
   expected, _ = adam.update(normalised, adam.init(params), params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6), updates, expected)
+  # A weight decay joins after the normalisation, as in the reference's AdamNormGrad. With the parameters at -1
+  # and a decay of 0.5, Adam's first steps differ in sign from those of the other order on two of w's entries.
+  decayed = optim.make_optimizer(dataclasses.replace(config, weight_decay=0.5), total_steps=10)
+  params = jax.tree.map(lambda leaf: -jnp.ones_like(leaf), grads)
+  state, adam_state = decayed.init(params), adam.init(params)
+  for _ in range(2):
+    updates, state = decayed.update(grads, state, params)
+    expected, adam_state = adam.update(jax.tree.map(lambda g, p: g + 0.5 * p, normalised, params), adam_state)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5), updates, expected)
 
 
 def test_gated_dense_is_the_product_of_a_linear_map_and_a_sigmoid_gate():
