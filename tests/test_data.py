@@ -214,26 +214,39 @@ def save_npz(tmp_path, **arrays):
   return f'npz:{path}'
 
 
-def test_npz_uint8_with_labels_holds_out_last_tenth(tmp_path):
+def _rows(images):
+  """The examples of `images` as a sorted list of bytes: the same multiset whatever their order."""
+  return sorted(image.tobytes() for image in images)
+
+
+def test_npz_uint8_with_labels_holds_out_a_fixed_random_tenth(tmp_path):
+  """Sorted by class, as arrays often are: the held-out tenth is still a mix of classes, every example is in
+  exactly one split with its own label, and a second load (another process) gives the same splits."""
   x = np.random.default_rng(0).integers(0, 256, (50, 8, 8), dtype=np.uint8)
-  y = np.arange(50) % 4
+  y = np.repeat(np.arange(5), 10)
+  x[:, 0, 0] = np.arange(50)  # Each example's index, to find its label again.
   dataset = save_npz(tmp_path, x=x, y=y)
   train, test = data.load_split(dataset, 'train'), data.load_split(dataset, 'test')
   assert train.images.shape == (45, 8, 8, 1) and test.images.shape == (5, 8, 8, 1)
-  np.testing.assert_array_equal(train.images[..., 0], x[:45])
-  np.testing.assert_array_equal(test.images[..., 0], x[45:])
-  np.testing.assert_array_equal(test.labels, y[45:])
-  assert train.labels.dtype == np.int32 and train.num_classes == test.num_classes == 4
+  assert _rows(np.concatenate([train.images, test.images])[..., 0]) == _rows(x)
+  for split in (train, test):
+    np.testing.assert_array_equal(split.labels, y[split.images[:, 0, 0, 0]])
+  assert len(set(test.labels.tolist())) > 1
+  assert train.labels.dtype == np.int32 and train.num_classes == test.num_classes == 5
+  data._LOADED.clear()
+  np.testing.assert_array_equal(data.load_split(dataset, 'test').images, test.images)
 
 
 def test_npz_float_rgb_without_labels(tmp_path):
   x = np.random.default_rng(1).random((10, 4, 4, 3)).astype(np.float32)
   x[0, 0, 0] = [0.0, 1.0, 0.5]
-  split = data.load_split(save_npz(tmp_path, x=x), 'train')
+  dataset = save_npz(tmp_path, x=x)
+  split, test = data.load_split(dataset, 'train'), data.load_split(dataset, 'test')
   assert split.images.shape == (9, 4, 4, 3) and split.images.dtype == np.uint8
   assert split.labels is None and split.num_classes is None
-  np.testing.assert_array_equal(split.images, np.round(x[:9] * 255).astype(np.uint8))
-  assert list(split.images[0, 0, 0]) == [0, 255, 128]
+  expected = np.round(x * 255).astype(np.uint8)
+  assert _rows(np.concatenate([split.images, test.images])) == _rows(expected)
+  assert list(expected[0, 0, 0]) == [0, 255, 128]
 
 
 def test_npz_with_test_arrays(tmp_path):
@@ -242,7 +255,7 @@ def test_npz_with_test_arrays(tmp_path):
   dataset = save_npz(tmp_path, x=x, y=np.zeros(7, np.int64), x_test=x_test,
                      y_test=np.full(3, 5, np.int16))
   train, test = data.load_split(dataset, 'train'), data.load_split(dataset, 'test')
-  np.testing.assert_array_equal(train.images, x)
+  assert _rows(train.images) == _rows(x)  # In the fixed random order; nothing held out.
   np.testing.assert_array_equal(test.images, x_test)
   assert train.num_classes == 6 and list(test.labels) == [5, 5, 5]
   assert data.load_split(dataset, 'train', num_examples=2).images.shape[0] == 2
@@ -297,12 +310,17 @@ def test_image_folder_rgb_resized_and_held_out(tmp_path):
   assert data.load_split(dataset, 'train').images.shape == (10, 64, 64, 3)  # Default size.
 
 
-def test_image_folder_grayscale_stays_one_channel(tmp_path):
+def test_image_folder_grayscale_stays_one_channel_and_sixteen_bits_become_eight(tmp_path):
   for i in range(3):
     Image.fromarray(np.full((4, 4), 40 * i, np.uint8)).save(tmp_path / f'{i}.png')
-  train = data.load_split(f'images:{tmp_path}', 'train', image_size=4)
-  assert train.images.shape == (2, 4, 4, 1)
-  assert [int(train.images[i].max()) for i in range(2)] == [0, 40]  # Sorted order, pixels intact.
+  # A 16-bit PNG (PIL reads it as 'I;16'): 0..65535 scaled to 0..255, not clipped to white above 255.
+  Image.fromarray(np.asarray([[0, 257 * 100], [65535, 257 * 40 + 100]], np.uint16)).save(tmp_path / 'deep.png')
+  train = data.load_split(f'images:{tmp_path}', 'train', image_size=2)
+  test = data.load_split(f'images:{tmp_path}', 'test', image_size=2)
+  assert train.images.shape == (3, 2, 2, 1) and test.images.shape == (1, 2, 2, 1)
+  images = {int(image.max()): image[..., 0] for image in np.concatenate([train.images, test.images])}
+  assert sorted(images) == [0, 40, 80, 255]  # Pixels intact, each image once.
+  np.testing.assert_array_equal(images[255], [[0, 100], [255, 40]])
 
 
 def test_image_folder_empty_or_missing(tmp_path):

@@ -25,6 +25,8 @@ SPLITS = ('train', 'test')
 DEFAULT_IMAGE_FOLDER_SIZE = 64
 # Fraction of a source without a test split that is held out as its test split.
 HOLDOUT_FRACTION = 0.1
+# Seed of the fixed random order a user's training examples are put in (`_user_split`).
+USER_DATA_ORDER_SEED = 20260
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,11 +55,16 @@ def user_data_prefix(dataset: str) -> str | None:
 _LOADED: dict[tuple, Split] = {}
 
 
-def _holdout(train_and_test: dict, split: str, source: str):
-  """Returns `split` of a source, holding out its last 10% as test when it has no test split."""
-  if train_and_test['test'] is not None:
-    return train_and_test[split]
+def _user_split(train_and_test: dict, split: str, source: str):
+  """`split` of a user's source. Its training examples are first put in a fixed random order (the same at
+  every load), so that what is held out from their end (the test split: the last 10% when the source has
+  none; a validation split) and what --num_train_examples keeps from their start are random subsets, not
+  the last or first files of a folder (or rows of an array) sorted by class."""
   images, labels = train_and_test['train']
+  order = np.random.default_rng(USER_DATA_ORDER_SEED).permutation(len(images))
+  images, labels = images[order], None if labels is None else labels[order]
+  if train_and_test['test'] is not None:
+    return (images, labels) if split == 'train' else train_and_test['test']
   num_test = max(1, int(round(len(images) * HOLDOUT_FRACTION)))
   if len(images) - num_test < 1:
     raise UserError(f'{source} holds {len(images)} example(s); allowed: at least 2, so that '
@@ -88,7 +95,7 @@ def _load_whole_split(dataset: str, split: str, data_dir: str | None,
   prefix = user_data_prefix(dataset)
   if prefix is not None:
     train_and_test = USER_DATA[prefix](os.path.expanduser(dataset[len(prefix):]), image_size)
-    images, labels = _holdout(train_and_test, split, dataset)
+    images, labels = _user_split(train_and_test, split, dataset)
     num_classes = _num_classes(train_and_test)
   elif dataset and all(c.isalnum() or c in '_/:.' for c in dataset):
     images, labels, num_classes = tfds_data.load_tfds_split(dataset, split, data_dir)

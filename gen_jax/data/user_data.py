@@ -16,7 +16,10 @@ NPZ_FORMAT = ("key 'x' of shape (N,H,W) or (N,H,W,C) with C in {1,3}, dtype uint
               "or float in [0,1]; optional 'y' (N,) integer labels >= 0; optional 'x_test'/'y_test'")
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 # PIL modes holding one channel; a folder made only of these stays grayscale.
-_GRAYSCALE_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'F')
+_GRAYSCALE_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'I;16B', 'I;16L', 'F')
+# PIL modes of 16-bit grayscale PNGs (PIL reads them as 'I;16' or 'I'): scaled to 8 bits by `_eight_bit`, since
+# PIL's own convert() clips every value above 255 to white instead.
+_SIXTEEN_BIT_MODES = ('I', 'I;16', 'I;16B', 'I;16L')
 
 
 def _images_from_array(x, path, key) -> np.ndarray:
@@ -98,6 +101,14 @@ def _open_image(path) -> Image.Image:
   return image
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+  """`image` with 16-bit grayscale values (0..65535) scaled to 8 bits (0..255, rounded); others unchanged."""
+  if image.mode not in _SIXTEEN_BIT_MODES:
+    return image
+  values = np.asarray(image, np.float64) * (255.0 / 65535.0)
+  return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))  # 2-D uint8: mode 'L'.
+
+
 def center_square(image: Image.Image, size: int) -> Image.Image:
   """Crops the central square of `image` and resizes it to size x size (antialiased bicubic)."""
   width, height = image.size
@@ -135,7 +146,7 @@ def load_image_folder(directory: str, image_size: int) -> dict:
   if not paths:
     raise UserError(f'image folder {directory!r} holds no PNG/JPEG files '
                     f'(allowed suffixes: {", ".join(IMAGE_SUFFIXES)})')
-  images = [_open_image(os.path.join(directory, path)) for path in paths]
+  images = [_eight_bit(_open_image(os.path.join(directory, path))) for path in paths]
   mode = 'L' if all(image.mode in _GRAYSCALE_MODES for image in images) else 'RGB'
   pixels = np.stack([np.asarray(center_square(image.convert(mode), image_size))
                      for image in images])

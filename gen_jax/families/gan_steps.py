@@ -162,7 +162,10 @@ def discriminator_step(state, batch, key, networks, config, d_tx):
     real_outputs, updated_d_state = discriminate(networks, d_params, d_state, real, labels, update_stats=True)
     fake_outputs, _ = discriminate(networks, d_params, updated_d_state, fake, labels)
     d_loss, metrics = objectives.discriminator_loss(config.loss, real_outputs, fake_outputs)
-    # The penalties judge the D the loss judges: with spectral norm, the same power-iteration estimate of σ.
+    # The penalties judge D as the fake term does. With spectral norm every call takes one more power-iteration
+    # step from the statistics it is given (flax iterates even without update_stats): the real term, which
+    # stores its step, uses σ from u_{t+1}; the fake term and the penalties, from u_{t+2}. Once u has converged
+    # the two agree.
     penalized = functools.partial(critic, d_params, updated_d_state)
     total = d_loss
     if config.gradient_penalty_weight > 0:
