@@ -114,12 +114,16 @@ def initialize_distributed():
   if FLAGS.coordinator_address:
     if FLAGS.num_processes is None or FLAGS.process_id is None:
       raise UserError("--coordinator_address needs --num_processes and --process_id; allowed: all three")
+    if not FLAGS.num_processes >= 1:
+      raise UserError(f"--num_processes={FLAGS.num_processes} is not allowed; allowed: 1 or more")
     if not 0 <= FLAGS.process_id < FLAGS.num_processes:
       raise UserError(f"--process_id={FLAGS.process_id} is not allowed; allowed: 0 to {FLAGS.num_processes - 1}")
     # Cross-process collectives on the CPU backend go through gloo (GPU and TPU use their own); asking
     # which backend is in use would initialise it too early, and the setting is harmless elsewhere.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  elif FLAGS.num_processes is not None or FLAGS.process_id is not None:
+    raise UserError("--num_processes and --process_id need --coordinator_address; allowed: all three, or none")
   elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
     jax.distributed.initialize()
 
@@ -176,6 +180,11 @@ def run(main, family_name=None):
       return FLAGS(argv)
     except flags.Error as error:
       print(f"error: {_flag_error_message(error, family_name)}", file=sys.stderr)
+      sys.exit(2)
+    except UnicodeDecodeError as error:  # absl reads flagfiles as UTF-8 text.
+      flagfiles = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--flagfile=")]
+      print(f"error: a --flagfile ({', '.join(flagfiles)}) is not UTF-8 text ({error.reason} at byte "
+            f"{error.start}); allowed: text files of --flag=value lines", file=sys.stderr)
       sys.exit(2)
 
   app.run(guarded_main, flags_parser=parse_flags)

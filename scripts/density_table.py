@@ -156,10 +156,13 @@ def main(argv):
                     "scripts/reproduce_density_table.sh")
   text, curves = table(FLAGS.runs)
   output = FLAGS.output or os.path.join(FLAGS.runs, "table.md")
+  figure_path = FLAGS.figure or os.path.join(FLAGS.runs, "validation_curves.png")
+  for path in (output, figure_path):  # Both folders first: a missing one must not fail after the table is written.
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   files.write_text(output, text)
   print(text, end="")
   if curves:
-    figure(curves, FLAGS.figure or os.path.join(FLAGS.runs, "validation_curves.png"))
+    figure(curves, figure_path)
 
 
 if __name__ == "__main__":

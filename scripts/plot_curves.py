@@ -12,6 +12,7 @@ run recorded one); only metrics.jsonl is read, so a run without checkpoints (or 
 plotted.
 """
 
+import math
 import os
 import sys
 
@@ -113,8 +114,8 @@ def main(argv):
       ylim = tuple(float(v) for v in FLAGS.ylim)
     except ValueError:
       ylim = ()
-    if len(ylim) != 2:
-      raise UserError(f"--ylim={','.join(FLAGS.ylim)} is not allowed; allowed: two numbers low,high")
+    if len(ylim) != 2 or not all(math.isfinite(v) for v in ylim):
+      raise UserError(f"--ylim={','.join(FLAGS.ylim)} is not allowed; allowed: two finite numbers low,high")
   plot(FLAGS.workdirs, FLAGS.output, FLAGS.metric, FLAGS.labels, FLAGS.reference_csv, FLAGS.panels,
        FLAGS.log_x, ylim)
   print(f"wrote {FLAGS.output}")

@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from experiments import main as experiment_main  # noqa: E402
+from gen_jax import config as config_lib  # noqa: E402
 from gen_jax.errors import UserError  # noqa: E402
 from gen_jax.families import gan, gan_seeds  # noqa: E402
 
@@ -30,8 +31,10 @@ def main(argv):
   try:
     seeds = [int(seed) for seed in flags.FLAGS.seeds]
   except ValueError:
-    raise UserError(f"--seeds={','.join(flags.FLAGS.seeds)} is not allowed; allowed: a "
-                    "comma-separated list of integers") from None
+    seeds = None
+  if not seeds or not all(0 <= seed <= config_lib.MAX_SEED for seed in seeds):
+    raise UserError(f"--seeds={','.join(flags.FLAGS.seeds)} is not allowed; allowed: a comma-separated list "
+                    f"of integers from 0 to {config_lib.MAX_SEED}, as --seed")
   start = time.time()
 
   def report(step, scores):

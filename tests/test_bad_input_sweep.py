@@ -46,12 +46,19 @@ def _bad_values(name, hint):
   return [] if name in FREE_TEXT else ["no_such_choice"]
 
 
+# Values bad for one family only, at its defaults: a reconstruction grid needs an image and its reconstruction;
+# an image GAN's precision and recall (scored by default) need more samples than neighbours.
+FAMILY_BAD_VALUES = {("vae", "num_images"): ["1"], ("cvae", "num_images"): ["1"],
+                     ("autoencoder", "num_images"): ["1"], ("gan", "num_samples"): ["3"],
+                     ("gan", "num_eval_samples"): ["1", "3"]}
+
+
 def _cases():
   for family_name in families.FAMILIES:
     config_class = families.get(family_name).Config
     hints = typing.get_type_hints(config_class)
     for field in dataclasses.fields(config_class):
-      for value in _bad_values(field.name, hints[field.name]):
+      for value in _bad_values(field.name, hints[field.name]) + FAMILY_BAD_VALUES.get((family_name, field.name), []):
         yield family_name, field.name, value
 
 

@@ -442,11 +442,14 @@ def test_every_flagfile_on_a_short_run(flagfile_runs):
 
 
 def test_gan_tradeoffs_script_refuses_what_it_cannot_sample(flagfile_runs, repo):
-  """scripts/gan_tradeoffs.py: a toy GAN's run and a truncation outside (0, 1] get one line, exit 2."""
+  """scripts/gan_tradeoffs.py: a toy GAN's run, a truncation outside (0, 1] and a seed past 2³¹ − 1 (jax would
+  fold it onto a smaller one) get one line, exit 2."""
   root, _ = flagfile_runs
   script = os.path.join(repo, "scripts", "gan_tradeoffs.py")
+  dcgan = f"--workdir={root / 'dcgan_fashion_mnist'}"
   for flags, fragments in [((f"--workdir={root / 'gan_ring'}",), ("--workdir=", "--architecture=dcgan")),
-                           ((f"--workdir={root / 'dcgan_fashion_mnist'}", "--truncation=0"), ("--truncation=0",))]:
+                           ((dcgan, "--truncation=0"), ("--truncation=0",)),
+                           ((dcgan, "--seed=4294967296"), ("--seed=4294967296", "2147483647"))]:
     result = subprocess.run([sys.executable, script, *flags], cwd=repo, capture_output=True, text=True, timeout=120)
     assert_one_line_error(result, *fragments)
     assert result.returncode == 2

@@ -97,6 +97,7 @@ def test_bad_input_gets_one_line_and_keeps_the_workdir(tmp_path):
   (existing / "metrics.jsonl").write_text('{"step": 1}\n')
   empty = tmp_path / "empty"
   empty.mkdir()
+  (tmp_path / "latin1.cfg").write_bytes("--latent_dim=4  # café\n".encode("latin-1"))
   workdir = f"--workdir={existing}"
   cases = [
       (("--dataset=cifar_unknown_name", workdir), "cifar_unknown_name", {}),
@@ -110,6 +111,10 @@ def test_bad_input_gets_one_line_and_keeps_the_workdir(tmp_path):
       ((f"--dataset=npz:{tmp_path / 'wrong_dtype.npz'}", workdir), "wrong_dtype.npz", {}),
       ((f"--dataset=npz:{tmp_path / 'missing.npz'}", workdir), "missing.npz", {}),
       ((f"--data_dir={empty}", workdir), "fashion", {"GEN_JAX_FASHION_MNIST_MANUAL_DIR": str(empty)}),
+      ((f"--flagfile={tmp_path / 'latin1.cfg'}", workdir), "latin1.cfg) is not UTF-8 text", {}),
+      (("--coordinator_address=localhost:1", "--num_processes=0", "--process_id=0", workdir),
+       "--num_processes=0 is not allowed", {}),
+      (("--num_processes=2", "--process_id=1", workdir), "need --coordinator_address", {}),
   ]
   processes = [(start_experiment("vae", *flags, env=env), fragment) for flags, fragment, env in cases]
   for process, fragment in processes:

@@ -14,7 +14,7 @@ import numpy as np
 from gen_jax import config as config_lib, objectives, optim
 from gen_jax.data import clusters, image_data, preprocessing, toys
 from gen_jax.errors import UserError
-from gen_jax.evaluation import mode_coverage
+from gen_jax.evaluation import mode_coverage, sample_quality
 from gen_jax.families import gan_evaluation, gan_steps
 from gen_jax.models import gan as gan_models
 from gen_jax.models import networks
@@ -173,6 +173,13 @@ def validate(config):
     if config.num_eval_samples == 0:
       raise UserError("--num_eval_samples=0 on a toy dataset scores nothing; allowed: a positive number "
                       f"(the protocol uses {mode_coverage.DEFAULT_NUM_SAMPLES})")
+  elif config.score_sample_quality:  # Precision and recall need more samples than neighbours.
+    for name in ("num_samples", "num_eval_samples"):
+      value = getattr(config, name)
+      if 0 < value <= sample_quality.PR_K:
+        raise UserError(f"--{name}={value} is too few to score; allowed: at least {sample_quality.PR_K + 1} "
+                        f"(precision and recall use the {sample_quality.PR_K}-th nearest neighbour)"
+                        + (", or 0: only at the end" if name == "num_eval_samples" else ""))
   for choice, unread_by_value in UNREAD_SETTINGS.items():
     config_lib.check_unread(config, choice, unread_by_value)
 

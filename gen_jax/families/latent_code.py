@@ -147,7 +147,10 @@ TWO_LEVEL_ARCHITECTURES = ("two_layer", "hvae", "conv_hvae")
 
 def validate_network(config):
   config_lib.validate_common(config)
-  config_lib.check_positive(config, ("latent_dim", "num_images"))
+  config_lib.check_positive(config, ("latent_dim",))
+  if not config.num_images >= 2:  # Half the grid shows test images, half their reconstructions.
+    raise UserError(f"--num_images={config.num_images} is not allowed; allowed: at least 2 (the reconstruction "
+                    "grid pairs each test image with its reconstruction)")
   config_lib.check_sizes(config, ("hidden_sizes",))
   config_lib.check_choice(config, "architecture", tuple(ARCHITECTURES))
   config_lib.check_choice(config, "activation", tuple(networks.ACTIVATIONS))
