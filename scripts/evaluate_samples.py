@@ -7,7 +7,8 @@ Prints one line (each score beside its real-data floor, then the provenance); wi
 the scores as a test row to WORKDIR/metrics.jsonl, at the step of its last row. With --workdir and no
 --samples, the run itself draws the samples (`gen_jax.load_run(workdir).sample(n)`: n = --num_samples or
 the run's num_samples, at the run's seed, so by default exactly its samples.npy). With --workdir, --dataset,
---data_dir and --image_size default to the run's. The logic is `gen_jax.evaluation.sample_quality`.
+--data_dir and --image_size default to the run's, and a --dataset or --image_size other than the run's is
+refused (the row would record scores against the wrong data). The logic is `gen_jax.evaluation.sample_quality`.
 """
 
 import os
@@ -38,8 +39,9 @@ def _parse(argv):
 
 
 def _check(args):
-  """Refuses a bad command line before any work (scoring and sampling take minutes); a --samples file
-  without --dataset takes the --workdir run's settings from its config.json."""
+  """Refuses a bad command line before any work (scoring and sampling take minutes). With --workdir, the
+  folder must hold a run (config.json), whose dataset settings fill in the unset options and must match the
+  set ones: the scores go into that run's metrics.jsonl."""
   for name in ("num_samples", "image_size"):
     if getattr(args, name) < 0:
       raise UserError(f"--{name}={getattr(args, name)} is not allowed; allowed: 0 or a positive integer")
@@ -51,13 +53,21 @@ def _check(args):
   if not args.samples and not args.workdir:
     raise UserError("--samples and --workdir are both missing; allowed: --samples=FILE.npy (with --dataset) or "
                     "--workdir=RUN (its run draws the samples)")
-  if args.samples and not args.dataset:
+  if args.workdir:
     from gen_jax.runtime import workdir as workdir_lib
-    stored = (workdir_lib.read_config(args.workdir) if args.workdir else None) or {}
-    if "dataset" not in stored:
-      raise UserError("--dataset is missing; allowed: the dataset the samples' model was trained on (required "
-                      "with --samples unless --workdir names a run, whose dataset is then taken)")
+    stored = workdir_lib.read_config(args.workdir)
+    if not stored or "dataset" not in stored:
+      raise UserError(f"--workdir={args.workdir} holds no run (no config.json with a dataset); allowed: a run's "
+                      "workdir, whose metrics.jsonl gets the scores")
+    for name in ("dataset", "image_size"):
+      given, the_runs = getattr(args, name), stored.get(name)
+      if given and the_runs is not None and given != the_runs:
+        raise UserError(f"--{name}={given} but the run in --workdir={args.workdir} has {the_runs}; allowed: the "
+                        f"run's (or leave --{name} out), or no --workdir: its metrics.jsonl would get these scores")
     _take_run_settings(args, stored)
+  elif args.samples and not args.dataset:
+    raise UserError("--dataset is missing; allowed: the dataset the samples' model was trained on (required "
+                    "with --samples unless --workdir names a run, whose dataset is then taken)")
 
 
 def _take_run_settings(args, settings):
@@ -75,7 +85,6 @@ def _samples_from_run(args):
   if not isinstance(run.dataset, image_data.ImageData):
     raise UserError(f"--workdir={args.workdir} is a run on --dataset={run.config.dataset}, not on images; "
                     "allowed: a run on an image dataset (the classifier scores images)")
-  _take_run_settings(args, vars(run.config))
   count = args.num_samples or run.config.num_samples
   args.num_samples = 0  # Exactly `count` drawn: score them all.
   return run.sample(count)

@@ -11,7 +11,7 @@
 # look). A finished run (one with samples.npy) is not started again, so a run finished at a shorter
 # EXTRA_FLAGS budget stays at it: give a full run its own RUNS_DIR. An unfinished one resumes from its
 # checkpoint, so the script can be stopped and restarted. Each run's wall and CPU seconds go to its
-# seconds.txt and the table.
+# seconds.txt and the table, its output to RUNS/logs/; a run that fails makes the script end in an error.
 # Budget (measured here, 2 cores): a ring run ~1 minute, a grid run ~320-420 CPU-s (~3 minutes alone on both
 # cores); the whole table ~5 CPU-hours: run subsets with the variables above, JOBS=2 to use both cores.
 set -euo pipefail
@@ -45,16 +45,27 @@ for variant in $VARIANTS; do
   fi
 done
 
+# Each run's output goes to RUNS/logs/, outside its workdir: a refused command (exit status 2, bad input, such as
+# a wrong EXTRA_FLAGS) must leave an unfinished run's workdir as it was. Runs that failed are listed in FAILED,
+# and the script ends with an error after writing the table of the others.
+FAILED="$RUNS/logs/failed.txt"
+mkdir -p "$RUNS/logs"
+rm -f "$FAILED"
+
 run_one() {  # dataset variant seed
-  # seconds.txt: a line of wall, user CPU and system CPU seconds per invocation that finished; a resumed
-  # run adds a line, and the time of an invocation that was killed is lost.
-  local workdir="$RUNS/$1/$2/seed$3" TIMEFORMAT="%R %U %S"
+  # seconds.txt: a line of wall, user CPU and system CPU seconds per invocation that ran (not a refused one);
+  # a resumed run adds a line, and the time of an invocation that was killed is lost.
+  local workdir="$RUNS/$1/$2/seed$3" log="$RUNS/logs/$1-$2-seed$3.txt" TIMEFORMAT="%R %U %S" seconds status=0
   echo "== $1 $2 seed $3"
-  mkdir -p "$workdir"
   # shellcheck disable=SC2086  # The variant's flags are meant to split.
-  if ! { time "$PYTHON" -m experiments.gan --flagfile="experiments/configs/gan_$1.cfg" --workdir="$workdir" \
-      --seed="$3" ${FLAGS[$2]} ${EXTRA_FLAGS:-} >> "$workdir/log.txt" 2>&1; } 2>> "$workdir/seconds.txt"; then
-    echo "   failed: see $workdir/log.txt"
+  seconds=$( { time "$PYTHON" -m experiments.gan --flagfile="experiments/configs/gan_$1.cfg" --workdir="$workdir" \
+      --seed="$3" ${FLAGS[$2]} ${EXTRA_FLAGS:-} >> "$log" 2>&1; } 2>&1 ) || status=$?
+  if (( status != 2 )) && [[ -d $workdir ]]; then
+    echo "$seconds" >> "$workdir/seconds.txt"
+  fi
+  if (( status != 0 )); then
+    echo "   failed (exit status $status): see $log"
+    echo "$1 $2 seed$3: exit status $status, $log" >> "$FAILED"
   fi
 }
 
@@ -129,3 +140,8 @@ with open(table, "w") as f:
   f.write("\n".join(lines) + "\n")
 print(open(table).read())
 EOF
+
+if [[ -s $FAILED ]]; then
+  echo "error: $(wc -l < "$FAILED") run(s) failed, listed in $FAILED; the table holds the others" >&2
+  exit 1
+fi

@@ -477,6 +477,13 @@ def test_mode_coverage_script_runs_each_variant_once_and_writes_the_table(flagfi
   assert [row.split("|")[2].strip() for row in rows] == ["flagfile (measured)", "hinge (measured)"]
   assert all(" of 2 |" in row for row in rows)
   assert "PacGAN2 (PacGAN paper)" in table
+  # A run refused for bad input is listed as failed and its workdir is not made; the script ends in an error.
+  env.update(VARIANTS="minimax", SEEDS="0", EXTRA_FLAGS="--num_steps=-1")
+  refused = subprocess.run(["bash", "scripts/reproduce_mode_coverage.sh", str(tmp_path), str(tmp_path / "t.md")],
+                           cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+  assert refused.returncode == 1 and "1 run(s) failed" in refused.stderr, refused.stderr[-2000:]
+  assert "ring minimax seed0: exit status 2" in (tmp_path / "logs" / "failed.txt").read_text()
+  assert sorted(os.listdir(tmp_path / "ring")) == ["flagfile", "hinge"]
 
 
 def test_vmapped_seeds_follow_each_seeds_own_run(tmp_path):

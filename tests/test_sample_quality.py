@@ -215,6 +215,7 @@ def test_evaluate_samples_script_appends_a_row(small_classifier, tmp_path):
   with open(tmp_path / "metrics.jsonl", "w") as f:
     f.write(json.dumps({"step": 40, "examples_seen": 5120, "split": "test", "wall_time": 3.5, "elbo": -250.0})
             + "\n")
+  (tmp_path / "config.json").write_text(json.dumps({"family": "vae", "dataset": "fashion_mnist"}))
   result = run_evaluate_samples(f"--samples={tmp_path / 'samples.npy'}", "--dataset=fashion_mnist",
                                 f"--workdir={tmp_path}", f"--classifier_dir={classifier.checkpoint_dir}")
   assert result.returncode == 0, result.stderr
@@ -259,7 +260,18 @@ def test_evaluate_samples_script_bad_input_is_one_line(small_classifier, tmp_pat
   flat = run_evaluate_samples(f"--samples={tmp_path / 'flat.npy'}", "--dataset=fashion_mnist",
                               f"--classifier_dir={small_classifier[0].checkpoint_dir}")
   no_dataset = run_evaluate_samples(f"--samples={tmp_path / 'flat.npy'}")
-  for result, fragments in ((flat, ("(10, 784)", "(N, 28, 28, 1)")), (no_dataset, ("--dataset",))):
+  # A --workdir that holds no run, and one whose run is on other data: refused before anything is written there.
+  (tmp_path / "not_a_run").mkdir()
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "config.json").write_text(json.dumps({"family": "vae", "dataset": "fashion_mnist"}))
+  not_a_run = run_evaluate_samples(f"--samples={tmp_path / 'flat.npy'}", "--dataset=fashion_mnist",
+                                   f"--workdir={tmp_path / 'not_a_run'}")
+  other_data = run_evaluate_samples(f"--samples={tmp_path / 'flat.npy'}", "--dataset=mnist",
+                                    f"--workdir={tmp_path / 'run'}")
+  assert os.listdir(tmp_path / "not_a_run") == [] and os.listdir(tmp_path / "run") == ["config.json"]
+  for result, fragments in ((flat, ("(10, 784)", "(N, 28, 28, 1)")), (no_dataset, ("--dataset",)),
+                            (not_a_run, ("not_a_run holds no run",)),
+                            (other_data, ("--dataset=mnist", "fashion_mnist"))):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith("error: "), result.stderr
