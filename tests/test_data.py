@@ -301,13 +301,19 @@ def test_image_folder_rgb_resized_and_held_out(tmp_path):
     folder = tmp_path / 'sub' if i % 2 else tmp_path
     Image.fromarray(pixels).save(folder / f'{i:02d}.png')
   Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / 'gray.jpg')  # Forces RGB for all.
+  Image.fromarray(np.full((12, 16, 3), (10, 200, 30), np.uint8)).save(tmp_path / 'constant.png')
   (tmp_path / 'notes.txt').write_text('ignored')
   dataset = f'images:{tmp_path}'
   train = data.load_split(dataset, 'train', image_size=6)
   test = data.load_split(dataset, 'test', image_size=6)
-  assert train.images.shape == (10, 6, 6, 3) and test.images.shape == (1, 6, 6, 3)
+  assert train.images.shape == (11, 6, 6, 3) and test.images.shape == (1, 6, 6, 3)
+  # Values survive the conversion and the resize: the grayscale file as black in all three channels, the
+  # constant colour as itself.
+  every = np.concatenate([train.images, test.images]).reshape(12, -1, 3)
+  assert sum(bool(np.all(image == 0)) for image in every) == 1
+  assert sum(bool(np.all(image == (10, 200, 30))) for image in every) == 1
   assert train.labels is None and train.num_classes is None
-  assert data.load_split(dataset, 'train').images.shape == (10, 64, 64, 3)  # Default size.
+  assert data.load_split(dataset, 'train').images.shape == (11, 64, 64, 3)  # Default size.
 
 
 def test_image_folder_grayscale_stays_one_channel_and_sixteen_bits_become_eight(tmp_path):

@@ -104,10 +104,23 @@ def test_the_layer_rule_catches_an_upward_import(tmp_path):
 def test_every_optimizer_and_schedule_in_the_tables_trains():
   params = {"w": jnp.ones((3,))}
   grads = {"w": jnp.full((3,), 0.5)}
-  for name in optim.OPTIMIZERS:
+  # The first step of each, in closed form, for g = 0.5 and learning rate 0.1: Adam's is −lr·sign(g) (its
+  # bias-corrected moments are g and g²), AdamNormGrad's too; Adagrad's −lr·g/√(0.1 + g²) (optax's initial
+  # accumulator 0.1); SGD's −lr·g.
+  first_steps = {"adam": -0.1, "adam_norm_grad": -0.1, "adagrad": -0.1 * 0.5 / math.sqrt(0.1 + 0.25),
+                 "sgd": -0.05}
+  assert set(first_steps) == set(optim.OPTIMIZERS)
+  for name, expected in first_steps.items():
     tx = optim.make_optimizer(config_lib.TrainingConfig(optimizer=name, learning_rate=0.1), total_steps=10)
     updates, _ = tx.update(grads, tx.init(params), params)
-    assert np.all(np.asarray(updates["w"]) < 0), name  # A step against the gradient.
+    np.testing.assert_allclose(np.asarray(updates["w"]), expected, rtol=1e-5, err_msg=name)
+  # Weight decay joins the raw gradient, and clipping scales the global norm down to its bound (SGD shows both).
+  sgd = config_lib.TrainingConfig(optimizer="sgd", learning_rate=0.1)
+  for changes, expected in [({"weight_decay": 0.2}, -0.1 * (0.5 + 0.2 * 1.0)),
+                            ({"grad_clip_norm": 0.1}, -0.1 * 0.5 * 0.1 / math.sqrt(3 * 0.25))]:
+    tx = optim.make_optimizer(dataclasses.replace(sgd, **changes), total_steps=10)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(np.asarray(updates["w"]), expected, rtol=1e-5, err_msg=str(changes))
   for name in optim.SCHEDULES:
     schedule = optim.learning_rate_schedule(config_lib.TrainingConfig(lr_schedule=name, learning_rate=0.1),
                                             total_steps=10, steps_per_epoch=5)

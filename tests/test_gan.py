@@ -68,6 +68,8 @@ def test_losses_match_their_formulas(loss):
   probability = loss in ("minimax", "non_saturating")
   expected_real = np.mean(1 / (1 + np.exp(-np.asarray(REAL_OUTPUTS)))) if probability else np.mean(REAL_OUTPUTS)
   np.testing.assert_allclose(d_metrics["d_real"], expected_real, rtol=1e-5)
+  expected_fake = np.mean(1 / (1 + np.exp(-np.asarray(FAKE_OUTPUTS)))) if probability else np.mean(FAKE_OUTPUTS)
+  np.testing.assert_allclose(d_metrics["d_fake"], expected_fake, rtol=1e-5)
 
 
 def test_the_optimal_discriminator_scores_half_at_equilibrium():

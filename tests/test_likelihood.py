@@ -289,3 +289,34 @@ def test_two_layer_log_weights_are_the_direct_sum_of_its_five_densities():
             - log_normal(h1, np.asarray(bottom_mean, np.float64), np.asarray(bottom_log_variance, np.float64))
             - log_normal(h2, np.asarray(top_mean, np.float64), np.asarray(top_log_variance, np.float64)))
   np.testing.assert_allclose(np.asarray(log_weights), direct, atol=1e-4)
+
+
+def test_split_evaluator_masks_the_padding_of_its_last_chunk():
+  """7 images in chunks of 3: the last chunk is padded with two rows the mask must keep out of every sum,
+  and the mean divides by 7. Chunk i's key is fold_in(key, i): evaluating twice gives the same numbers."""
+  from gen_jax.evaluation import chunked
+  images = (np.arange(7 * 4, dtype=np.uint8).reshape(7, 2, 2, 1) * 9)
+
+  def sums_fn(params, x, labels, mask, key):
+    del labels
+    per_image = jnp.mean(x, axis=(1, 2, 3)) * params["scale"]
+    noise = jax.random.uniform(key, mask.shape)
+    return {"pixel": jnp.sum(per_image * mask), "noise": jnp.sum(noise * mask)}
+
+  evaluate = chunked.make_split_evaluator(sums_fn, images, None, 3, parallel.make_mesh(), jax.random.key(5))
+  first, second = evaluate({"scale": 2.0}), evaluate({"scale": 2.0})
+  assert first == second
+  assert first["pixel"] == pytest.approx(2.0 * float(np.mean(images / 255.0)), rel=1e-6)
+  noise = [np.asarray(jax.random.uniform(jax.random.fold_in(jax.random.key(5), chunk), (3,)))[:rows]
+           for chunk, rows in enumerate((3, 3, 1))]
+  assert first["noise"] == pytest.approx(float(np.concatenate(noise).mean()), rel=1e-6)
+
+
+def test_log_variance_clamp_pins_the_encoders_log_variance_to_its_range():
+  """The VampPrior models' hard tanh on log σ²: values beyond [−6, 2] sit at the bound, with zero gradient."""
+  values = jnp.asarray([-100.0, -6.5, -3.0, 1.5, 100.0])
+  clamped = networks.clamp_log_variance(values, (-6.0, 2.0))
+  np.testing.assert_array_equal(np.asarray(clamped), [-6.0, -6.0, -3.0, 1.5, 2.0])
+  gradient = jax.grad(lambda v: jnp.sum(networks.clamp_log_variance(v, (-6.0, 2.0))))(values)
+  np.testing.assert_array_equal(np.asarray(gradient), [0.0, 0.0, 1.0, 1.0, 0.0])
+  assert networks.clamp_log_variance(values, ()) is values  # No range: untouched.

@@ -120,7 +120,10 @@ def test_reparameterisation_is_keyed_and_differentiable():
   a = objectives.reparameterize(jax.random.key(0), mean, log_variance)
   b = objectives.reparameterize(jax.random.key(0), mean, log_variance)
   np.testing.assert_array_equal(a, b)
+  assert not np.any(np.asarray(a) == np.asarray(objectives.reparameterize(jax.random.key(1), mean, log_variance)))
   # dz/dμ = 1 and dz/d(log σ²) = ½ σ ε: the gradient flows through the sample, the trick's point.
+  np.testing.assert_array_equal(
+      jax.grad(lambda m: objectives.reparameterize(jax.random.key(0), m, log_variance).sum())(mean), 1.0)
   epsilon = jax.random.normal(jax.random.key(0), (2,))
   grad = jax.grad(lambda v: objectives.reparameterize(jax.random.key(0), mean, v).sum())(log_variance)
   np.testing.assert_allclose(grad, 0.5 * jnp.exp(0.5 * log_variance) * epsilon, rtol=1e-6)

@@ -171,3 +171,24 @@ def test_the_readme_from_python_snippet_runs_on_a_trained_run(tiny_run):
   one_sample = namespace["run"].log_likelihood(namespace["x"], k=1)
   assert np.mean(log_px) > np.mean(one_sample)
   assert set(namespace["last_test_row"]) >= {"elbo", "recon", "kl"}
+
+
+def test_train_step_weighs_the_kl_by_beta_and_the_warm_up_at_its_own_step():
+  """loss = −(recon − w·kl), w = β·min(1, epoch / warm-up epochs) at the state's step: epoch 2 of a 4-epoch
+  warm-up at step 7 of 5-step epochs gives w = ½, epoch 1 with β = 2 gives ½ as well, β alone gives β."""
+  import jax
+  from flax.training import train_state
+  from gen_jax import optim
+  from gen_jax.families import latent_code, vae as vae_family
+  x = jax.random.uniform(jax.random.key(0), (4, 4, 4, 1))
+  for changes, step, weight in [(dict(kl_warmup_epochs=4), 7, 0.5), (dict(beta=2.0), 0, 2.0),
+                                (dict(kl_warmup_epochs=4, beta=2.0), 0, 0.5)]:
+    config = vae_family.VAEConfig(hidden_sizes=(8,), latent_dim=2, **changes)
+    model = latent_code.build_model(config, (4, 4, 1))
+    params = model.init(jax.random.key(1), x[:1], jax.random.key(2))["params"]
+    state = train_state.TrainState.create(apply_fn=model.apply, params=params,
+                                          tx=optim.make_optimizer(config, total_steps=10)).replace(step=np.int32(step))
+    _, metrics = vae_family.train_step(state, {"x": x}, jax.random.key(3), model, config, steps_per_epoch=5)
+    recon, kl = float(metrics["recon"]), float(metrics["kl"])
+    assert kl > 0.01 and float(metrics["loss"]) == pytest.approx(-(recon - weight * kl), rel=1e-5), changes
+    assert float(metrics["elbo"]) == pytest.approx(recon - kl, rel=1e-5)
