@@ -4,6 +4,7 @@ the alternating step's freezing and D:G counting, the mode-coverage scorer, dive
 Networks are tiny (hidden layers of 8) and each jitted function compiles once per test.
 """
 
+import dataclasses
 import glob
 import json
 import os
@@ -210,7 +211,13 @@ def test_each_step_leaves_the_other_network_bit_identical_and_steps_are_counted(
   _assert_trees_identical(_network_part(after_g, "discriminator"), _network_part(after_d, "discriminator"))
   _assert_trees_differ(after_g.params["generator"], after_d.params["generator"])
   _assert_trees_differ(after_g.g_opt_state, after_d.g_opt_state)
-  _assert_trees_differ(after_g.ema_generator, after_d.ema_generator)
+  # The EMA moves by (1 − decay) towards G's new weights, and it is what evaluation uses.
+  jax.tree.map(lambda ema, old, new: np.testing.assert_allclose(
+      np.asarray(ema), config.ema_decay * np.asarray(old) + (1 - config.ema_decay) * np.asarray(new), rtol=1e-6,
+      atol=1e-7), after_g.ema_generator, after_d.ema_generator, after_g.params["generator"])
+  assert gan_steps.evaluation_generator(after_g, config) is after_g.ema_generator
+  raw = dataclasses.replace(config, ema_decay=0.0)
+  assert gan_steps.evaluation_generator(after_g, raw) is after_g.params["generator"]
 
   # The fused step: --d_steps_per_g_step=3 D updates, then one G update, per loop step.
   update = jax.jit(task.update)
@@ -564,6 +571,22 @@ def test_resolution_levels_and_packs_of_consecutive_examples():
   assert packed.apply(params, x).shape == (3,)  # One output per pack.
 
 
+def test_the_discriminator_steps_at_its_own_learning_rate(tmp_path):
+  """--d_learning_rate: Adam's first step moves each of D's parameters by the rate (its update is
+  lr·g/(|g| + ε), bias-corrected), here 3e-3 against G's 1e-2."""
+  config = _tiny_config(d_learning_rate=3e-3)
+  task = gan.make_task(config, str(tmp_path), parallel.make_mesh())
+  networks = gan_steps.build_networks(config, (2,))
+  d_tx, _ = gan_steps.make_optimizers(config, config.num_steps, gan.TOY_STEPS_PER_EPOCH)
+  state = task.init_state(jax.random.key(0))
+  real = toys.load_toy("ring").sample(jax.random.key(1), config.batch_size)
+  after, _ = jax.jit(lambda s: gan_steps.discriminator_step(s, {"x": real}, jax.random.key(2), networks, config,
+                                                           d_tx))(state)
+  moves = np.concatenate([np.abs(np.asarray(new) - np.asarray(old)).ravel() for new, old in zip(
+      jax.tree.leaves(after.params["discriminator"]), jax.tree.leaves(state.params["discriminator"]))])
+  assert moves.max() == pytest.approx(3e-3, rel=1e-3) and np.median(moves) == pytest.approx(3e-3, rel=1e-2)
+
+
 def test_the_r1_penalty_differentiates_the_discriminator_the_loss_judges(tmp_path):
   """With spectral norm, D's step first advances the power-iteration vectors on the real batch; the penalty
   must be taken through that same D, as the loss is, not through the one before the step."""
@@ -586,3 +609,6 @@ def test_the_r1_penalty_differentiates_the_discriminator_the_loss_judges(tmp_pat
                      float(r1_through(state.model_state["discriminator"])))
   assert float(metrics["r1_penalty"]) == pytest.approx(updated, rel=1e-5)
   assert abs(updated - before) > 1e-3 * updated  # The two Ds differ enough for the test to tell them apart.
+  # It enters the loss as γ/2 · E‖∇D(real)‖² (Mescheder et al. 2018).
+  assert float(metrics["loss"]) == pytest.approx(
+      float(metrics["d_loss"]) + 0.5 * config.r1_weight * float(metrics["r1_penalty"]), rel=1e-5)
