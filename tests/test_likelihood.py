@@ -77,6 +77,15 @@ def test_ppca_exact_posterior_elbo_and_bound_equal_log_likelihood():
   np.testing.assert_allclose(objectives.importance_weighted_bound(log_weights), log_px, atol=2e-4)
   # The closed-form-KL ELBO is exact only in expectation over z; the gap is Monte-Carlo noise.
   assert np.mean(np.abs(recon - kl - log_px)) < 0.5
+  # That expectation in closed form, E_q log p(x|z) = log N(x; Wμ + b, σ²I) − tr(W Σ Wᵀ)/(2σ²), minus the KL
+  # the model computed, is log p(x) to float precision: a KL off by a fraction of a nat shows here.
+  gram = np.diag(weights.T @ weights) + NOISE_STD**2
+  posterior_mean, posterior_variance = (x - bias) @ (weights / gram), NOISE_STD**2 / gram
+  residual = x - posterior_mean @ weights.T - bias
+  expected_recon = (-0.5 * np.sum(residual**2, axis=1) / NOISE_STD**2
+                    - 0.5 * NUM_DIMS * math.log(2 * math.pi * NOISE_STD**2)
+                    - 0.5 * np.sum(weights**2 @ posterior_variance) / NOISE_STD**2)
+  np.testing.assert_allclose(expected_recon - np.asarray(kl), log_px, atol=1e-3)
   # The per-image evaluator (load_run's log_likelihood) gives each image its own log p(x), in the given order,
   # across a padded last chunk (40 images in chunks of 12) and a partial chunk of samples (k = 7, 3 a chunk).
   per_image = likelihood.make_per_example_log_likelihood(vae.likelihood_model(model, config), 7,
