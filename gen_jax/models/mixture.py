@@ -7,12 +7,14 @@ Likelihoods (per component k, pixels d independent):
   bernoulli: p(x | k) = Π_d μ_kd^x_d (1 − μ_kd)^(1−x_d), for binarised data;
   gaussian:  p(x | k) = Π_d N(x_d; μ_kd, σ²_kd), for continuous data.
 Both are linear in x (and x²) inside the log, so the E-step is one or two matmuls of the data with the
-component parameters and the M-step accumulates Σ r, Σ r·x (and Σ r·x²) over data chunks. Those matmuls keep
-float32 on accelerators too (`objectives.full_precision_matmul`): the Gaussian's expanded squares and its
-variance update Σ r·x² − 2μ Σ r·x + μ² Σ r cancel large terms.
+component parameters and the M-step accumulates Σ r, Σ r·x (and Σ r·(x − m)², around the prior means m)
+over data chunks. Those matmuls keep float32 on accelerators too (`objectives.full_precision_matmul`): the
+Gaussian's expanded squares and its variance update cancel large terms, which is also why both are expanded
+around m rather than 0.
 
 Every parameter has a conjugate prior worth `pseudo_count` (c) examples, and EM maximises the posterior
-(MAP-EM), which keeps components that see no data, and pixels that are always 0 in a component, finite:
+(MAP-EM), which keeps components that see no data, and pixels that are always 0 in a component, finite (a
+Bernoulli μ that float32 would round to 1 is held just below it, see `_Bernoulli.representable_means`):
   π ~ Dirichlet(1 + c):                      π_k = (N_k + c) / (N + K c)
   μ_kd ~ Beta(c·m_d + 1, c·(1 − m_d) + 1):   μ_kd = (Σ r x + c m_d) / (N_k + c)           (bernoulli)
   μ_kd | σ² ~ N(m_d, σ²/c), σ² with weight c around v_d:
@@ -27,10 +29,12 @@ import math
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gen_jax import objectives
 
 _LOG_2PI = math.log(2.0 * math.pi)
+_LARGEST_BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 # A floor on the prior variance v_d: a pixel that is constant in the data (a border pixel is always 0)
 # would otherwise let σ² → 0 and the density of the continuous model grow without bound.
 MIN_PRIOR_VARIANCE = 1e-3
@@ -51,12 +55,20 @@ class MixtureState:
 class _Statistics:
   count: jax.Array  # (K,) Σ_n r_nk
   sum_x: jax.Array  # (K, D) Σ_n r_nk x_n
-  sum_x2: jax.Array  # (K, D) Σ_n r_nk x_n² (gaussian only; zeros for bernoulli)
+  sum_x2: jax.Array  # (K, D) Σ_n r_nk (x_n − m)², m the prior means (gaussian only; zeros for bernoulli)
   log_likelihood: jax.Array  # () Σ_n log p(x_n)
 
 
 class _Bernoulli:
   """p(x | k) = Π_d μ_kd^x_d (1 − μ_kd)^(1−x_d) with a Beta prior on each μ_kd; no variances."""
+
+  @staticmethod
+  def representable_means(means):
+    # A pixel on in every image of a component (white backgrounds) has a MAP μ within 1e-9 of 1, which float32
+    # rounds to 1: log(1 − μ) would be −inf and every later E-step NaN. The largest float32 below 1 keeps
+    # log(1 − μ) ≥ −16.6 (a valid Bernoulli, slightly less sure than the exact MAP). The other side needs
+    # nothing: μ ≥ c·m/(N_k + c) with m ≥ 1/(N + 2) stays far above float32's smallest normal number.
+    return jnp.minimum(means, _LARGEST_BELOW_ONE)
 
   @staticmethod
   def prior_means(x):
@@ -90,7 +102,16 @@ class _Bernoulli:
 
 
 class _Gaussian:
-  """p(x | k) = Π_d N(x_d; μ_kd, σ²_kd) with a normal prior on μ given σ² and a weight-c prior on σ²."""
+  """p(x | k) = Π_d N(x_d; μ_kd, σ²_kd) with a normal prior on μ given σ² and a weight-c prior on σ².
+
+  The squares are expanded around the prior means m (the data's per-pixel mean), x − m and μ − m: a pixel
+  nearly constant at a value away from 0 gets σ² ~ 1e-3/N_k, and expanded around 0 its terms x²/σ² and
+  2xμ/σ² would reach ~1e7 and cancel to nothing in float32 (hundreds of nats off on such data).
+  """
+
+  @staticmethod
+  def representable_means(means):
+    return means
 
   @staticmethod
   def prior_means(x):
@@ -104,14 +125,14 @@ class _Gaussian:
   @staticmethod
   def log_densities(state, x):
     precision = 1.0 / state.variances
-    constant = jnp.sum(state.means**2 * precision + jnp.log(state.variances) + _LOG_2PI, axis=-1)
+    x, means = x - state.prior_means, state.means - state.prior_means
+    constant = jnp.sum(means**2 * precision + jnp.log(state.variances) + _LOG_2PI, axis=-1)
     return -0.5 * (objectives.full_precision_matmul(x**2, precision.T)
-                   - 2.0 * objectives.full_precision_matmul(x, (state.means * precision).T) + constant)
+                   - 2.0 * objectives.full_precision_matmul(x, (means * precision).T) + constant)
 
   @staticmethod
   def second_moments(responsibilities, x, state):
-    del state
-    return objectives.full_precision_matmul(responsibilities.T, x**2)
+    return objectives.full_precision_matmul(responsibilities.T, (x - state.prior_means)**2)
 
   @staticmethod
   def log_prior(state, c):
@@ -120,13 +141,16 @@ class _Gaussian:
 
   @staticmethod
   def variances(state, totals, means, count, c):
-    squared_deviations = totals.sum_x2 - 2.0 * means * totals.sum_x + means**2 * count
+    # Σ r (x − μ)² around the prior means too: Σ r (x−m)² − 2(μ−m) Σ r (x−m) + (μ−m)² Σ r.
+    centred_means = means - state.prior_means
+    centred_sums = totals.sum_x - state.prior_means * count
+    squared_deviations = totals.sum_x2 - 2.0 * centred_means * centred_sums + centred_means**2 * count
     return ((jnp.maximum(squared_deviations, 0.0) + c * (means - state.prior_means)**2
              + c * state.prior_variances) / (count + c))
 
 
-# name -> the likelihood's parts: its prior's centre, initial means, log p(x | k) as matmuls, the Σ r·x² its
-# M-step needs, its log prior and its variance update.
+# name -> the likelihood's parts: its prior's centre, initial means, means float32 can hold, log p(x | k) as
+# matmuls, the Σ r·(x − m)² its M-step needs, its log prior and its variance update.
 LIKELIHOODS = {"bernoulli": _Bernoulli, "gaussian": _Gaussian}
 
 
@@ -186,7 +210,7 @@ def em_step(state, chunks, weights, pseudo_count, likelihood):
   c = pseudo_count
   log_mixing = jnp.log(totals.count + c) - jnp.log(num_examples + num_components * c)
   count = totals.count[:, None]
-  means = (totals.sum_x + c * state.prior_means) / (count + c)
+  means = LIKELIHOODS[likelihood].representable_means((totals.sum_x + c * state.prior_means) / (count + c))
   variances = LIKELIHOODS[likelihood].variances(state, totals, means, count, c)
   mean_log_likelihood = totals.log_likelihood / num_examples
   metrics = {"log_likelihood": mean_log_likelihood,
