@@ -28,14 +28,22 @@ def image_grid(images, columns):
   return grid
 
 
+def _as_shown(grid):
+  """imshow's/imsave's arguments for a grid: one channel in grey on [0, 1], three as RGB."""
+  return (grid[..., 0], dict(cmap="gray", vmin=0.0, vmax=1.0)) if grid.shape[-1] == 1 else (grid, {})
+
+
 def save_image_grid(path, images, columns=8):
-  grid = image_grid(images, columns)
+  image, style = _as_shown(image_grid(images, columns))
   plt = pyplot()
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  if grid.shape[-1] == 1:
-    plt.imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
-  else:
-    plt.imsave(path, grid)
+  plt.imsave(path, image, **style)
+
+
+def show_image_grid(axis, images, columns):
+  """Draws `image_grid(images, columns)` on a matplotlib axis, grey or colour as the images are."""
+  image, style = _as_shown(image_grid(images, columns))
+  axis.imshow(image, **style)
 
 
 def read_metrics(workdir):

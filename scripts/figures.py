@@ -148,8 +148,7 @@ def interpolation_figure(ae, vae, classifier, num_points=9, num_pairs=200, num_s
   figure, axes = plots.pyplot().subplots(2, 1, figsize=(num_points * 0.55 + 1.5, shown * 1.7 + 3.2),
                                          gridspec_kw={"height_ratios": [shown * 1.7, 3.0]})
   rows = np.stack([paths[name][pair] for pair in range(shown) for name in names])
-  axes[0].imshow(plots.image_grid(rows.reshape(-1, *rows.shape[2:]), num_points)[..., 0], cmap="gray",
-                 vmin=0.0, vmax=1.0)
+  plots.show_image_grid(axes[0], rows.reshape(-1, *rows.shape[2:]), num_points)
   height = rows.shape[2] + 1
   axes[0].set_yticks([(index + 0.5) * height for index in range(len(rows))])
   axes[0].set_yticklabels([name for _ in range(shown) for name in names], fontsize=7)
@@ -191,8 +190,7 @@ def style_grid_figure(run, data, classifier, num_sources=8, num_scored=1000):
   decoded = decoded.reshape(count, num_classes, *decoded.shape[1:])[:shown]
   rows = np.concatenate([x[:shown, None], decoded], axis=1)
   figure, axis = plots.pyplot().subplots(figsize=((num_classes + 1) * 0.6 + 0.6, shown * 0.6 + 0.9))
-  axis.imshow(plots.image_grid(rows.reshape(-1, *rows.shape[2:]), num_classes + 1)[..., 0], cmap="gray",
-              vmin=0.0, vmax=1.0)
+  plots.show_image_grid(axis, rows.reshape(-1, *rows.shape[2:]), num_classes + 1)
   width = rows.shape[3] + 1
   axis.set_xticks([(index + 0.5) * width for index in range(num_classes + 1)])
   axis.set_xticklabels(["source"] + [str(label) for label in range(num_classes)], fontsize=7)
@@ -213,7 +211,7 @@ def manifold_figures(run, data, grid_size=20, num_scatter=5000):
                     "manifold: 2 (train with experiments/configs/vae_latent2_fashion_mnist.cfg)")
   decoded = run.decode(manifold_codes(grid_size))
   grid_figure, axis = plots.pyplot().subplots(figsize=(7, 7))
-  axis.imshow(plots.image_grid(decoded, grid_size)[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+  plots.show_image_grid(axis, decoded, grid_size)
   axis.set_axis_off()
   axis.set_title(f"decoder means at z = Φ⁻¹(u) on a {grid_size}×{grid_size} grid of u", fontsize=9)
   grid_figure.tight_layout()
@@ -264,7 +262,7 @@ def samples_figure(run, data, num_shown=12, num_scored=500, seed=None):
                          reconstructions[:shown]])
   names = ["samples", "nearest training", "test images", "reconstructions"]
   figure, axis = plots.pyplot().subplots(figsize=(shown * 0.6 + 1.4, 3.4))
-  axis.imshow(plots.image_grid(rows, shown)[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+  plots.show_image_grid(axis, rows, shown)
   height = rows.shape[1] + 1
   axis.set_yticks([(index + 0.5) * height for index in range(len(names))])
   axis.set_yticklabels(names, fontsize=7)
@@ -313,7 +311,7 @@ def comparison_figure(vae, gan, classifier, num_shown=10, num_scored=10000, num_
   names = [label for name in sets for label in (name, "nearest training")]
   grid = np.concatenate(rows)
   figure, axis = plots.pyplot().subplots(figsize=(num_shown * 0.6 + 1.6, len(names) * 0.62 + 0.9))
-  axis.imshow(plots.image_grid(grid, num_shown)[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+  plots.show_image_grid(axis, grid, num_shown)
   height = grid.shape[1] + 1
   axis.set_yticks([(index + 0.5) * height for index in range(len(names))])
   axis.set_yticklabels(names, fontsize=7)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import gen_jax
+from gen_jax import plots
 from gen_jax.errors import UserError
 from conftest import finish, load_script, start_experiment
 from gen_jax.evaluation.classifier import load_or_train_classifier
@@ -233,3 +234,18 @@ def test_interpolation_pairs_differ_in_class_or_else_in_image():
   for unusable in (None, np.zeros(5, np.int32)):  # No labels, or one class only: different images.
     first, second = figures.pairs_of_different_classes(5, unusable, 20, seed=0)
     assert len(first) == 20 and np.all(first != second)
+
+
+def test_image_grids_are_drawn_grey_or_in_colour_as_the_images_are():
+  """One channel in grey on [0, 1]; three as RGB, not their red channel in grey."""
+  plt = plots.pyplot()
+  figure, axes = plt.subplots(1, 2)
+  colour = np.zeros((2, 3, 3, 3), np.float32)
+  colour[..., 1] = 1.0  # Green.
+  plots.show_image_grid(axes[0], colour, 2)
+  plots.show_image_grid(axes[1], colour[..., :1] + 0.5, 2)
+  shown_colour, shown_grey = (axis.get_images()[0] for axis in axes)
+  assert shown_colour.get_array().shape == (3, 7, 3) and float(shown_colour.get_array()[0, 0, 1]) == 1.0
+  assert shown_grey.get_array().shape == (3, 7) and shown_grey.get_cmap().name == "gray"
+  assert shown_grey.get_clim() == (0.0, 1.0)
+  plt.close(figure)
