@@ -90,6 +90,7 @@ def _require_unconditional(run, figure):
 def _classifier_for(run, data, classifier_dir):
   if classifier_dir:
     classifier = classifier_lib.load_classifier(classifier_dir)
+    classifier.check_trained_on(run.config.dataset)
   else:
     classifier = classifier_lib.load_or_train_classifier(run.config.dataset, run.config.data_dir,
                                                          run.config.image_size or None)

@@ -155,6 +155,21 @@ def test_labels_that_cannot_train_a_cvae_are_one_line_errors(tmp_path):
                      "--conditional=false", "experiments.vae")
 
 
+def test_a_classifier_of_another_dataset_is_refused_before_the_cvae_trains(tmp_path):
+  """Same image shape, same classes, other data: its labels of the samples would mean nothing."""
+  from gen_jax.evaluation import classifier as classifier_lib
+  rng = np.random.default_rng(0)
+  labels = np.arange(30) % NUM_CLASSES
+  trained_on = _npz(tmp_path, "first.npz", x=rng.integers(0, 256, (30, *IMAGE_SHAPE), dtype=np.uint8), y=labels)
+  other = _npz(tmp_path, "other.npz", x=rng.integers(0, 256, (30, *IMAGE_SHAPE), dtype=np.uint8), y=labels)
+  folder = classifier_lib.load_or_train_classifier(trained_on, num_train_examples=30, num_epochs=1,
+                                                   cache_dir=str(tmp_path / "classifiers")).checkpoint_dir
+  config = _tiny_config(cvae.CVAEConfig, dataset=other, binarization="none", classifier=folder)
+  _assert_user_error(lambda: cvae.make_task(config, str(tmp_path / "run"), parallel.make_mesh()),
+                     "first.npz'", "allowed: a classifier of", "other.npz'")
+  assert not (tmp_path / "run").exists()
+
+
 def test_cvae_command_without_labels_ends_in_one_line(tmp_path):
   dataset = _npz(tmp_path, "unlabelled.npz", x=np.zeros((20, 28, 28), np.uint8))
   workdir = tmp_path / "run"

@@ -94,6 +94,13 @@ class Classifier:
     module = ClassifierMLP(HIDDEN_SIZES, self.num_classes)
     self._forward = jax.jit(lambda params, x: module.apply({"params": params}, x))
 
+  def check_trained_on(self, dataset: str):
+    """One line unless this classifier was trained on `dataset`: another dataset's with the same image shape
+    and classes (MNIST's on Fashion-MNIST) would judge samples without complaint, and mean nothing."""
+    if self.info["dataset"] != dataset:
+      raise UserError(f"the classifier in {self.checkpoint_dir} was trained on {self.info['dataset']!r}; "
+                      f"allowed: a classifier of {dataset!r}")
+
   def logits_and_features(self, images01) -> tuple[np.ndarray, np.ndarray]:
     """(logits (N, classes), features (N, F)), float32, computed in chunks of one compiled shape."""
     images01 = np.asarray(images01, np.float32)

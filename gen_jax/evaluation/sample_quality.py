@@ -273,9 +273,8 @@ def score_samples(samples01, dataset: str, data_dir: Optional[str] = None, num_s
     raise UserError(f"reference_split {reference_split!r} is unknown; allowed: {', '.join(SPLITS)}")
   if classifier is None:
     classifier = classifier_lib.load_or_train_classifier(dataset, data_dir, image_size)
-  elif classifier.info["dataset"] != dataset:
-    raise UserError(f"the classifier in {classifier.checkpoint_dir} was trained on "
-                    f"{classifier.info['dataset']!r}; allowed: a classifier of {dataset!r}")
+  else:
+    classifier.check_trained_on(dataset)
   samples = check_samples(samples01, classifier.image_shape, num_samples)
   reference = reference_statistics(classifier, dataset, data_dir, reference_split)
   scores = _score_features(classifier.features(samples), reference, PR_K)

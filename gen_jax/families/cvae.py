@@ -73,6 +73,7 @@ def load_classifier(config, data):
   """The classifier that judges the samples; its classes and image shape must be the data's."""
   if config.classifier:
     classifier = classifier_lib.load_classifier(config.classifier)
+    classifier.check_trained_on(config.dataset)
   else:
     classifier = classifier_lib.load_or_train_classifier(config.dataset, config.data_dir,
                                                          config.image_size or None)
