@@ -8,6 +8,7 @@ the global batch.
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -59,16 +60,30 @@ def is_main_process():
   return jax.process_index() == 0
 
 
-def signal_on_any_process(number):
-  """The signal number (or None) that any process caught, the same on every process (the lowest process's
-  where several did), so that all processes of a multi-host run stop at the same dispatch; one process's own
-  on a single host. Costs one small all-gather per call on several hosts."""
-  if jax.process_count() == 1:
-    return number
-  from jax.experimental import multihost_utils
-  caught = [int(value) for value in np.ravel(multihost_utils.process_allgather(np.asarray(number or 0, np.int32)))
-            if value]
-  return caught[0] if caught else None
+class SignalAgreement:
+  """Whether any process of a multi-host run caught a signal, the same answer on every process, so that all
+  stop at the same dispatch (a process that stopped to save while another dispatched on would leave both
+  waiting in a collective). `update(number)` after each dispatch returns the agreed signal number or None.
+
+  On several processes the answer comes one dispatch late: each call starts a small device-side maximum of
+  the processes' numbers and reads the one the previous call started, which the device has finished by then,
+  so the host never waits for the step it just dispatched. On one process it is the number itself, at once.
+  """
+
+  def __init__(self, mesh):
+    self._mesh, self._pending = mesh, None
+    self._several = jax.process_count() > 1
+    self._largest = jax.jit(jnp.max, out_shardings=replicated(mesh))
+
+  def update(self, number):
+    if not self._several:
+      return number
+    agreed = int(self._pending) if self._pending is not None else 0
+    mine = np.int32(number or 0)
+    devices = self._mesh.devices.size
+    self._pending = self._largest(jax.make_array_from_callback(
+        (devices,), batch_sharded(self._mesh), lambda index: np.full(len(range(devices)[index[0]]), mine)))
+    return agreed or None
 
 
 def main_process_says(flag):

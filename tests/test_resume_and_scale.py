@@ -120,12 +120,12 @@ def _two_processes(workdir, fault_on_the_first=None):
 
 def test_four_devices_and_two_processes_match_one_device(reference, tmp_path):
   """--batch_size stays global: the sharded runs train the same model up to reduction order. The two-process
-  run is stopped by a SIGTERM that reaches process 0 alone, after step 4 (no checkpoint is due there): both
-  processes save step 4 and stop in one line, and the same commands resume it."""
+  run is stopped by a SIGTERM that reaches process 0 alone, after step 4: the processes agree on it one
+  dispatch later, both save step 6 and stop in one line, and the same commands resume it."""
   four = start_experiment("vae", *FLAGS, f"--workdir={tmp_path / 'four'}",
                           env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
   for result in map(finish, _two_processes(tmp_path / "two", fault_on_the_first="sigterm:4")):
-    assert_one_line_error(result, "at step 4; checkpoint saved; resume by re-running the same command")
+    assert_one_line_error(result, "at step 6; checkpoint saved; resume by re-running the same command")
     assert result.returncode == 128 + 15
   processes = _two_processes(tmp_path / "two")
   # Batches that do not split over the devices are bad input: one line naming the flag, exit 2, no workdir made.

@@ -376,6 +376,7 @@ def _train(task, workdir, seed, mesh, where):
   sample_input = task.step_inputs(0, 1)
   inputs_sharding = parallel.batch_sharded(mesh, 1) if sample_input.ndim > 1 else parallel.replicated(mesh)
 
+  agreement = parallel.SignalAgreement(mesh)
   with _StopSignals() as stop:
     while step < schedule.num_steps and not stopped_early:
       count = _dispatch_plan(step, schedule, event_steps)
@@ -386,9 +387,7 @@ def _train(task, workdir, seed, mesh, where):
       where["step"] = step
       _inject_fault("step", step)
       _inject_fault("sigterm", step)
-      # One answer on every process: a preemption's signals reach the hosts at different moments, and a
-      # process that stopped to save while another dispatched on would leave both waiting in a collective.
-      received = parallel.signal_on_any_process(stop.received)
+      received = agreement.update(stop.received)  # One answer on every process (see SignalAgreement).
 
       final_step = step == schedule.num_steps
       logging_due = _is_due(step, schedule.log_every_steps) or final_step
