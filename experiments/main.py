@@ -182,8 +182,8 @@ def run(main, family_name=None):
       print(f"error: {_flag_error_message(error, family_name)}", file=sys.stderr)
       sys.exit(2)
     except UnicodeDecodeError as error:  # absl reads flagfiles as UTF-8 text.
-      flagfiles = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--flagfile=")]
-      print(f"error: a --flagfile ({', '.join(flagfiles)}) is not UTF-8 text ({error.reason} at byte "
+      named = ", ".join(arg.split("=", 1)[1] for arg in argv if arg.startswith("--flagfile="))
+      print(f"error: a --flagfile{f' ({named})' if named else ''} is not UTF-8 text ({error.reason} at byte "
             f"{error.start}); allowed: text files of --flag=value lines", file=sys.stderr)
       sys.exit(2)
 

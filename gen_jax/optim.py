@@ -70,7 +70,7 @@ def _weight_decay(config):
 OPTIMIZERS = {
     "adam": _adam,
     # Tomczak & Welling's AdamNormGrad: Adam on per-parameter normalised gradients, the weight decay added
-    # after the normalisation, as their code does (before it, it would be normalised away with the gradient).
+    # after the normalisation, as their code does (before it, it would be rescaled with the gradient).
     "adam_norm_grad": lambda config, schedule: optax.chain(normalize_each_parameter(), *_weight_decay(config),
                                                            _adam(config, schedule)),
     "adagrad": lambda config, schedule: optax.adagrad(schedule),

@@ -335,6 +335,9 @@ def test_early_stopping_rule_on_a_scripted_curve():
   assert record["best_step"] == 3 and not stop  # A NaN is never the best once a number arrives.
   record, stop = loop.early_stopping_update(record, 4, float("nan"), patience=1, start_step=0)
   assert record["best_step"] == 3 and record["since_best"] == 1
+  record, _ = loop.early_stopping_update({}, 1, float("nan"), patience=3, start_step=0)
+  record, _ = loop.early_stopping_update(record, 2, -math.inf, patience=3, start_step=0)
+  assert record["best_step"] == 1  # −inf ranks with a NaN, and of equal ranks the earlier stays, as in orbax.
   # orbax's best checkpoint is ranked the same way: a NaN below every number, the earlier of two NaNs first.
   keys = [checkpointing.selection_key({"value": value, "step": step})
           for step, value in [(1, float("nan")), (2, -1e30), (3, 1.0), (4, 1.0), (5, float("nan"))]]

@@ -5,7 +5,8 @@ project's own TFDS builders (`builders.py`, prepared once into the data dir, see
 their manual dirs and the env vars GEN_JAX_FASHION_MNIST_MANUAL_DIR / GEN_JAX_MNIST_MANUAL_DIR);
 other names go to the TFDS catalog; `npz:PATH` and `images:DIR` are the user's files (`user_data.py`).
 
-A source without a test split (an npz file without `x_test`, any `images:DIR`) keeps its first 90% for
+A user's examples are put in one fixed random order (its test split too, when it has one); a source without
+a test split (an npz file without `x_test`, any `images:DIR`) then keeps the first 90% of that order for
 "train" and holds out the last 10% (at least one example) for "test", always the same examples.
 """
 
@@ -55,16 +56,19 @@ def user_data_prefix(dataset: str) -> str | None:
 _LOADED: dict[tuple, Split] = {}
 
 
+def _in_fixed_order(images, labels):
+  order = np.random.default_rng(USER_DATA_ORDER_SEED).permutation(len(images))
+  return images[order], None if labels is None else labels[order]
+
+
 def _user_split(train_and_test: dict, split: str, source: str):
   """`split` of a user's source. Its training examples are first put in a fixed random order (the same at
   every load), so that what is held out from their end (the test split: the last 10% when the source has
   none; a validation split) and what --num_train_examples keeps from their start are random subsets, not
   the last or first files of a folder (or rows of an array) sorted by class."""
-  images, labels = train_and_test['train']
-  order = np.random.default_rng(USER_DATA_ORDER_SEED).permutation(len(images))
-  images, labels = images[order], None if labels is None else labels[order]
-  if train_and_test['test'] is not None:
-    return (images, labels) if split == 'train' else train_and_test['test']
+  if train_and_test['test'] is not None:  # --num_test_examples keeps the start of a shuffled test split too.
+    return _in_fixed_order(*train_and_test[split])
+  images, labels = _in_fixed_order(*train_and_test['train'])
   num_test = max(1, int(round(len(images) * HOLDOUT_FRACTION)))
   if len(images) - num_test < 1:
     raise UserError(f'{source} holds {len(images)} example(s); allowed: at least 2, so that '

@@ -59,8 +59,12 @@ def selection_key(metrics):
   that of two equal values the first wins, as the early-stopping rule's strict improvement has it. A NaN ranks
   below every number, as in that rule (compared as is, it would be neither better nor worse than anything and
   could displace the best)."""
-  value = metrics["value"]
-  return (-math.inf if math.isnan(value) else value, -metrics["step"])
+  return (validation_rank(metrics["value"]), -metrics["step"])
+
+
+def validation_rank(value):
+  """A validation value as checkpoints are ranked and early stopping compares them: a NaN as −inf."""
+  return -math.inf if math.isnan(value) else value
 
 
 def saved_steps(directory):

@@ -13,7 +13,6 @@ and a restored state replays bit-identically. Dispatch sizes are a function of t
 
 import contextlib
 import dataclasses
-import math
 import os
 import signal
 import time
@@ -79,10 +78,11 @@ def early_stopping_update(record, step, value, patience, start_step):
 
   The VampPrior and Exemplar-VAE authors' rule: a strictly better value resets the count; otherwise it grows,
   except before `start_step` (their KL warm-up), where it stays 0; stop once it exceeds `patience`. A NaN is
-  never better, and any number is better than a NaN (as `checkpointing.selection_key` ranks them, so that
-  orbax keeps the checkpoint this rule picks, the earlier of two NaNs included).
+  never better, and any number but −inf is better than a NaN: values compare by `checkpointing.validation_rank`,
+  as orbax ranks the checkpoints, so that it keeps the one this rule picks (of equal ranks, the earlier).
   """
-  if not record or value > record["best"] or (math.isnan(record["best"]) and not math.isnan(value)):
+  rank = checkpointing.validation_rank
+  if not record or rank(value) > rank(record["best"]):
     record = {"best": float(value), "best_step": int(step), "since_best": 0}
   else:
     record = dict(record, since_best=record["since_best"] + 1 if step >= start_step else 0)
