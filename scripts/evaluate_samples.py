@@ -61,7 +61,7 @@ def _check(args):
                       "workdir, whose metrics.jsonl gets the scores")
     for name in ("dataset", "image_size"):
       given, the_runs = getattr(args, name), stored.get(name)
-      if given and the_runs is not None and given != the_runs:
+      if given and the_runs and given != the_runs:  # A run's image_size 0 is its native size: not compared.
         raise UserError(f"--{name}={given} but the run in --workdir={args.workdir} has {the_runs}; allowed: the "
                         f"run's (or leave --{name} out), or no --workdir: its metrics.jsonl would get these scores")
     _take_run_settings(args, stored)

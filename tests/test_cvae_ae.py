@@ -5,6 +5,7 @@ from those same tiny runs, so each trains once per session.
 """
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -168,6 +169,9 @@ def test_a_classifier_of_another_dataset_is_refused_before_the_cvae_trains(tmp_p
   _assert_user_error(lambda: cvae.make_task(config, str(tmp_path / "run"), parallel.make_mesh()),
                      "first.npz'", "allowed: a classifier of", "other.npz'")
   assert not (tmp_path / "run").exists()
+  # The same file written another way (relative to the working directory) is the same dataset.
+  relative = "npz:" + os.path.relpath(trained_on[len("npz:"):])
+  classifier_lib.load_classifier(folder).check_trained_on(relative)
 
 
 def test_cvae_command_without_labels_ends_in_one_line(tmp_path):

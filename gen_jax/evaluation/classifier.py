@@ -97,7 +97,7 @@ class Classifier:
   def check_trained_on(self, dataset: str):
     """One line unless this classifier was trained on `dataset`: another dataset's with the same image shape
     and classes (MNIST's on Fashion-MNIST) would judge samples without complaint, and mean nothing."""
-    if self.info["dataset"] != dataset:
+    if _dataset_slug(self.info["dataset"]) != _dataset_slug(dataset):  # A user's path however it is written.
       raise UserError(f"the classifier in {self.checkpoint_dir} was trained on {self.info['dataset']!r}; "
                       f"allowed: a classifier of {dataset!r}")
 
