@@ -71,18 +71,17 @@ class SignalAgreement:
   """
 
   def __init__(self, mesh):
-    self._mesh, self._pending = mesh, None
-    self._several = jax.process_count() > 1
+    self._several, self._pending = jax.process_count() > 1, None
+    self._num_devices, self._sharding = mesh.devices.size, batch_sharded(mesh)
     self._largest = jax.jit(jnp.max, out_shardings=replicated(mesh))
 
   def update(self, number):
     if not self._several:
       return number
     agreed = int(self._pending) if self._pending is not None else 0
-    mine = np.int32(number or 0)
-    devices = self._mesh.devices.size
-    self._pending = self._largest(jax.make_array_from_callback(
-        (devices,), batch_sharded(self._mesh), lambda index: np.full(len(range(devices)[index[0]]), mine)))
+    # Each process fills only its own devices' entries (global_array), with its own number.
+    mine = np.full(self._num_devices, number or 0, np.int32)
+    self._pending = self._largest(global_array(mine, self._sharding))
     return agreed or None
 
 

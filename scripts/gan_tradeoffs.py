@@ -23,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from gen_jax.config import MAX_SEED  # noqa: E402
+from gen_jax.config import MAX_SEED, check_range  # noqa: E402
 from gen_jax.errors import OneLineArgumentParser, UserError, exit_on_user_error  # noqa: E402
 
 CHUNK, REFERENCE = 100, 900  # Truncated codes per chunk, and the untruncated ones generated beside them.
@@ -109,8 +109,7 @@ def main(argv):
   keeps = _fractions("keep", args.keep) if args.keep else []
   if args.num_samples <= 0 or args.num_samples % CHUNK:
     raise UserError(f"--num_samples={args.num_samples}; allowed: a positive multiple of {CHUNK}")
-  if not 0 <= args.seed <= MAX_SEED:
-    raise UserError(f"--seed={args.seed}; allowed: 0 to {MAX_SEED}, as the runs' --seed")
+  check_range(args, "seed", 0, MAX_SEED + 1)  # As the runs' --seed.
   import jax
   import gen_jax
   from gen_jax.families import gan, gan_evaluation, gan_steps

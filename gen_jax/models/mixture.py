@@ -33,7 +33,6 @@ import numpy as np
 
 from gen_jax import objectives
 
-_LOG_2PI = math.log(2.0 * math.pi)
 _LARGEST_BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 # A floor on the prior variance v_d: a pixel that is constant in the data (a border pixel is always 0)
 # would otherwise let σ² → 0 and the density of the continuous model grow without bound.
@@ -124,11 +123,7 @@ class _Gaussian:
 
   @staticmethod
   def log_densities(state, x):
-    precision = 1.0 / state.variances
-    x, means = x - state.prior_means, state.means - state.prior_means
-    constant = jnp.sum(means**2 * precision + jnp.log(state.variances) + _LOG_2PI, axis=-1)
-    return -0.5 * (objectives.full_precision_matmul(x**2, precision.T)
-                   - 2.0 * objectives.full_precision_matmul(x, (means * precision).T) + constant)
+    return objectives.pairwise_gaussian_log_densities(x, state.means, jnp.log(state.variances), state.prior_means)
 
   @staticmethod
   def second_moments(responsibilities, x, state):
