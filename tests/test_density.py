@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +17,7 @@ from gen_jax import objectives, optim, parallel
 from gen_jax.data import image_data
 from gen_jax.errors import UserError
 from gen_jax.families import latent_code, vae
-from gen_jax.models import networks, vae as vae_model
+from gen_jax.models import networks, priors
 from gen_jax.runtime import checkpointing, loop, metrics as metrics_lib
 from test_loop import _CountingTask
 
@@ -26,22 +27,27 @@ def _normal_log_density(z, mean, log_variance):
   return float(np.sum(-0.5 * (math.log(2 * math.pi) + log_variance + (z - mean)**2 / np.exp(log_variance))))
 
 
+def _vampprior_log_density(z, components):
+  """The VampPrior's log p(z) from its components (the q(z | u_k)); the density needs nothing else."""
+  return priors.VampPrior(pseudo_inputs=None).log_density(z, components)
+
+
 def test_vampprior_log_density_is_the_brute_force_mixture_density():
   rng = np.random.default_rng(0)
   means, log_variances = rng.normal(size=(5, 3)), rng.normal(size=(5, 3)) - 1.0
   z = rng.normal(size=(4, 3)) * 2.0
   expected = [math.log(sum(math.exp(_normal_log_density(point, m, s)) for m, s in zip(means, log_variances)) / 5)
               for point in z]
-  got = vae_model.log_prior(jnp.asarray(z, jnp.float32), (jnp.asarray(means, jnp.float32),
-                                                           jnp.asarray(log_variances, jnp.float32)))
+  got = _vampprior_log_density(jnp.asarray(z, jnp.float32), (jnp.asarray(means, jnp.float32),
+                                                             jnp.asarray(log_variances, jnp.float32)))
   np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5)
   # Far from the origin the expanded squares cancel terms of ~900 in float32; the centring on the means'
   # average keeps the error where it was (without it this case is off by 1e-4 relative).
-  far = vae_model.log_prior(jnp.asarray(z + 30.0, jnp.float32), (jnp.asarray(means + 30.0, jnp.float32),
-                                                                 jnp.asarray(log_variances, jnp.float32)))
+  far = _vampprior_log_density(jnp.asarray(z + 30.0, jnp.float32), (jnp.asarray(means + 30.0, jnp.float32),
+                                                                   jnp.asarray(log_variances, jnp.float32)))
   np.testing.assert_allclose(np.asarray(far), expected, rtol=1e-5)
   # Leading sample axes broadcast: (k, batch, d) codes give (k, batch) densities.
-  assert vae_model.log_prior(jnp.zeros((2, 4, 3)), (jnp.asarray(means), jnp.asarray(log_variances))).shape == (2, 4)
+  assert _vampprior_log_density(jnp.zeros((2, 4, 3)), (jnp.asarray(means), jnp.asarray(log_variances))).shape == (2, 4)
 
 
 def test_vampprior_through_the_model_is_the_mixture_of_the_encoders_posteriors_at_the_pseudo_inputs():
@@ -53,10 +59,11 @@ def test_vampprior_through_the_model_is_the_mixture_of_the_encoders_posteriors_a
   assert pseudo_inputs.shape == (3, 2, 2, 1) and 0 < pseudo_inputs.mean() < 1
   means, log_variances = model.apply({"params": params}, jnp.asarray(pseudo_inputs), method="encode")
   z = jnp.asarray([[0.3, -0.2], [2.0, 1.0]])
-  components = model.apply({"params": params}, method="prior_components")
+  components = model.apply({"params": params}, method="prior_statistics")
   expected = [math.log(np.mean([math.exp(_normal_log_density(np.asarray(point), np.asarray(m), np.asarray(s)))
                                 for m, s in zip(means, log_variances)])) for point in z]
-  np.testing.assert_allclose(np.asarray(vae_model.log_prior(z, components)), expected, rtol=1e-5)
+  log_prior = model.apply({"params": params}, z, components, method="log_prior")
+  np.testing.assert_allclose(np.asarray(log_prior), expected, rtol=1e-5)
 
 
 def test_one_component_vampprior_at_the_standard_normal_gives_the_closed_form_kl():
@@ -65,14 +72,65 @@ def test_one_component_vampprior_at_the_standard_normal_gives_the_closed_form_kl
   mean, log_variance = jnp.asarray([[0.7, -1.2, 0.1]]), jnp.asarray([[-0.5, 0.4, -2.0]])
   z = objectives.reparameterize(jax.random.key(0), mean, log_variance, num_samples=200_000)  # (k, 1, 3)
   components = (jnp.zeros((1, 3)), jnp.zeros((1, 3)))
-  np.testing.assert_allclose(np.asarray(vae_model.log_prior(z, components)),
-                             np.asarray(objectives.standard_normal_log_density(z)), atol=2e-5)
+  log_prior = _vampprior_log_density(z, components)
+  np.testing.assert_allclose(np.asarray(log_prior), np.asarray(objectives.standard_normal_log_density(z)), atol=2e-5)
   log_posterior = objectives.gaussian_log_density(z, mean, log_variance)
-  per_sample = np.asarray(log_posterior - vae_model.log_prior(z, components))[:, 0]
-  estimate = vae.PRIORS["vampprior"](None, vae_model.log_prior(z, components), log_posterior)
-  closed = float(vae.PRIORS["standard_normal"]((mean, log_variance, None), None, None)[0])
+  per_sample = np.asarray(log_posterior - log_prior)[:, 0]
+  estimate = vae.PRIORS["vampprior"].kl(None, log_prior, log_posterior)
+  closed = float(vae.PRIORS["standard_normal"].kl((mean, log_variance, None), None, None)[0])
   assert float(estimate[0]) == pytest.approx(per_sample.mean(), rel=1e-5)
   assert abs(per_sample.mean() - closed) < 4 * per_sample.std() / math.sqrt(len(per_sample))
+
+
+class _LearnedGaussian(nn.Module):
+  """p(z) = N(μ, diag σ²) with μ and log σ² learned: a prior written here as a researcher would add one."""
+  dim: int
+
+  @nn.compact
+  def statistics(self, posterior_of):
+    del posterior_of  # Not built from the encoder.
+    return (self.param("prior_mean", nn.initializers.constant(0.5), (self.dim,)),
+            self.param("prior_log_variance", nn.initializers.constant(-1.0), (self.dim,)))
+
+  def log_density(self, z, statistics):
+    return objectives.gaussian_log_density(z, *statistics)
+
+  def sample(self, key, count, dim, statistics):
+    del dim
+    return objectives.reparameterize(key, *statistics, num_samples=count)
+
+
+def test_a_new_prior_is_its_module_and_one_entry_of_the_table(monkeypatch):
+  """The extension contract of `models.priors`: with one PRIORS entry the flag accepts the prior, the other
+  priors' settings are refused under it, its parameters are the model's, and the bounds and the sampler use
+  its density."""
+  monkeypatch.setitem(vae.PRIORS, "learned_gaussian", vae.Prior(
+      "N(mu, diag sigma^2), learned", build=lambda config, image_shape: _LearnedGaussian(config.latent_dim),
+      kl=vae.PRIORS["vampprior"].kl))
+  config = vae.Config(hidden_sizes=(8,), latent_dim=2, prior="learned_gaussian")
+  vae.validate(config)
+  with pytest.raises(UserError, match=r"^--prior=learned_gaussian does not read --num_pseudo_inputs=3;"):
+    vae.validate(dataclasses.replace(config, num_pseudo_inputs=3))
+  model = latent_code.build_model(config, (2, 2, 1))
+  params = model.init(jax.random.key(0), jnp.zeros((1, 2, 2, 1)), jax.random.key(1))["params"]
+  assert params["prior_mean"].tolist() == [0.5, 0.5] and params["prior_log_variance"].tolist() == [-1.0, -1.0]
+  z = jnp.asarray([[0.3, -0.2], [2.0, 1.0]])
+  statistics = model.apply({"params": params}, method="prior_statistics")
+  np.testing.assert_allclose(np.asarray(model.apply({"params": params}, z, statistics, method="log_prior")),
+                             [_normal_log_density(np.asarray(point), 0.5, -1.0) for point in z], rtol=1e-6)
+  # The ELBO's KL is its Monte-Carlo estimate under this prior: log q(z|x) − log p(z) at the drawn z.
+  x = jnp.asarray([[[[1.0], [0.0]], [[1.0], [1.0]]]])
+  encode, log_weight_terms, _, kl = vae.latent_variable_functions(model, config)
+  encoded = encode(params, x, None)
+  _, log_prior, log_posterior = log_weight_terms(params, encoded, x, None, jax.random.key(2), 1)
+  z_drawn = objectives.reparameterize(jax.random.key(2), *encoded[:2], num_samples=1)
+  np.testing.assert_allclose(np.asarray(log_prior)[0, 0], _normal_log_density(np.asarray(z_drawn)[0, 0], 0.5, -1.0),
+                             rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(kl(encoded, log_prior, log_posterior)), np.asarray(log_posterior - log_prior)[0])
+  draws = latent_code.CodeFunctions(model, config, None).prior_draws(params, jax.random.key(3), 20_000)
+  standard_error = math.exp(-0.5) / math.sqrt(len(draws))
+  assert draws.shape == (20_000, 2) and np.all(np.abs(draws.mean(axis=0) - 0.5) < 4 * standard_error)
+  np.testing.assert_allclose(draws.var(axis=0), math.exp(-1.0), rtol=0.05)
 
 
 def test_mixture_sampler_draws_each_component_with_its_own_spread():
@@ -227,8 +285,8 @@ def test_hvae_importance_weights_estimate_the_brute_force_likelihood(prior):
   grid = np.linspace(-7.0, 7.0, 561)
   step = grid[1] - grid[0]
   z2 = jnp.asarray(grid[:, None])
-  components = model.apply({"params": params}, method="prior_components")
-  log_p_z2 = np.asarray(vae_model.log_prior(z2, components))
+  statistics = model.apply({"params": params}, method="prior_statistics")
+  log_p_z2 = np.asarray(model.apply({"params": params}, z2, statistics, method="log_prior"))
   prior_mean, prior_log_variance = (np.asarray(v)[:, 0] for v in model.apply({"params": params}, z2,
                                                                               method="bottom_prior_stats"))
   z1_grid, z2_grid = np.meshgrid(grid, grid, indexing="ij")
@@ -278,7 +336,7 @@ def test_validation_split_is_held_out_from_the_end_of_the_training_split_and_bin
     (dict(likelihood="continuous_bernoulli", gaussian_std=0.1), "--likelihood=continuous_bernoulli does not read"),
     (dict(num_pseudo_inputs=50, pseudo_input_init_std=0.1),
      "--prior=standard_normal does not read --num_pseudo_inputs=50 --pseudo_input_init_std=0.1"),
-    (dict(prior="laplace"), "--prior='laplace' is unknown; allowed: standard_normal, vampprior"),
+    (dict(prior="laplace"), f"--prior='laplace' is unknown; allowed: {', '.join(vae.PRIORS)}"),
     (dict(log_variance_clamp=(2.0, -6.0)), "--log_variance_clamp=2.0,-6.0"),
     (dict(hidden_layer="maxout"), "--hidden_layer='maxout' is unknown"),
     (dict(kl_warmup_epochs=3, kl_warmup_steps=10), "--kl_warmup_steps=10 with --kl_warmup_epochs=3"),

@@ -90,12 +90,13 @@ def make_conditional_accuracy(codes, config, load, num_classes):
   `codes` decodes (latent_code.CodeFunctions); `load()` returns the classifier, called once, when first needed.
   """
   key = jax.random.fold_in(jax.random.key(config.seed), salts.CONDITIONAL_ACCURACY)
-  z = jax.random.normal(key, (config.conditional_samples_per_class, config.latent_dim))
   loaded = []
 
   def conditional_accuracy(params):
     if not loaded:
       loaded.append(load())
+    # The model's own prior (the same draws at every evaluation while it learns nothing).
+    z = codes.prior_draws(params, key, config.conditional_samples_per_class)
     intended = np.repeat(np.arange(num_classes, dtype=np.int32), len(z))
     predicted = np.concatenate([loaded[0].predict(codes.decode(params, z, np.full(len(z), label, np.int32)))
                                 for label in range(num_classes)])

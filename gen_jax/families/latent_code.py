@@ -22,7 +22,7 @@ from gen_jax import config as config_lib, files, objectives, optim, plots, salts
 from gen_jax.data import image_data
 from gen_jax.errors import UserError
 from gen_jax.evaluation import chunked
-from gen_jax.models import hierarchical, networks, vae as vae_model
+from gen_jax.models import hierarchical, networks, priors, vae as vae_model
 from gen_jax.runtime import loop
 
 CHUNK = 1000  # Codes or images per jitted call of the operations.
@@ -72,43 +72,48 @@ class NetworkConfig(config_lib.TrainingConfig):
   num_validation_examples: int = 0
   early_stopping_patience: int = 0  # Validation evaluations without improvement before stopping (0: never).
 
+  def prior_module(self, image_shape):
+    """p(z) on the top latent, a module of `models.priors`: N(0, I), unless a family's config with a choice
+    of prior overrides this (the VAE family's --prior)."""
+    del image_shape
+    return priors.StandardNormal()
+
 
 def _mlp_settings(config, init_std, dtype):
   return dict(activation=config.activation, init_std=init_std, dtype=dtype, hidden_layer=config.hidden_layer,
               weight_init=config.weight_init)
 
 
-def _mlp(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, pseudo_inputs):
+def _mlp(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, prior):
   settings = _mlp_settings(config, init_std, dtype)
   encoder = networks.MLPEncoder(config.hidden_sizes, config.latent_dim,
                                 log_variance_range=config.log_variance_clamp, **settings)
   decoder = networks.MLPDecoder(tuple(reversed(config.hidden_sizes)), image_shape, outputs_per_pixel, **settings)
-  return vae_model.VAE(encoder, decoder, num_classes, pseudo_inputs)
+  return vae_model.VAE(encoder, decoder, num_classes, prior)
 
 
-def _conv(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, pseudo_inputs):
+def _conv(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, prior):
   del init_std
   if image_shape[0] % 4 or image_shape[1] % 4:
     raise UserError(f"--architecture=conv needs image sides divisible by 4, got {image_shape[:2]}; allowed: "
                     "28, 32, 64 ... (set --image_size)")
   encoder = networks.ConvEncoder(config.latent_dim, activation=config.activation, dtype=dtype)
   decoder = networks.ConvDecoder(image_shape, outputs_per_pixel, activation=config.activation, dtype=dtype)
-  return vae_model.VAE(encoder, decoder, num_classes, pseudo_inputs)
+  return vae_model.VAE(encoder, decoder, num_classes, prior)
 
 
-def _two_layer(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, pseudo_inputs):
-  del num_classes, pseudo_inputs  # `validate_network` refuses two_layer with --conditional or a VampPrior.
+def _two_layer(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, prior):
+  del num_classes  # `validate_network` refuses two_layer with --conditional.
   return hierarchical.build_two_layer_vae(config.hidden_sizes, config.latent_dim, config.top_hidden_sizes,
                                           config.top_latent_dim, image_shape, outputs_per_pixel,
-                                          config.activation, init_std, dtype)
+                                          config.activation, init_std, dtype, prior)
 
 
-def _hvae(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, pseudo_inputs,
-          convolutional=False):
+def _hvae(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, prior, convolutional=False):
   del num_classes, init_std  # Unconditional; initialised by --weight_init.
   return hierarchical.build_hvae(config.hidden_sizes, config.latent_dim, config.top_latent_dim, image_shape,
                                  outputs_per_pixel, config.hidden_layer, config.activation, config.weight_init,
-                                 config.log_variance_clamp, dtype, pseudo_inputs, convolutional)
+                                 config.log_variance_clamp, dtype, prior, convolutional)
 
 
 def _conv_hvae(config, image_shape, *args):
@@ -118,7 +123,8 @@ def _conv_hvae(config, image_shape, *args):
   return _hvae(config, image_shape, *args, convolutional=True)
 
 
-# name -> build(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, pseudo_inputs) -> module.
+# name -> build(config, image_shape, num_classes, outputs_per_pixel, init_std, dtype, prior) -> module, where
+# `prior` is the module of p(z) on the top latent (`config.prior_module`).
 # two_layer: two stochastic layers, x-hidden_sizes-latent_dim-top_hidden_sizes-top_latent_dim (IWAE, Table 1);
 # hvae: the VampPrior paper's two-level VAE, q(z2|x) q(z1|x,z2), p(z2) p(z1|z2) p(x|z1,z2); conv_hvae: its
 # ConvHVAE, with gated convolutions where it sees or writes images.
@@ -180,25 +186,13 @@ def validate_network(config):
   config_lib.check_positive(config, ("top_latent_dim",))
 
 
-def _has_vampprior(config):
-  return getattr(config, "prior", "standard_normal") == "vampprior"  # Only the VAE family's configs have one.
-
-
-def _pseudo_inputs(config, image_shape):
-  """The VampPrior's pseudo-inputs module when the config asks for that prior (VAE family), else None."""
-  if not _has_vampprior(config):
-    return None
-  return vae_model.PseudoInputs(config.num_pseudo_inputs, tuple(image_shape), config.pseudo_input_init_mean,
-                      config.pseudo_input_init_std)
-
-
 def build_model(config, image_shape, num_classes=None):
   """The model `config.architecture` names; conditional on `num_classes` labels when `config.conditional`."""
   outputs_per_pixel = 2 if config.likelihood == "gaussian" and config.gaussian_std == 0 else 1
   classes = num_classes if getattr(config, "conditional", False) else None
   return ARCHITECTURES[config.architecture](config, image_shape, classes, outputs_per_pixel,
                                             config.init_std or None, jnp.dtype(config.compute_dtype),
-                                            _pseudo_inputs(config, image_shape))
+                                            config.prior_module(image_shape))
 
 
 def gaussian_std(config):
@@ -206,7 +200,7 @@ def gaussian_std(config):
 
 
 def prior_dim(config):
-  """The dimension of the latent that p(z) = N(0, I) is on: the top layer's for two stochastic layers."""
+  """The dimension of the latent that p(z) is on: the top layer's for two stochastic layers."""
   return config.top_latent_dim if config.architecture in TWO_LEVEL_ARCHITECTURES else config.latent_dim
 
 
@@ -224,8 +218,8 @@ class CodeFunctions:
         {"params": params}, x, labels, method="encode")[0])
     self._decode = jax.jit(lambda params, z, labels: objectives.decoder_mean(
         config.likelihood, model.apply({"params": params}, z, labels, method="decode"), std))
-    self._prior_components = (jax.jit(lambda params: model.apply({"params": params}, method="prior_components"))
-                              if _has_vampprior(config) else lambda params: None)
+    self._prior_draws = jax.jit(lambda params, key, count: model.apply(
+        {"params": params}, key, count, prior_dim(config), method="sample_prior"), static_argnums=2)
 
   def labels_for(self, labels, count):
     """The labels to generate `count` outputs under: None for an unconditional model; else the given ones or,
@@ -268,8 +262,8 @@ class CodeFunctions:
     return self.decode(params, self.encode(params, x, labels), labels)
 
   def prior_draws(self, params, key, count):
-    """`count` draws of the prior p(z) (the top layer's for two levels): N(0, I) or the VampPrior."""
-    return vae_model.sample_prior(key, count, prior_dim(self.config), self._prior_components(params))
+    """`count` draws of the prior p(z) (the top layer's for two levels), as a numpy array."""
+    return np.asarray(self._prior_draws(params, key, count))
 
   def sample(self, params, count, seed, labels=None):
     """Decoder means at z ~ p(z) drawn from fold_in(key(seed), FINAL_SAMPLES): at the run's own seed and

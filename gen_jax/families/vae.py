@@ -2,11 +2,13 @@
 k-sample bounds, the jitted step, the test ELBO and the k-sample test log-likelihood.
 
 The networks, data, figures and samples are the latent-code parts every such family shares
-(`latent_code.py`); this module holds what makes it a VAE: q(z|x), p(z) = N(0, I) and their bounds.
+(`latent_code.py`); this module holds what makes it a VAE: q(z|x), the prior p(z) (`PRIORS`, the modules of
+`models.priors`) and their bounds.
 """
 
 import dataclasses
 import functools
+from typing import Any, Callable, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +18,7 @@ from gen_jax.data import image_data
 from gen_jax.errors import UserError
 from gen_jax.evaluation import likelihood as likelihood_lib
 from gen_jax.families import latent_code
-from gen_jax.models import vae as vae_model
+from gen_jax.models import priors
 
 NAME = "vae"
 OPERATIONS = ("sample", "encode", "decode", "reconstruct", "log_likelihood", "test_log_likelihood")
@@ -29,7 +31,6 @@ HELP = latent_code.HELP | {
     "beta": "Weight of the KL term in the training loss (the reported ELBO is always the true bound).",
     "kl_warmup_steps": "Steps of linear KL warm-up from 0 to beta (0: none).",
     "kl_warmup_epochs": "Epochs of KL warm-up: epoch e (from 1) weighs the KL by beta*min(1, e/N) (0: none).",
-    "prior": "standard_normal (N(0, I)) or vampprior (mixture of q(z|u_k) over learned pseudo-inputs u_k).",
     "num_pseudo_inputs": "vampprior: K, the number of pseudo-inputs (mixture components).",
     "pseudo_input_init_mean": "vampprior: mean of the pseudo-inputs' initial N(mean, std^2) draw.",
     "pseudo_input_init_std": "vampprior: std of the pseudo-inputs' initial draw.",
@@ -55,6 +56,9 @@ class Config(latent_code.NetworkConfig):
   pseudo_input_init_mean: float = 0.05
   pseudo_input_init_std: float = 0.01
 
+  def prior_module(self, image_shape):
+    return PRIORS[self.prior].build(self, image_shape)
+
 
 VAEConfig = Config  # The name from before the registry (every family's is `Config`), kept for code that uses it.
 
@@ -70,13 +74,46 @@ def _monte_carlo_kl(encoded, log_prior, log_posterior):
   return jnp.mean(log_posterior - log_prior, axis=0)
 
 
-# Prior name -> the one-stochastic-layer KL(q(z|x) ‖ p(z)) per example, from (encoded, log p(z), log q(z|x)).
-# standard_normal: N(0, I), closed form. vampprior: p(z) = (1/K) Σ_k q(z | u_k) over K learned
-# pseudo-inputs (Tomczak & Welling 2018), Monte-Carlo. The prior itself lives in the model
-# (`models.vae.PseudoInputs`, built by `latent_code.build_model`).
-PRIORS = {"standard_normal": _closed_form_kl, "vampprior": _monte_carlo_kl}
-# The pseudo-inputs' settings mean nothing without them: refused unless at their defaults (`config.check_unread`).
-UNREAD_WITH_PRIOR = {"standard_normal": ("num_pseudo_inputs", "pseudo_input_init_mean", "pseudo_input_init_std")}
+@dataclasses.dataclass(frozen=True)
+class Prior:
+  """One choice of --prior.
+
+  `description`: its --prior help. build(config, image_shape) -> its module (`models.priors`). kl(encoded,
+  log p(z), log q(z|x)) -> the one-stochastic-layer KL(q(z|x) ‖ p(z)) per example (two layers always take the
+  Monte-Carlo estimate). `settings`: the Config fields only this prior reads (refused under another prior
+  unless at their defaults). The `architectures` it can sit on, whether the conditional VAE may have it, and
+  the `limits` that say why not where it may not.
+  """
+  description: str
+  build: Callable[..., Any]
+  kl: Callable[..., Any]
+  settings: Tuple[str, ...] = ()
+  architectures: Tuple[str, ...] = tuple(latent_code.ARCHITECTURES)
+  conditional: bool = True
+  limits: str = ""
+
+
+def _vampprior(config, image_shape):
+  return priors.vampprior(config.num_pseudo_inputs, image_shape, config.pseudo_input_init_mean,
+                          config.pseudo_input_init_std)
+
+
+PRIORS = {
+    "standard_normal": Prior("N(0, I); closed-form KL", build=lambda config, image_shape: priors.StandardNormal(),
+                             kl=_closed_form_kl),
+    "vampprior": Prior("(1/K) sum_k q(z|u_k) over K learned pseudo-inputs u_k (Tomczak & Welling 2018); "
+                       "Monte-Carlo KL", build=_vampprior, kl=_monte_carlo_kl,
+                       settings=("num_pseudo_inputs", "pseudo_input_init_mean", "pseudo_input_init_std"),
+                       architectures=("mlp", "conv", "hvae", "conv_hvae"), conditional=False,
+                       limits="a prior on q(z|u) needs an encoder of images alone to the prior's layer"),
+}
+HELP = HELP | {"prior": "; ".join(f"{name}: {prior.description}" for name, prior in PRIORS.items()) + "."}
+
+
+def _settings_unread_by(prior):
+  """The other priors' settings, which mean nothing under `prior` (refused unless at their defaults)."""
+  return tuple(setting for other in PRIORS.values() if other is not prior for setting in other.settings
+               if setting not in prior.settings)
 
 
 def validate(config):
@@ -94,13 +131,13 @@ def validate(config):
                     " is not allowed; allowed: one of them")
   config_lib.check_positive(config, ("num_pseudo_inputs",))
   config_lib.check_non_negative(config, ("pseudo_input_init_std",))
-  config_lib.check_unread(config, "prior", UNREAD_WITH_PRIOR)
-  if config.prior == "vampprior":
-    if config.conditional or config.architecture == "two_layer":
-      raise UserError(f"--prior=vampprior with --architecture={config.architecture}"
-                      f"{' --conditional' if config.conditional else ''} is not supported; allowed: the "
-                      "unconditional VAE with --architecture=mlp, conv, hvae or conv_hvae (a prior on q(z|u) needs "
-                      "an encoder of images alone to the prior's layer)")
+  prior = PRIORS[config.prior]
+  config_lib.check_not_read(config, _settings_unread_by(prior), f"--prior={config.prior}", " with this prior")
+  if config.architecture not in prior.architectures or (config.conditional and not prior.conditional):
+    raise UserError(f"--prior={config.prior} with --architecture={config.architecture}"
+                    f"{' --conditional' if config.conditional else ''} is not supported; allowed: the "
+                    f"{'' if prior.conditional else 'unconditional '}VAE with --architecture="
+                    f"{', '.join(prior.architectures)}{f' ({prior.limits})' if prior.limits else ''}")
 
 
 def _log_px(config, decoder_output, x):
@@ -144,7 +181,7 @@ def _hvae_functions(model, config):
   def encode(params, x, labels):
     del labels
     variables = {"params": params}
-    return (*model.apply(variables, x, method="encode_image"), model.apply(variables, method="prior_components"))
+    return (*model.apply(variables, x, method="encode_image"), model.apply(variables, method="prior_statistics"))
 
   def log_weight_terms(params, encoded, x, labels, key, num_samples):
     del labels
@@ -164,26 +201,26 @@ def _hvae_functions(model, config):
 def _one_layer_functions(model, config):
   def encode(params, x, labels):
     variables = {"params": params}
-    # The prior's components (the VampPrior's q(z|u_k); None for N(0, I)) depend on the parameters only:
+    # The prior's statistics (the VampPrior's q(z|u_k); None for N(0, I)) depend on the parameters only:
     # computed once here, not once per chunk of samples.
-    return (*model.apply(variables, x, labels, method="encode"), model.apply(variables, method="prior_components"))
+    return (*model.apply(variables, x, labels, method="encode"), model.apply(variables, method="prior_statistics"))
 
   def log_weight_terms(params, encoded, x, labels, key, num_samples):
-    mean, log_variance, components = encoded
+    mean, log_variance, prior_statistics = encoded
     z = objectives.reparameterize(key, mean, log_variance, num_samples=num_samples)
     # (k, batch) rows flattened into one batch: every decoder (the conv one included) takes it as is, and
     # the decoder's matmuls see k·batch rows at once.
     flat_labels = None if labels is None else jnp.broadcast_to(labels, z.shape[:2]).reshape(-1)
     output = model.apply({"params": params}, z.reshape(-1, z.shape[-1]), flat_labels, method="decode")
     output = output.reshape(*z.shape[:2], *output.shape[1:])
-    return (_log_px(config, output, x), vae_model.log_prior(z, components),
+    return (_log_px(config, output, x), model.apply({"params": params}, z, prior_statistics, method="log_prior"),
             objectives.gaussian_log_density(z, mean, log_variance))
 
   def posterior_means(params, encoded, key):
     del params, key
     return (encoded[0],)
 
-  return encode, log_weight_terms, posterior_means, PRIORS[config.prior]
+  return encode, log_weight_terms, posterior_means, PRIORS[config.prior].kl
 
 
 # Stochastic layers of each architecture -> its (encode, log_weight_terms, posterior_means, kl) builder.

@@ -12,14 +12,14 @@ sample h1 and runs once per sample.
 """
 
 import functools
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from gen_jax import objectives
-from gen_jax.models import networks, vae as vae_lib
+from gen_jax.models import networks, priors
 
 
 def _over_leading_axes(module, values):
@@ -28,15 +28,17 @@ def _over_leading_axes(module, values):
   return mean.reshape(*values.shape[:-1], -1), log_variance.reshape(*values.shape[:-1], -1)
 
 
-class TwoLayerVAE(nn.Module):
+class TwoLayerVAE(priors.ModelWithPrior):
   """q(h1|x) = `bottom_encoder`, q(h2|h1) = `top_encoder`, p(h1|h2) = `top_decoder`, p(x|h1) = `bottom_decoder`.
 
-  `top_decoder` is an MLPEncoder as well: it maps h2 to the mean and log-variance of h1.
+  `top_decoder` is an MLPEncoder as well: it maps h2 to the mean and log-variance of h1. The prior p(h2) can
+  not be built from an encoder (q(h2 | x) is itself a mixture over h1), so it has no `prior_posterior`.
   """
   bottom_encoder: nn.Module
   top_encoder: nn.Module
   top_decoder: nn.Module
   bottom_decoder: nn.Module
+  prior: nn.Module = priors.default_prior()  # p(h2)
 
   def encode_bottom(self, x):
     """(mean, log-variance) of q(h1 | x): the part of the recognition model that sees the image."""
@@ -56,7 +58,7 @@ class TwoLayerVAE(nn.Module):
     h2 = objectives.reparameterize(key, top_mean, top_log_variance)
     prior_mean, prior_log_variance = _over_leading_axes(self.top_decoder, h2)
     decoder_output = self.bottom_decoder(h1)
-    log_prior = (objectives.standard_normal_log_density(h2)
+    log_prior = (self.log_prior(h2, self.prior_statistics())
                  + objectives.gaussian_log_density(h1, prior_mean, prior_log_variance))
     log_posterior = (objectives.gaussian_log_density(h1, *bottom_stats)
                      + objectives.gaussian_log_density(h2, top_mean, top_log_variance))
@@ -85,7 +87,7 @@ class TwoLayerVAE(nn.Module):
 
 
 def build_two_layer_vae(hidden_sizes, latent_dim, top_hidden_sizes, top_latent_dim, image_shape,
-                        outputs_per_pixel, activation, init_std, dtype):
+                        outputs_per_pixel, activation, init_std, dtype, prior):
   """The Table 1 architecture from its sizes: x-hidden-h1(latent_dim)-top_hidden-h2(top_latent_dim)."""
   return TwoLayerVAE(
       bottom_encoder=networks.MLPEncoder(hidden_sizes, latent_dim, activation, init_std, dtype),
@@ -93,7 +95,8 @@ def build_two_layer_vae(hidden_sizes, latent_dim, top_hidden_sizes, top_latent_d
       top_decoder=networks.MLPEncoder(tuple(reversed(top_hidden_sizes)), latent_dim, activation, init_std,
                                       dtype),
       bottom_decoder=networks.MLPDecoder(tuple(reversed(hidden_sizes)), image_shape, outputs_per_pixel,
-                                         activation, init_std, dtype))
+                                         activation, init_std, dtype),
+      prior=prior)
 
 
 def _layer_fn(hidden_layer, activation, weight_init, dtype):
@@ -222,12 +225,12 @@ class JointDecoder(nn.Module):
     return out.astype(jnp.float32).reshape(*leading, height, width, channels * self.outputs_per_pixel)
 
 
-class HVAE(nn.Module):
+class HVAE(priors.ModelWithPrior):
   """The VampPrior paper's two-level VAE (Tomczak & Welling 2018; Exemplar-VAE's `HVAE_2level` and
   `convHVAE_2level`), built by `build_hvae`.
 
   Generative model p(z2) p(z1 | z2) p(x | z1, z2), recognition model q(z2 | x) q(z1 | x, z2): the top layer
-  z2 carries the prior (N(0, I), or the VampPrior on q(z2 | u_k)). `image_features` is the part of q(z1 | x, z2)
+  z2 carries the prior (`prior`: N(0, I), or the VampPrior on q(z2 | u_k)). `image_features` is the part of q(z1 | x, z2)
   that sees x alone; it runs once per image (`encode_image`), and `log_weight_terms` then handles k samples.
   """
   top_encoder: nn.Module  # x -> (mean, log-variance) of q(z2 | x)
@@ -235,11 +238,10 @@ class HVAE(nn.Module):
   bottom_encoder: nn.Module  # (features, z2) -> (mean, log-variance) of q(z1 | x, z2)
   bottom_prior: nn.Module  # z2 -> (mean, log-variance) of p(z1 | z2)
   decoder: nn.Module  # (z1, z2) -> decoder output of p(x | z1, z2)
-  pseudo_inputs: Optional[nn.Module] = None
+  prior: nn.Module = priors.default_prior()  # p(z2)
 
-  def prior_components(self):
-    """(means, log-variances) of q(z2 | u_k) for the VampPrior's pseudo-inputs; None for N(0, I)."""
-    return None if self.pseudo_inputs is None else self.top_encoder(self.pseudo_inputs())
+  def prior_posterior(self, images):
+    return self.top_encoder(images)
 
   def encode_image(self, x):
     """q(z2 | x) and the features of x that q(z1 | x, z2) reads."""
@@ -260,13 +262,13 @@ class HVAE(nn.Module):
   def log_weight_terms(self, encoded, key, num_samples):
     """For k = `num_samples` draws z2 ~ q(z2|x), z1 ~ q(z1|x,z2): the decoder output of p(x | z1, z2),
     log p(z1, z2) and log q(z1, z2 | x), each with leading axes (k, batch)."""
-    (top_mean, top_log_variance), features, components = encoded
+    (top_mean, top_log_variance), features, prior_statistics = encoded
     top_key, bottom_key = jax.random.split(key)
     z2 = objectives.reparameterize(top_key, top_mean, top_log_variance, num_samples=num_samples)
     bottom_mean, bottom_log_variance = self.bottom_posterior(features, z2)
     z1 = objectives.reparameterize(bottom_key, bottom_mean, bottom_log_variance)
     prior_mean, prior_log_variance = self.bottom_prior_stats(z2)
-    log_prior = (vae_lib.log_prior(z2, components)
+    log_prior = (self.log_prior(z2, prior_statistics)
                  + objectives.gaussian_log_density(z1, prior_mean, prior_log_variance))
     log_posterior = (objectives.gaussian_log_density(z2, top_mean, top_log_variance)
                      + objectives.gaussian_log_density(z1, bottom_mean, bottom_log_variance))
@@ -286,13 +288,13 @@ class HVAE(nn.Module):
   def __call__(self, x, key, labels=None):
     """Touches every parameter (for `init`) with one sample; returns the decoder output."""
     del labels
-    encoded = (*self.encode_image(x), self.prior_components())
+    encoded = (*self.encode_image(x), self.prior_statistics())
     decoder_output, _, _ = self.log_weight_terms(encoded, key, 1)
     return decoder_output[0]
 
 
 def build_hvae(hidden_sizes, latent_dim, top_latent_dim, image_shape, outputs_per_pixel, hidden_layer, activation,
-               weight_init, log_variance_range, dtype, pseudo_inputs, convolutional=False):
+               weight_init, log_variance_range, dtype, prior, convolutional=False):
   """The HVAE (`convolutional`: the ConvHVAE) with fully connected layers of `hidden_sizes` ((300, 300) in the
   paper): q(z2|x) and p(z1|z2) have both layers; q(z1|x,z2) and p(x|z1,z2) take each input through a layer of
   `hidden_sizes[0]`, concatenate, and add the layers of `hidden_sizes[1:]`. The ConvHVAE replaces q(z2|x)'s and
@@ -312,4 +314,4 @@ def build_hvae(hidden_sizes, latent_dim, top_latent_dim, image_shape, outputs_pe
       bottom_prior=networks.MLPEncoder(hidden_sizes, latent_dim, **stats),
       decoder=JointDecoder(hidden_sizes, image_shape, outputs_per_pixel, DECODER_CONVS if convolutional else (),
                            **layers),
-      pseudo_inputs=pseudo_inputs)
+      prior=prior)
