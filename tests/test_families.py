@@ -2,6 +2,7 @@
 then prepare the workdir, then run), the run lock, `load_run`, and a new family added from a test module."""
 
 import ast
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -16,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl import flags as absl_flags
 from flax.training import train_state
 
 import gen_jax
@@ -460,3 +462,21 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_resumes(tiny
     assert np.asarray(resumed.params[name]) == np.asarray(reference.params[name])
   strip = lambda rows: [{k: v for k, v in row.items() if k not in ("wall_time", "examples_per_sec")} for row in rows]
   assert strip(resumed.rows) == strip(reference.rows)
+
+
+def test_every_flagfile_is_in_the_readme_table_and_makes_a_config_its_family_accepts():
+  """The README's table of experiments names every flagfile in experiments/configs with its command; each one,
+  read as that command reads it, gives a config its family's `validate` accepts (no data is loaded)."""
+  from experiments import main as experiment_main
+  with open(os.path.join(REPO, "README.md"), encoding="utf-8") as readme:
+    rows = re.findall(r"^\| `experiments\.(\w+)` \| `(\w+\.cfg)` \|", readme.read(), re.MULTILINE)
+  assert sorted(flagfile for _, flagfile in rows) == sorted(os.listdir(os.path.join(REPO, "experiments", "configs")))
+  for name, flagfile in rows:
+    if name == "classifier":  # A script with its own flags (experiments/classifier.py), not a family.
+      continue
+    family = families.get(name)
+    flag_values = absl_flags.FlagValues()
+    experiment_main.define_config_flags(family.Config, family.HELP, flag_values)
+    with contextlib.chdir(REPO):  # A flagfile names the flagfiles it builds on from the repository root.
+      flag_values(["test", f"--flagfile=experiments/configs/{flagfile}"])
+    family.validate(experiment_main.config_from_flags(family.Config, flag_values))

@@ -59,6 +59,12 @@ def log_mean_exp_in_chunks(log_weights_fn, key, num_samples, samples_per_chunk, 
   return total - math.log(num_samples)
 
 
+def is_discrete(likelihood, binarization):
+  """Whether bits per dimension mean something: only for discrete data, binarised pixels under a Bernoulli
+  decoder (a density of continuous pixels can exceed 1)."""
+  return likelihood == "bernoulli" and binarization != "none"
+
+
 def bits_per_dim(log_likelihood_nats, num_dims):
   """−log p(x) / (D ln 2): nats per example to bits per pixel value, for discrete data."""
   return -log_likelihood_nats / (num_dims * math.log(2.0))

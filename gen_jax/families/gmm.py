@@ -89,7 +89,7 @@ def make_task(config, workdir, mesh):
   chunks, weights = _chunked(train_images, chunk_rows)
   schedule = loop.Schedule.from_config(config, steps_per_epoch=1, examples_per_step=len(train_images))
   test_chunks, test_weights = _chunked(data.test_images, min(ROWS_PER_CHUNK, len(data.test_images)))
-  discrete = config.likelihood == "bernoulli" and config.binarization != "none"
+  discrete = likelihood_lib.is_discrete(config.likelihood, config.binarization)
   num_dims = int(np.prod(data.image_shape))
 
   def init_state(key):

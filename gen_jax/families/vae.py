@@ -299,8 +299,7 @@ def likelihood_operations(parts, mesh):
   model = likelihood_model(parts.model, config)
   num_devices = mesh.devices.size
   images_per_chunk = num_devices * -(-100 // num_devices)
-  # Bits per dimension only mean something for discrete data: binarised pixels under a Bernoulli decoder.
-  discrete = config.likelihood == "bernoulli" and config.binarization != "none"
+  discrete = likelihood_lib.is_discrete(config.likelihood, config.binarization)
 
   test_evaluator = functools.lru_cache(lambda k: likelihood_lib.make_log_likelihood_evaluator(
       model, data.test_images, parts.test_labels, k, mesh, config.seed, images_per_chunk=images_per_chunk,
