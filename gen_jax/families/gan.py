@@ -138,7 +138,7 @@ def validate(config):
   config_lib.check_choice(config, "d_activation", tuple(networks.ACTIVATIONS))
   config_lib.check_choice(config, "g_normalization", gan_models.NORMALIZATIONS)
   config_lib.check_choice(config, "d_normalization", gan_models.NORMALIZATIONS)
-  config_lib.check_choice(config, "conditioning", gan_models.CONDITIONINGS)
+  config_lib.check_choice(config, "conditioning", tuple(gan_models.CONDITIONINGS))
   config_lib.check_positive(config, ("conditional_samples_per_class", "num_clusters"))
   config_lib.check_choice(config, "condition_on", tuple(LABEL_SOURCES))
   if config.condition_on != "classes" and not config.conditional:

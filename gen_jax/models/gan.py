@@ -26,6 +26,7 @@ Decisions written down:
   the channel axis. It returns one output per pack.
 """
 
+import dataclasses
 import functools
 from typing import Optional, Sequence
 
@@ -33,18 +34,41 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gen_jax.models import convolution
+from gen_jax.models import convolution, networks
 from gen_jax.models.networks import ACTIVATIONS
 
 NORMALIZATIONS = ("none", "batch")
-CONDITIONINGS = ("concat", "projection")
 OUTPUT_ACTIVATIONS = {"none": lambda x: x, "tanh": jnp.tanh}
 
 
+@dataclasses.dataclass(frozen=True)
+class Conditioning:
+  """Where a conditional GAN's label enters (see the module docstring): `in_input`, the one-hot label joins
+  G's z and D's input; `class_batch_norm`, G's batch norms take a per-class scale and shift; `projection`, D's
+  output adds ⟨e_y, φ(x)⟩."""
+  in_input: bool = False
+  class_batch_norm: bool = False
+  projection: bool = False
+
+
+CONDITIONINGS = {"concat": Conditioning(in_input=True),
+                 "projection": Conditioning(class_batch_norm=True, projection=True)}
+_UNCONDITIONAL = Conditioning()
+
+
+def _conditioning(num_classes, name):
+  return _UNCONDITIONAL if num_classes is None else CONDITIONINGS[name]
+
+
+def _input_label(labels, num_classes, conditioning):
+  """The one-hot label when it joins the networks' input; None otherwise."""
+  if not _conditioning(num_classes, conditioning).in_input:
+    return None
+  return jax.nn.one_hot(labels, num_classes)
+
+
 def _with_label(h, labels, num_classes, conditioning="concat"):
-  if num_classes is None or conditioning != "concat":
-    return h
-  return jnp.concatenate([h, jax.nn.one_hot(labels, num_classes, dtype=h.dtype)], axis=-1)
+  return networks.with_label(h, _input_label(labels, num_classes, conditioning))
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -66,7 +90,7 @@ def _normalize(h, normalization, dtype, labels=None, num_classes=None, condition
   """The layer's normalisation; class-conditional batch norm for a projection-conditioned generator."""
   if normalization != "batch":
     return h
-  if num_classes is not None and conditioning == "projection":
+  if _conditioning(num_classes, conditioning).class_batch_norm:
     return ConditionalBatchNorm(num_classes, dtype)(h, labels)
   return nn.BatchNorm(use_running_average=False, dtype=dtype)(h)
 
@@ -74,7 +98,7 @@ def _normalize(h, normalization, dtype, labels=None, num_classes=None, condition
 def _output(features, labels, num_classes, conditioning, spectral_norm, update_stats, dtype):
   """One raw output per example from the last features: ψ(φ) and, for projection, + ⟨e_y, φ⟩."""
   out = _layer(nn.Dense(1, dtype=dtype), spectral_norm, update_stats)(features)[:, 0]
-  if num_classes is not None and conditioning == "projection":
+  if _conditioning(num_classes, conditioning).projection:
     # The class embeddings e_y are the rows of a (classes, features) matrix applied to one-hot labels, so
     # spectral normalisation covers them as it covers every other layer of D (as in the paper).
     embed = nn.Dense(features.shape[-1], use_bias=False, dtype=dtype, name="class_projection")
@@ -203,15 +227,13 @@ class DCGANDiscriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x, labels=None, update_stats=False):
-    h = x.astype(self.dtype)
-    if self.num_classes is not None and self.conditioning == "concat":
-      onehot = jax.nn.one_hot(labels, self.num_classes, dtype=h.dtype)
-      h = jnp.concatenate([h, jnp.broadcast_to(onehot[:, None, None, :], (*h.shape[:3], self.num_classes))], -1)
+    label_onehot = _input_label(labels, self.num_classes, self.conditioning)
+    h = networks.with_label_planes(x.astype(self.dtype), label_onehot)
     packs = _pack(h, self.packing)  # (B/m, m, H, W, C): stack the pack's images along the channels.
     h = jnp.moveaxis(packs, 1, -2).reshape(*packs.shape[:1], *packs.shape[2:4], -1)
     # The first layer convolves the label planes as one map per label (exact; a pack interleaves its
     # examples' planes with their images, so packs take the plain convolution).
-    planes = (self.num_classes is not None and self.conditioning == "concat" and self.packing == 1
+    planes = (label_onehot is not None and self.packing == 1
               and convolution.label_planes_conv(labels, self.num_classes))
     for level in range(num_resolution_levels(min(x.shape[1], x.shape[2]))):
       conv = convolution.Conv(self.base_features * 2**level, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,

@@ -70,8 +70,18 @@ def clamp_log_variance(log_variance, log_variance_range):
   return jnp.clip(log_variance, *log_variance_range) if log_variance_range else log_variance
 
 
-def _with_label(h, label_onehot):
+def with_label(h, label_onehot):
+  """h with the one-hot label concatenated on its last axis; h itself without a label."""
   return h if label_onehot is None else jnp.concatenate([h, label_onehot.astype(h.dtype)], axis=-1)
+
+
+def with_label_planes(images, label_onehot):
+  """(batch, H, W, C) images with the one-hot label as constant feature maps on the channel axis, so that every
+  filter can see it; the images themselves without a label."""
+  if label_onehot is None:
+    return images
+  planes = label_onehot[:, None, None, :].astype(images.dtype)
+  return jnp.concatenate([images, jnp.broadcast_to(planes, (*images.shape[:3], label_onehot.shape[-1]))], axis=-1)
 
 
 class MLPEncoder(nn.Module):
@@ -88,7 +98,7 @@ class MLPEncoder(nn.Module):
   @nn.compact
   def __call__(self, x, label_onehot=None):
     init = kernel_init(self.init_std, self.weight_init)
-    h = _with_label(x.reshape(x.shape[0], -1).astype(self.dtype), label_onehot)
+    h = with_label(x.reshape(x.shape[0], -1).astype(self.dtype), label_onehot)
     for size in self.hidden_sizes:
       h = HIDDEN_LAYERS[self.hidden_layer](h, size, self.activation, init, self.dtype)
     stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype, kernel_init=init)(h)
@@ -109,7 +119,7 @@ class MLPDecoder(nn.Module):
   @nn.compact
   def __call__(self, z, label_onehot=None):
     init = kernel_init(self.init_std, self.weight_init)
-    h = _with_label(z.astype(self.dtype), label_onehot)
+    h = with_label(z.astype(self.dtype), label_onehot)
     for size in self.hidden_sizes:
       h = HIDDEN_LAYERS[self.hidden_layer](h, size, self.activation, init, self.dtype)
     height, width, channels = self.image_shape
@@ -128,10 +138,7 @@ class ConvEncoder(nn.Module):
   @nn.compact
   def __call__(self, x, label_onehot=None):
     act = ACTIVATIONS[self.activation]
-    h = x.astype(self.dtype)
-    if label_onehot is not None:  # The label as constant feature maps, so every filter can see it.
-      maps = jnp.broadcast_to(label_onehot[:, None, None, :].astype(self.dtype), (*h.shape[:3], label_onehot.shape[-1]))
-      h = jnp.concatenate([h, maps], axis=-1)
+    h = with_label_planes(x.astype(self.dtype), label_onehot)
     for features in self.features:
       h = act(convolution.Conv(features, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
     h = act(nn.Dense(self.hidden_size, dtype=self.dtype)(h.reshape(h.shape[0], -1)))
@@ -153,7 +160,7 @@ class ConvDecoder(nn.Module):
   def __call__(self, z, label_onehot=None):
     act = ACTIVATIONS[self.activation]
     height, width, channels = self.image_shape
-    h = _with_label(z.astype(self.dtype), label_onehot)
+    h = with_label(z.astype(self.dtype), label_onehot)
     h = act(nn.Dense(self.hidden_size, dtype=self.dtype)(h))
     h = act(nn.Dense((height // 4) * (width // 4) * self.features[0], dtype=self.dtype)(h))
     h = h.reshape(h.shape[0], height // 4, width // 4, self.features[0])
