@@ -15,6 +15,7 @@ import errno
 import math
 import os
 import re
+import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -54,6 +55,33 @@ class _HandledIOFailures(logging.logging.Filter):
 logging.get_absl_logger().addFilter(_HandledIOFailures())
 
 
+def _is_orphaned_write_callback(unraisable):
+  """A RuntimeError('Event loop is closed') raised by asyncio's call_soon_threadsafe, called from C (no Python
+  caller, no object): TensorStore's callback of a write that outlived the save orbax already gave up on."""
+  error, traceback = unraisable.exc_value, unraisable.exc_traceback
+  if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed" and traceback is not None
+          and unraisable.object is None):
+    return False
+  return traceback.tb_frame.f_code.co_name == "call_soon_threadsafe"
+
+
+def _drop_orphaned_write_callbacks():
+  """When a save fails (a full disk, say), TensorStore still completes that save's other writes, and their
+  callbacks reach the asyncio loop orbax has closed, some before the failure reaches the loop: each would
+  print a traceback (through sys.unraisablehook) beside the run's one-line error. Those, and only those, are
+  dropped, for the rest of the process."""
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_orphaned_write_callbacks", False):
+    return
+
+  def hook(unraisable):
+    if not _is_orphaned_write_callback(unraisable):
+      previous(unraisable)
+
+  hook.drops_orphaned_write_callbacks = True
+  sys.unraisablehook = hook
+
+
 def selection_key(metrics):
   """The rank of a checkpoint saved with selection metrics: its validation value, then the earlier step, so
   that of two equal values the first wins, as the early-stopping rule's strict improvement has it. A NaN ranks
@@ -91,6 +119,7 @@ class Checkpointer:
     else:
       self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
     self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+    _drop_orphaned_write_callbacks()
 
   def all_steps(self):
     return sorted(self._manager.all_steps())

@@ -109,7 +109,8 @@ def _bookkeeping_writes(workdir):
   except BlockingIOError:
     raise
   except OSError as error:
-    raise UserError(f"--workdir={workdir} cannot be written: {error.strerror or error} ({error.filename}); "
+    where = f" ({error.filename})" if error.filename else ""
+    raise UserError(f"--workdir={workdir} cannot be written: {error.strerror or error}{where}; "
                     "allowed: a directory this user can create and write, on a disk with room; the run did "
                     "not start") from None
 
