@@ -253,7 +253,7 @@ def test_a_family_defined_in_a_test_trains_through_the_shared_main_resumes_and_o
   assert float(run.params["mean"]) == pytest.approx(2.0, abs=0.3)  # It learns the data's mean.
   assert [row["step"] for row in run.rows if row["split"] == "test"] == [10, 20, 30, 40]
   np.testing.assert_array_equal(run.sample(5, seed=3), reference.sample(5, seed=3))
-  with pytest.raises(UserError, match="a tiny_gaussian run has no encode; allowed: .*vae, cvae, autoencoder"):
+  with pytest.raises(UserError, match="this tiny_gaussian run has no encode; allowed: .*vae, cvae, autoencoder"):
     run.encode(np.zeros((1, 28, 28, 1)))
   assert "--target_mean=2.0" in (resumed / "flags.txt").read_text()
   assert workdir_lib.read_config(str(resumed))["family"] == "tiny_gaussian"

@@ -107,7 +107,7 @@ class Run:
   def _operation(self, name):
     if name not in self._operations:
       others = ", ".join(self._providers(name)) or "none"
-      raise UserError(f"a {self.family} run has no {name}; allowed: runs of the families that have it "
+      raise UserError(f"this {self.family} run has no {name}; allowed: runs of the families that have it "
                       f"({others})")
     return self._operations[name]
 
