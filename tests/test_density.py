@@ -124,9 +124,10 @@ def test_a_new_prior_is_its_module_and_one_entry_of_the_table(monkeypatch):
   encoded = encode(params, x, None)
   _, log_prior, log_posterior = log_weight_terms(params, encoded, x, None, jax.random.key(2), 1)
   z_drawn = objectives.reparameterize(jax.random.key(2), *encoded[:2], num_samples=1)
-  np.testing.assert_allclose(np.asarray(log_prior)[0, 0], _normal_log_density(np.asarray(z_drawn)[0, 0], 0.5, -1.0),
-                             rtol=1e-6)
-  np.testing.assert_allclose(np.asarray(kl(encoded, log_prior, log_posterior)), np.asarray(log_posterior - log_prior)[0])
+  np.testing.assert_allclose(np.asarray(log_prior)[0, 0],
+                             _normal_log_density(np.asarray(z_drawn)[0, 0], 0.5, -1.0), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(kl(encoded, log_prior, log_posterior)),
+                             np.asarray(log_posterior - log_prior)[0])
   draws = latent_code.CodeFunctions(model, config, None).prior_draws(params, jax.random.key(3), 20_000)
   standard_error = math.exp(-0.5) / math.sqrt(len(draws))
   assert draws.shape == (20_000, 2) and np.all(np.abs(draws.mean(axis=0) - 0.5) < 4 * standard_error)

@@ -230,8 +230,9 @@ class HVAE(priors.ModelWithPrior):
   `convHVAE_2level`), built by `build_hvae`.
 
   Generative model p(z2) p(z1 | z2) p(x | z1, z2), recognition model q(z2 | x) q(z1 | x, z2): the top layer
-  z2 carries the prior (`prior`: N(0, I), or the VampPrior on q(z2 | u_k)). `image_features` is the part of q(z1 | x, z2)
-  that sees x alone; it runs once per image (`encode_image`), and `log_weight_terms` then handles k samples.
+  z2 carries the prior (`prior`: N(0, I), or the VampPrior on q(z2 | u_k)). `image_features` is the part of
+  q(z1 | x, z2) that sees x alone; it runs once per image (`encode_image`), and `log_weight_terms` then handles
+  k samples.
   """
   top_encoder: nn.Module  # x -> (mean, log-variance) of q(z2 | x)
   image_features: nn.Module  # x -> features of x for q(z1 | x, z2)
