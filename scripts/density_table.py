@@ -22,7 +22,7 @@ from absl import flags  # noqa: E402
 from experiments import main as experiment_main  # noqa: E402
 from gen_jax import config as config_lib, files, plots  # noqa: E402
 from gen_jax.errors import UserError  # noqa: E402
-from gen_jax.families import latent_code, vae  # noqa: E402
+from gen_jax.families import vae  # noqa: E402
 from gen_jax.runtime import loop, metrics as metrics_lib, workdir as workdir_lib  # noqa: E402
 
 flags.DEFINE_string("runs", "runs/density", "Folder of the runs: RUNS/<row>/seed<N>.")
@@ -50,7 +50,7 @@ def seed_summary(rows, settings):
   if not validation:
     return None
   steps_per_epoch = validation[0]["step"]  # The density flagfiles validate once an epoch.
-  warmup_steps = latent_code.kl_warmup_end_step(config_lib.from_flat_dict(vae.Config, settings), steps_per_epoch)
+  warmup_steps = config_lib.from_flat_dict(vae.Config, settings).kl_warmup_end_step(steps_per_epoch)
   record, stopped = {}, False
   for row in validation:
     record, stopped = loop.early_stopping_update(record, row["step"], row["elbo"],

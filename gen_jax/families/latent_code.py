@@ -78,6 +78,17 @@ class NetworkConfig(config_lib.TrainingConfig):
     del image_shape
     return priors.StandardNormal()
 
+  def networks_take_labels(self):
+    """Whether the encoder and decoder see the class label: no, unless a family's config with a
+    --conditional flag says so (the VAE family's, whose conditional model is the CVAE)."""
+    return False
+
+  def kl_warmup_end_step(self, steps_per_epoch):
+    """The step where a warm-up of the KL weight ends: 0, unless a family that weighs a KL overrides this.
+    Early stopping counts from there, the VampPrior authors' rule."""
+    del steps_per_epoch
+    return 0
+
 
 def _mlp_settings(config, init_std, dtype):
   return dict(activation=config.activation, init_std=init_std, dtype=dtype, hidden_layer=config.hidden_layer,
@@ -178,7 +189,7 @@ def validate_network(config):
   if config.early_stopping_patience and not config.num_validation_examples:
     raise UserError(f"--early_stopping_patience={config.early_stopping_patience} needs a validation split; "
                     "allowed: with --num_validation_examples > 0, or --early_stopping_patience=0")
-  if getattr(config, "conditional", False) and config.architecture in TWO_LEVEL_ARCHITECTURES:
+  if config.networks_take_labels() and config.architecture in TWO_LEVEL_ARCHITECTURES:
     raise UserError(f"--architecture={config.architecture} with --conditional is not supported; allowed: mlp or "
                     "conv for the conditional VAE")
   # For the architectures that read them (elsewhere the table has refused any value but the default).
@@ -187,9 +198,9 @@ def validate_network(config):
 
 
 def build_model(config, image_shape, num_classes=None):
-  """The model `config.architecture` names; conditional on `num_classes` labels when `config.conditional`."""
+  """The model `config.architecture` names; conditional on `num_classes` labels when `config.networks_take_labels()`."""
   outputs_per_pixel = 2 if config.likelihood == "gaussian" and config.gaussian_std == 0 else 1
-  classes = num_classes if getattr(config, "conditional", False) else None
+  classes = num_classes if config.networks_take_labels() else None
   return ARCHITECTURES[config.architecture](config, image_shape, classes, outputs_per_pixel,
                                             config.init_std or None, jnp.dtype(config.compute_dtype),
                                             config.prior_module(image_shape))
@@ -212,7 +223,7 @@ class CodeFunctions:
   """
 
   def __init__(self, model, config, num_classes):
-    self.config, self.num_classes = config, num_classes if getattr(config, "conditional", False) else None
+    self.config, self.num_classes = config, num_classes if config.networks_take_labels() else None
     std = gaussian_std(config)
     self._encode = jax.jit(lambda params, x, labels: model.apply(
         {"params": params}, x, labels, method="encode")[0])
@@ -311,12 +322,6 @@ class _Figures:
                       metric=self.curve_metric, labels=[self.curve_label])
 
 
-def kl_warmup_end_step(config, steps_per_epoch):
-  """The step where the KL warm-up ends, set in epochs or in steps (0 without one, as for the autoencoder):
-  early stopping counts from there, the VampPrior authors' rule."""
-  return max(getattr(config, "kl_warmup_epochs", 0) * steps_per_epoch, getattr(config, "kl_warmup_steps", 0))
-
-
 @dataclasses.dataclass(frozen=True)
 class Parts:
   """The pieces a latent-code family assembles into its task (see the module docstring)."""
@@ -349,7 +354,7 @@ class Parts:
     evaluate = self.split_evaluator(validation_sums, "validation")
     return loop.Selection(validate=lambda state: evaluate(state.params), metric=metric,
                           patience=self.config.early_stopping_patience,
-                          start_step=kl_warmup_end_step(self.config, self.schedule.steps_per_epoch))
+                          start_step=self.config.kl_warmup_end_step(self.schedule.steps_per_epoch))
 
   def task(self, workdir, *, update, evaluate, validation_sums, operations, headline, curve_label,
            identity_keys=(), final_evaluate=None, final_row_identity=None):
@@ -371,7 +376,7 @@ class Parts:
 def build(config, mesh):
   """Data, model, schedule, optimizer and initial state of a latent-code family; writes nothing."""
   data = image_data.load_image_data(config)
-  conditional = getattr(config, "conditional", False)
+  conditional = config.networks_take_labels()
   if conditional:
     image_data.require_labels(data, config.dataset, "--conditional")
   model = build_model(config, data.image_shape, data.num_classes)

@@ -59,6 +59,12 @@ class Config(latent_code.NetworkConfig):
   def prior_module(self, image_shape):
     return PRIORS[self.prior].build(self, image_shape)
 
+  def networks_take_labels(self):
+    return self.conditional
+
+  def kl_warmup_end_step(self, steps_per_epoch):
+    return max(self.kl_warmup_epochs * steps_per_epoch, self.kl_warmup_steps)
+
 
 VAEConfig = Config  # The name from before the registry (every family's is `Config`), kept for code that uses it.
 
