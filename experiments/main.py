@@ -18,7 +18,7 @@ import typing
 
 from absl import app, flags, logging
 
-from gen_jax import families
+from gen_jax import families, progress
 from gen_jax.errors import UserError
 from gen_jax.runtime import run as run_lib
 
@@ -187,6 +187,9 @@ def run(main, family_name=None):
             f"{error.start}); allowed: text files of --flag=value lines", file=sys.stderr)
       sys.exit(2)
 
+  # A closed console (`| head`, a dead `tee`, a full log disk) must not stop training: see OutlivesItsReader.
+  sys.stdout, sys.stderr = (stream if isinstance(stream, progress.OutlivesItsReader)
+                            else progress.OutlivesItsReader(stream) for stream in (sys.stdout, sys.stderr))
   app.run(guarded_main, flags_parser=parse_flags)
 
 

@@ -1,6 +1,8 @@
-"""A progress line with an ETA for long work outside training (the k = 5000 evaluation, sample scoring,
-classifier training), printed as training prints its own lines, at most every `every_seconds`."""
+"""The console: a progress line with an ETA for long work outside training (the k = 5000 evaluation, sample
+scoring, classifier training), printed as training prints its own lines, at most every `every_seconds`; and
+console streams whose failure cannot stop a run (`OutlivesItsReader`)."""
 
+import os
 import sys
 import time
 
@@ -23,3 +25,37 @@ class Progress:
     remaining = elapsed / done * (self.total - done) if done else float("nan")
     print(f"{self.label}: {done}/{self.total} ({done / max(self.total, 1):.0%}) in {elapsed:.0f}s, "
           f"ETA {remaining:.0f}s", file=self.stream, flush=True)
+
+
+class OutlivesItsReader:
+  """A console stream (sys.stdout, sys.stderr) whose failure cannot stop a run.
+
+  A run's record is its workdir, never its console: when the reader of a pipe goes away (`... | head`, a `tee`
+  that died) or a redirected log's disk fills, the next print raises an OSError that would otherwise stop the
+  run like a failed checkpoint. Here the first such failure points the stream's file descriptor at /dev/null,
+  and what was being written (and everything after it, Python's own flush at exit included) goes there.
+  """
+
+  def __init__(self, stream):
+    self._stream = stream
+
+  def write(self, text):
+    return self._outliving(self._stream.write, text)
+
+  def flush(self):
+    return self._outliving(self._stream.flush)
+
+  def __getattr__(self, name):  # fileno, isatty, encoding ...: the stream's own.
+    return getattr(self._stream, name)
+
+  def _outliving(self, operation, *args):
+    try:
+      return operation(*args)
+    except OSError:
+      try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+        return operation(*args)  # The buffered text now drains into /dev/null.
+      except (OSError, ValueError):  # No descriptor to redirect (an in-memory stream): drop the text.
+        return None

@@ -52,13 +52,14 @@ def experiment_command(module, *flags):
   return [sys.executable, "-m", f"experiments.{module}", *flags]
 
 
-def start_experiment(module, *flags, env=None):
-  """Starts `python -m experiments.<module> flags...` from the repository root; returns the Popen."""
+def start_experiment(module, *flags, env=None, stderr=subprocess.PIPE):
+  """Starts `python -m experiments.<module> flags...` from the repository root; returns the Popen (stderr:
+  subprocess.STDOUT puts both streams on the one pipe, as `2>&1 |` does)."""
   # A run gets the suite's XLA flags and the test's own, not any the suite itself was started with.
   full_env = dict(os.environ, **(env or {}))
   full_env["XLA_FLAGS"] = f"{TEST_XLA_FLAGS} {(env or {}).get('XLA_FLAGS', '')}".strip()
   return subprocess.Popen(experiment_command(module, *flags), cwd=REPO, env=full_env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          stdout=subprocess.PIPE, stderr=stderr, text=True)
 
 
 def finish(process, timeout=240):

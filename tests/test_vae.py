@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -72,6 +73,18 @@ def test_default_flagfile_runs_on_a_subset(tmp_path):
   assert rows[-1]["split"] == "test" and rows[-1]["step"] == 4
   flags_text = (tmp_path / "run" / "flags.txt").read_text()
   assert "--binarization=dynamic" in flags_text and "--hidden_sizes=512,256" in flags_text
+
+
+def test_a_run_outlives_the_reader_of_its_output(tmp_path):
+  """`python -m experiments.vae ... 2>&1 | head -1`: the console goes away after one line, the run does not."""
+  process = start_experiment("vae", *TINY_VAE_FLAGS, "--num_steps=24", f"--workdir={tmp_path / 'run'}",
+                             stderr=subprocess.STDOUT)
+  process.stdout.readline()
+  process.stdout.close()  # Every later print, and Python's flush at exit, meets a pipe with no reader.
+  assert process.wait(timeout=240) == 0
+  rows = _rows(tmp_path / "run")
+  assert rows[-1]["split"] == "test" and rows[-1]["step"] == 24
+  assert (tmp_path / "run" / "samples.npy").exists()
 
 
 def test_non_finite_loss_stops_with_the_step(tmp_path):
