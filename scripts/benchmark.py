@@ -120,7 +120,9 @@ def training_window_timer(config, steps_per_dispatch, dispatches_per_window, win
   from gen_jax.families import vae
   from gen_jax.runtime import loop, run
   mesh = run.prepared_mesh()  # As the loop's: on the CPU, malloc keeps freed memory.
-  task = (family or vae).make_task(config, "/tmp/gen_jax_benchmark", mesh)  # Writes nothing: only the task.
+  family = family or vae
+  family.validate(config)
+  task = family.make_task(config, "/tmp/gen_jax_benchmark", mesh)  # Writes nothing: only the task.
   device_data = parallel.replicate_tree(task.data, mesh)
   run_steps = loop.compile_steps(task, jax.random.key(1))
   sharding = parallel.batch_sharded(mesh, 1)

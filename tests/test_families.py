@@ -259,6 +259,11 @@ def test_a_family_defined_in_a_test_trains_through_the_shared_main_resumes_and_o
     run.encode(np.zeros((1, 28, 28, 1)))
   assert "--target_mean=2.0" in (resumed / "flags.txt").read_text()
   assert workdir_lib.read_config(str(resumed))["family"] == "tiny_gaussian"
+  # A config.json edited by hand is checked as the command line is: the family's make_task never sees it.
+  record = json.loads((straight / "config.json").read_text())
+  (straight / "config.json").write_text(json.dumps(record | {"batch_size": 0}))
+  with pytest.raises(UserError, match="--batch_size=0 is not allowed"):
+    gen_jax.load_run(str(straight))
 
 
 def test_ctrl_c_outside_a_training_loop_ends_in_one_line(monkeypatch, capsys):

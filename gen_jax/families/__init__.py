@@ -10,7 +10,9 @@ A family is one plain module (no base class) with:
                         `Task.operations(state)` returns: sample, encode, decode, reconstruct, ...);
   validate(config)      raises `UserError` (one line naming the value and what is allowed);
   make_task(config, workdir, mesh) -> `gen_jax.runtime.loop.Task`: the data loaded, the jitted step, the
-                        evaluation, the figures and `operations(state)` for `load_run`. It writes nothing.
+                        evaluation, the figures and `operations(state)` for `load_run`. It writes nothing,
+                        and is handed configs that `validate` accepted (training and `load_run` call it
+                        first).
 Adding one: its model module in gen_jax/models/, its family module here, one line in FAMILIES, an
 `experiments/<name>.py` of three lines and a flagfile (README, "Adding a model family").
 """

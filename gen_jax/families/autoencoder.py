@@ -86,7 +86,6 @@ def evaluation_sums(params, x, labels, mask, key, model, config):
 
 def make_task(config, workdir, mesh):
   """The autoencoder as a loop.Task."""
-  validate(config)
   parts = latent_code.build(config, mesh)
   evaluate_recon = parts.split_evaluator(evaluation_sums)
   return parts.task(workdir, update=functools.partial(train_step, model=parts.model, config=config),

@@ -107,7 +107,6 @@ def make_conditional_accuracy(codes, config, load, num_classes):
 
 def make_task(config, workdir, mesh):
   """The CVAE as a loop.Task: the VAE's conditional task with the classifier's scores in every test row."""
-  validate(config)
   parts = latent_code.build(config, mesh)
   check_labels(parts.data, config.dataset)
   load = lambda: load_classifier(config, parts.data)

@@ -252,7 +252,6 @@ def image_labels(config, dataset):
 
 def make_task(config, workdir, mesh):
   """The GAN as a loop.Task."""
-  validate(config)
   d_steps = config.d_steps_per_g_step
   toy = toys.is_toy(config.dataset)
   if toy:

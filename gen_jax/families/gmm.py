@@ -80,7 +80,6 @@ def _chunked(images, chunk_rows):
 
 def make_task(config, workdir, mesh):
   """The mixture as a loop.Task with its schedule and data."""
-  validate(config)
   data = image_data.load_image_data(config)
   train_images = data.train_images
   if config.binarization == "dynamic":

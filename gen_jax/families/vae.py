@@ -325,7 +325,6 @@ def likelihood_operations(parts, mesh):
 
 def make_task(config, workdir, mesh):
   """The VAE (a CVAE when `config.conditional`) as a loop.Task."""
-  validate(config)
   parts = latent_code.build(config, mesh)
   return assemble(parts, workdir, mesh)
 

@@ -10,7 +10,8 @@ operations (`sample`, `encode`, `decode`, `reconstruct`, `log_likelihood`, `test
 registry's `gen_jax.load_run(workdir)` finds the family in config.json and calls it.
 
 A family is any object with NAME, Config, MAY_CHANGE_ON_RESUME, OPERATIONS, validate(config) and
-make_task(config, workdir, mesh) -> loop.Task (see `gen_jax/families/__init__.py`).
+make_task(config, workdir, mesh) -> loop.Task (see `gen_jax/families/__init__.py`); both paths call
+`validate` first, so `make_task` is handed only configs its family accepts.
 """
 
 import os
@@ -55,6 +56,7 @@ def train_and_evaluate(family, config, workdir, flags_text=None):
 def open_run(family, config, workdir, step=None, providers=lambda operation: []):
   """The `Run` of `workdir` at checkpoint `step` (None: the best-validation checkpoint of a run that selects
   on a validation split, else the newest that restores)."""
+  family.validate(config)  # A refusal holds when a run opens too (config.json may have been edited by hand).
   mesh = prepared_mesh()
   task = family.make_task(config, workdir, mesh)
   abstract = jax.tree.map(
