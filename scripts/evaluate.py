@@ -39,7 +39,9 @@ def main(argv):
   run = gen_jax.load_run(workdir, flags.FLAGS.step)
   row, appended = run.append_test_row(run.test_log_likelihood(iwae_k), started)
   if not appended:
-    print(f"not appended: {workdir}/metrics.jsonl already holds this row (step {row['step']}, iwae_k={iwae_k})")
+    # The row's own identity: an exact likelihood (the mixture's) has no iwae_k, whatever --iwae_k said.
+    identity = ", ".join(f"{key} {row[key]}" for key in ("step", "iwae_k") if key in row)
+    print(f"not appended: {workdir}/metrics.jsonl already holds this row ({identity})")
   print(" ".join(f"{key}={value:.6g}" if isinstance(value, float) else f"{key}={value}"
                  for key, value in row.items()))
 

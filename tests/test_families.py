@@ -384,7 +384,7 @@ def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default_and_only
   (tmp_path / "config.json").write_text(json.dumps(old_record))
   workdir_lib.check_resumable(str(tmp_path), settings, gan.MAY_CHANGE_ON_RESUME, defaults)
   changed = workdir_lib.settings_record(gan.NAME, gan.Config(dataset="ring", conditioning="projection"))
-  with pytest.raises(UserError, match=r"--conditioning='projection' \(run has 'concat'\)"):
+  with pytest.raises(UserError, match=r"--conditioning=projection \(run has concat\)"):
     workdir_lib.check_resumable(str(tmp_path), changed, gan.MAY_CHANGE_ON_RESUME, defaults)
 
 

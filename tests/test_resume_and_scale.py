@@ -95,9 +95,11 @@ def test_damaged_latest_checkpoint_falls_back_then_none_is_an_error(reference, t
 def test_changed_shaping_flags_are_refused_but_longer_training_is_allowed(reference, tmp_path):
   workdir = tmp_path / "run"
   shutil.copytree(reference, workdir)
-  refused = start_experiment("vae", *FLAGS, "--latent_dim=5", "--learning_rate=0.01", f"--workdir={workdir}")
+  refused = start_experiment("vae", *FLAGS, "--latent_dim=5", "--learning_rate=0.01", "--hidden_sizes=32,16",
+                             f"--workdir={workdir}")
   extended = run_experiment("vae", *FLAGS, "--num_epochs=3", f"--workdir={workdir}")
-  assert_one_line_error(finish(refused), "--latent_dim=5", "--learning_rate=0.01")
+  assert_one_line_error(finish(refused), "--latent_dim=5", "--learning_rate=0.01",
+                        "--hidden_sizes=32,16 (run has 32)")  # As flags are written, ready to paste back.
   assert extended.returncode == 0, extended.stderr
   rows = _rows(workdir)
   assert rows[:len(_rows(reference))] == _rows(reference)

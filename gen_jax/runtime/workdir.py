@@ -73,7 +73,9 @@ def check_resumable(workdir, settings, may_change, defaults=None):
   differing = sorted(key for key in set(stored) | set(settings)
                      if key not in may_change and stored.get(key) != settings.get(key))
   if differing:
-    changes = ", ".join(f"--{key}={settings.get(key)!r} (run has {stored.get(key)!r})" for key in differing)
+    # As flags are written (--hidden_sizes=64,32), so that the run's own values can be pasted back.
+    changes = ", ".join(f"--{key}={config_lib.flag_text(settings.get(key))} (run has "
+                        f"{config_lib.flag_text(stored.get(key))})" for key in differing)
     raise UserError(f"workdir {workdir} holds a run with other settings: {changes}; allowed: the run's "
                     f"own values, or a fresh --workdir")
 
