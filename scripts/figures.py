@@ -70,7 +70,8 @@ def open_run(workdir, need="encode"):
 
 
 def _conditional(run):
-  return bool(getattr(run.config, "conditional", False))
+  """Whether a latent-code run (the figures that call this open only those) encodes under the class label."""
+  return run.config.networks_take_labels()
 
 
 def _images_dir(workdir):
@@ -218,7 +219,7 @@ def manifold_figures(run, data, grid_size=20, num_scatter=5000):
   grid_figure.tight_layout()
 
   count = min(num_scatter, len(data.test))
-  codes = run.encode(data.test[:count], None if data.test_labels is None else data.test_labels[:count])
+  codes = run.encode(data.test[:count])  # Unconditional (above): the labels only colour the points.
   scatter_figure, axis = plots.pyplot().subplots(figsize=(6, 5))
   if data.test_labels is None:
     axis.scatter(codes[:, 0], codes[:, 1], s=2, alpha=0.5)

@@ -20,6 +20,7 @@ import pytest
 
 import gen_jax
 from conftest import TINY_DCGAN_FLAGS, run_experiment
+from gen_jax.errors import UserError
 from gen_jax.evaluation.classifier import load_or_train_classifier
 
 SCHEDULE = ("--num_steps=16", "--eval_every_steps=4", "--checkpoint_every_steps=6", "--steps_per_dispatch=2",
@@ -90,3 +91,11 @@ def test_a_killed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(runs, nam
   for (path, resumed), (_, uninterrupted) in zip(_state_leaves(interrupted), _state_leaves(straight)):
     np.testing.assert_array_equal(resumed, uninterrupted, err_msg=f"{name} {path}")
   np.testing.assert_array_equal(np.load(interrupted / "samples.npy"), np.load(straight / "samples.npy"))
+
+
+@pytest.mark.parametrize("name", ["cvae", "autoencoder", "gmm", "toy_gan"])
+def test_labels_a_run_cannot_use_are_refused_not_ignored(runs, name):
+  run = gen_jax.load_run(str(runs[name][0]))
+  with pytest.raises(UserError, match=(r"\[0, 99\] \(2 of them\) for 2 outputs; allowed: 2 classes in 0\.\.9"
+                                       if name == "cvae" else r"\[0, 1\] \(2 of them\) for a model without classes")):
+    run.sample(2, labels=[0, 99] if name == "cvae" else [0, 1])

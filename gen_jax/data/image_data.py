@@ -117,6 +117,21 @@ def as_unit_images(x):
   return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
 
 
+def checked_labels(labels, count, num_classes):
+  """The `labels=` a user hands a run's operations, as `count` int32 classes in 0..num_classes-1; None stays
+  None. A model without classes (num_classes None) refuses any: it would ignore them without a word."""
+  if labels is None:
+    return None
+  labels = np.asarray(labels, np.int32).reshape(-1)
+  shown = f"labels= {labels[:8].tolist()}{' ...' if len(labels) > 8 else ''} ({len(labels)} of them)"
+  if num_classes is None:
+    raise UserError(f"{shown} for a model without classes; allowed: no labels (only a conditional run, a CVAE or "
+                    "a conditional GAN, takes a class)")
+  if len(labels) != count or labels.min(initial=0) < 0 or labels.max(initial=0) >= num_classes:
+    raise UserError(f"{shown} for {count} outputs; allowed: {count} classes in 0..{num_classes - 1}")
+  return labels
+
+
 def require_labels(data, dataset, setting):
   """One line when `setting` (e.g. "--conditional") needs labels that `dataset` does not have."""
   if data.train_labels is None:

@@ -9,6 +9,7 @@ import numpy as np
 from absl import logging
 
 from gen_jax import files, objectives, plots, salts
+from gen_jax.data import image_data
 from gen_jax.evaluation import classifier as classifier_lib, mode_coverage, sample_quality as sample_quality_lib
 from gen_jax.families import gan_figures
 from gen_jax.families.gan_steps import cycled_labels, discriminate, evaluation_generator, generate, make_sampler
@@ -41,7 +42,7 @@ class ToyEvaluation:
 
   def sample(self, state, count, seed, labels=None):
     """`count` points drawn with fold_in(key(seed), FINAL_SAMPLES): at the run's seed, samples.npy."""
-    del labels  # The toys have none.
+    image_data.checked_labels(labels, count, None)  # The toys have no classes: refused, never ignored.
     return self._sampler(evaluation_generator(state, self.config), state.model_state["generator"],
                          jax.random.fold_in(jax.random.key(seed), salts.FINAL_SAMPLES), count)
 
@@ -131,7 +132,8 @@ class ImageEvaluation:
     so labels given here should mix the labels within a chunk, as in training: a chunk of one class has its
     class-dependent mean normalised away."""
     key = jax.random.fold_in(jax.random.key(seed), salts.FINAL_SAMPLES)
-    labels = None if labels is None else jnp.asarray(labels, jnp.int32)
+    labels = image_data.checked_labels(labels, count, self.networks.num_classes)
+    labels = None if labels is None else jnp.asarray(labels)
     return from_tanh_range(self._sampler(*self._g(state), key, count, labels))
 
   def _final_samples(self, state):

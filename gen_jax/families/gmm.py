@@ -112,13 +112,19 @@ def make_task(config, workdir, mesh):
     return state, metrics | {"loss": -metrics["objective"]}
 
   def operations(state):
+    # A mixture has no classes: labels= is refused, never ignored.
     def log_likelihood(x, k, labels, seed):
-      del k, labels, seed  # Exact: a finite mixture needs no importance sampling.
+      del k, seed  # Exact: a finite mixture needs no importance sampling.
+      image_data.checked_labels(labels, len(x), None)
       x = image_data.as_unit_images(x).reshape(len(x), -1)
       return np.concatenate([np.asarray(log_likelihood_fn(state, x[start:start + ROWS_PER_CHUNK]))
                              for start in range(0, len(x), ROWS_PER_CHUNK)])
-    return {"sample": lambda count, seed, labels: sample_means(state, count, seed, data.image_shape),
-            "log_likelihood": log_likelihood, "test_log_likelihood": lambda k: evaluate(state)}
+
+    def sample(count, seed, labels):
+      image_data.checked_labels(labels, count, None)
+      return sample_means(state, count, seed, data.image_shape)
+
+    return {"sample": sample, "log_likelihood": log_likelihood, "test_log_likelihood": lambda k: evaluate(state)}
 
   def finalize(state):
     files.save_npy(os.path.join(workdir, "samples.npy"),

@@ -233,28 +233,19 @@ class CodeFunctions:
         {"params": params}, key, count, prior_dim(config), method="sample_prior"), static_argnums=2)
 
   def labels_for(self, labels, count):
-    """The labels to generate `count` outputs under: None for an unconditional model; else the given ones or,
-    by default, the classes in turn."""
-    if self.num_classes is None:
-      return None
-    return np.arange(count) % self.num_classes if labels is None else self._checked(labels, count)
+    """The labels to generate `count` outputs under: None for an unconditional model (which refuses given
+    ones); else the given ones or, by default, the classes in turn."""
+    if labels is None and self.num_classes is not None:
+      return np.arange(count) % self.num_classes
+    return image_data.checked_labels(labels, count, self.num_classes)
 
   def labels_of_images(self, labels, count):
     """The labels of `count` given images: None for an unconditional model; else required, since a CVAE's
     code, reconstruction and likelihood of an image are under the image's own class."""
-    if self.num_classes is None:
-      return None
-    if labels is None:
+    if labels is None and self.num_classes is not None:
       raise UserError(f"a conditional run encodes, reconstructs and scores images under their classes; allowed: "
                       f"labels= with one class in 0..{self.num_classes - 1} per image")
-    return self._checked(labels, count)
-
-  def _checked(self, labels, count):
-    labels = np.asarray(labels, np.int32).reshape(-1)
-    if len(labels) != count or labels.min(initial=0) < 0 or labels.max(initial=0) >= self.num_classes:
-      raise UserError(f"labels= {labels[:8].tolist()}{' ...' if len(labels) > 8 else ''} ({len(labels)} of "
-                      f"them) for {count} outputs; allowed: {count} classes in 0..{self.num_classes - 1}")
-    return labels
+    return image_data.checked_labels(labels, count, self.num_classes)
 
   def _chunked(self, function, params, inputs, labels):
     outputs = [np.asarray(function(params, jnp.asarray(inputs[start:start + CHUNK]),
