@@ -52,9 +52,9 @@ def _hold_out(images, labels, count, dataset):
   return images[:keep], held_labels[0], images[keep:], held_labels[1]
 
 
-def load_image_data(config):
+def load_image_data(config, num_validation_examples=0):
   """Both splits of `config.dataset`, binarised as `config.binarization` asks, with the last
-  `config.num_validation_examples` training examples (if any) held out as a validation split.
+  `num_validation_examples` training examples (if any) held out as a validation split.
 
   Held-out and test images of a binarised run are binarised once, each with its own fixed seed (the
   VampPrior protocol's fixed draws), so every evaluation of every run sees the same bits.
@@ -64,9 +64,9 @@ def load_image_data(config):
   test = load_split(config.dataset, "test", num_examples=config.num_test_examples or None, **kwargs)
   train_images, train_labels, test_images = train.images, train.labels, test.images
   validation_images = validation_labels = None
-  if getattr(config, "num_validation_examples", 0):
+  if num_validation_examples:
     train_images, train_labels, validation_images, validation_labels = _hold_out(
-        train_images, train_labels, config.num_validation_examples, config.dataset)
+        train_images, train_labels, num_validation_examples, config.dataset)
   if config.binarization == "static":
     train_images = preprocessing.binarize_static(config.seed, train_images)
   if config.binarization in ("static", "dynamic"):

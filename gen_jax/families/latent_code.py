@@ -366,7 +366,7 @@ class Parts:
 
 def build(config, mesh):
   """Data, model, schedule, optimizer and initial state of a latent-code family; writes nothing."""
-  data = image_data.load_image_data(config)
+  data = image_data.load_image_data(config, config.num_validation_examples)
   conditional = config.networks_take_labels()
   if conditional:
     image_data.require_labels(data, config.dataset, "--conditional")
