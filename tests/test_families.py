@@ -20,12 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl import flags as absl_flags
+from flax import linen as nn
 from flax.training import train_state
 
 import gen_jax
 from gen_jax import config as config_lib, families, optim
 from gen_jax.errors import UserError
-from gen_jax.families import gan
+from gen_jax.families import gan, image_training
 from gen_jax.runtime import checkpointing, loop, run as run_lib, workdir as workdir_lib
 
 from conftest import REPO, TINY_VAE_FLAGS, assert_one_line_error, finish, start_experiment
@@ -264,6 +265,86 @@ def test_a_family_defined_in_a_test_trains_through_the_shared_main_resumes_and_o
   (straight / "config.json").write_text(json.dumps(record | {"batch_size": 0}))
   with pytest.raises(UserError, match="--batch_size=0 is not allowed"):
     gen_jax.load_run(str(straight))
+
+
+# --- An image family on image_training alone: independent Bernoulli pixels, one logit each -----------------
+
+class PixelBernoulli(nn.Module):
+  """log p(x) = Σ_d x_d log σ(l_d) + (1 − x_d) log σ(−l_d), per image."""
+
+  @nn.compact
+  def __call__(self, x):
+    logits = self.param("logits", nn.initializers.zeros, x.shape[1:])
+    return jnp.sum(x * jax.nn.log_sigmoid(logits) + (1 - x) * jax.nn.log_sigmoid(-logits), axis=(1, 2, 3))
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelConfig(config_lib.TrainingConfig):
+  num_validation_examples: int = 100
+  num_train_examples: int = 400
+  num_test_examples: int = 100
+  batch_size: int = 50
+  eval_batch_size: int = 50
+  num_steps: int = 12
+  eval_every_steps: int = 4
+  learning_rate: float = 0.05
+
+
+class PixelFamily:
+  NAME = "pixel_bernoulli"
+  Config = PixelConfig
+  HELP = {}
+  MAY_CHANGE_ON_RESUME = config_lib.MAY_CHANGE_ON_RESUME
+  OPERATIONS = ()
+  validate = staticmethod(config_lib.validate_common)
+
+  @staticmethod
+  def make_task(config, workdir, mesh):
+    training = image_training.build(config, mesh, config.num_validation_examples)
+    model = PixelBernoulli()
+
+    def update(state, batch, key):
+      del key
+      loss, grads = jax.value_and_grad(lambda params: -jnp.mean(model.apply({"params": params}, batch["x"])))(
+          state.params)
+      return state.apply_gradients(grads=grads), {"loss": loss}
+
+    def sums(params, x, labels, mask, key):
+      del labels, key
+      return {"log_likelihood": jnp.sum(model.apply({"params": params}, x) * mask)}
+
+    evaluate = training.split_evaluator(sums)
+    return training.task(
+        init_state=training.initial_state(model, lambda: (jnp.zeros((1, *training.data.image_shape)),)),
+        update=update, evaluate=lambda state: evaluate(state.params), headline="loss",
+        selection=training.selection(sums, "log_likelihood"))
+
+
+def test_an_image_family_on_image_training_alone_gets_data_batches_evaluation_and_selection(tmp_path):
+  """The few lines of `image_training`'s docstring make a whole image family: binarised batches, a held-out split
+  that selects the model, and split means equal to the brute-force ones on the run's own splits."""
+  families.register(PixelFamily.NAME, PixelFamily)
+  try:
+    run_lib.train_and_evaluate(PixelFamily, PixelConfig(), str(tmp_path))
+    run = gen_jax.load_run(str(tmp_path))
+  finally:
+    del families.FAMILIES[PixelFamily.NAME]
+  logits = np.asarray(run.params["logits"], np.float64)
+
+  def brute_force(images):  # Mean log-likelihood in float64, from the formula, over a whole split.
+    x = images.astype(np.float64) / 255.0
+    log_p, log_not_p = -np.logaddexp(0, -logits), -np.logaddexp(0, logits)
+    return float(np.mean(np.sum(x * log_p + (1 - x) * log_not_p, axis=(1, 2, 3))))
+
+  data = run.dataset
+  assert len(data.train_images) == 300 and len(data.validation_images) == 100 and len(data.test_images) == 100
+  assert set(np.unique(data.test_images)) <= {0, 255}  # Binarised once, as the run's flags say.
+  validation = {row["step"]: row["log_likelihood"] for row in run.rows if row["split"] == "validation"}
+  (test_row,) = [row for row in run.rows if row["split"] == "test"]
+  assert sorted(validation) == [4, 8, 12] and run.step == test_row["step"] == max(validation, key=validation.get)
+  assert validation[run.step] == pytest.approx(brute_force(data.validation_images), rel=1e-5)
+  assert test_row["log_likelihood"] == pytest.approx(brute_force(data.test_images), rel=1e-5)
+  assert test_row["log_likelihood"] > 784 * math.log(0.5)  # Learnt: better than every pixel a coin flip.
 
 
 def test_ctrl_c_outside_a_training_loop_ends_in_one_line(monkeypatch, capsys):

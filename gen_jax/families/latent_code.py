@@ -1,5 +1,6 @@
 """What the latent-code families (VAE, CVAE, autoencoder) share: their network settings and architectures,
-the task skeleton (data, batches, schedule, optimizer, state), figures, samples and code operations.
+the model over `image_training`'s skeleton (data, batches, schedule, optimizer, state, model selection),
+figures, samples and code operations.
 
 A family composes these parts with its own objective and evaluation:
 
@@ -16,14 +17,12 @@ from typing import Any, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax.training import train_state
 
-from gen_jax import config as config_lib, files, objectives, optim, plots, salts
+from gen_jax import config as config_lib, files, objectives, plots, salts
 from gen_jax.data import image_data
 from gen_jax.errors import UserError
-from gen_jax.evaluation import chunked
+from gen_jax.families import image_training
 from gen_jax.models import hierarchical, networks, priors, vae as vae_model
-from gen_jax.runtime import loop
 
 CHUNK = 1000  # Codes or images per jitted call of the operations.
 
@@ -315,74 +314,49 @@ class _Figures:
 
 @dataclasses.dataclass(frozen=True)
 class Parts:
-  """The pieces a latent-code family assembles into its task (see the module docstring)."""
-  config: Any
-  mesh: Any
-  data: image_data.ImageData
+  """The pieces a latent-code family assembles into its task (see the module docstring): the model-independent
+  `training` (`image_training.ImageTraining`), the model, its code functions and its initial state."""
+  training: image_training.ImageTraining
   model: Any
   codes: CodeFunctions
-  schedule: loop.Schedule
-  step_inputs: Any
   init_state: Any
-  test_labels: Any
+
+  config = property(lambda self: self.training.config)
+  data = property(lambda self: self.training.data)
+  schedule = property(lambda self: self.training.schedule)
+  # The test labels of a conditional model, None otherwise.
+  test_labels = property(lambda self: self.data.test_labels if self.training.with_labels else None)
 
   def split_evaluator(self, sums_fn, split="test"):
     """evaluate(params) over the test (or validation) split from `sums_fn(params, x, labels, mask, key, model,
     config)`."""
-    images, labels, salt = {
-        "test": (self.data.test_images, self.test_labels, salts.EVALUATION),
-        "validation": (self.data.validation_images,
-                       None if self.test_labels is None else self.data.validation_labels, salts.VALIDATION),
-    }[split]
-    key = jax.random.fold_in(jax.random.key(self.config.seed), salt)
-    return chunked.make_split_evaluator(functools.partial(sums_fn, model=self.model, config=self.config),
-                                        images, labels, self.config.eval_batch_size, self.mesh, key)
-
-  def selection(self, validation_sums, metric):
-    """Model selection on the validation split by `metric` of `validation_sums`, when the config holds one out."""
-    if not self.config.num_validation_examples:
-      return None
-    evaluate = self.split_evaluator(validation_sums, "validation")
-    return loop.Selection(validate=lambda state: evaluate(state.params), metric=metric,
-                          patience=self.config.early_stopping_patience,
-                          start_step=self.config.kl_warmup_end_step(self.schedule.steps_per_epoch))
+    return self.training.split_evaluator(functools.partial(sums_fn, model=self.model, config=self.config), split)
 
   def task(self, workdir, *, update, evaluate, validation_sums, operations, headline, curve_label,
            identity_keys=(), final_evaluate=None, final_row_identity=None):
     """The loop.Task; `validation_sums` are the masked sums the validation rows report (and select by
     `headline`) when the config holds out a validation split."""
     figures = _Figures(self.codes, self.config, self.data, workdir, headline, curve_label)
-    conditional = self.codes.num_classes is not None
-    return loop.Task(
-        init_state=self.init_state, update=update,
-        make_batch=image_data.make_batch_fn(self.config.binarization, with_labels=conditional),
-        data=self.data.device_data(with_labels=conditional), step_inputs=self.step_inputs,
-        evaluate=evaluate, schedule=self.schedule, on_evaluation=figures.on_evaluation,
-        finalize=figures.finalize, operations=operations, dataset=self.data, headline=headline,
-        identity_keys=identity_keys, final_evaluate=final_evaluate or (lambda state: {}),
-        final_row_identity=final_row_identity or {},
-        selection=self.selection(validation_sums, headline))
+    selection = self.training.selection(
+        functools.partial(validation_sums, model=self.model, config=self.config), headline,
+        patience=self.config.early_stopping_patience,
+        start_step=self.config.kl_warmup_end_step(self.schedule.steps_per_epoch))
+    return self.training.task(
+        init_state=self.init_state, update=update, evaluate=evaluate, on_evaluation=figures.on_evaluation,
+        finalize=figures.finalize, operations=operations, headline=headline, identity_keys=identity_keys,
+        final_evaluate=final_evaluate or (lambda state: {}), final_row_identity=final_row_identity or {},
+        selection=selection)
 
 
 def build(config, mesh):
   """Data, model, schedule, optimizer and initial state of a latent-code family; writes nothing."""
-  data = image_data.load_image_data(config, config.num_validation_examples)
   conditional = config.networks_take_labels()
-  if conditional:
-    image_data.require_labels(data, config.dataset, "--conditional")
+  training = image_training.build(config, mesh, config.num_validation_examples,
+                                  labels_needed_by="--conditional" if conditional else None)
+  data = training.data
   model = build_model(config, data.image_shape, data.num_classes)
-  step_inputs, steps_per_epoch = loop.epoch_permutation_indices(len(data.train_images), config.batch_size,
-                                                                config.seed)
-  schedule = loop.Schedule.from_config(config, steps_per_epoch)
-  optimizer = optim.make_optimizer(config, schedule.num_steps, steps_per_epoch=steps_per_epoch)
-
-  @jax.jit  # One compiled program: run eagerly, every layer's ops are dispatched (and compiled) one by one.
-  def init_state(key):
-    x = jnp.zeros((1, *data.image_shape), jnp.float32)
-    labels = jnp.zeros((1,), jnp.int32) if conditional else None
-    params = model.init(key, x, jax.random.key(0), labels)["params"]
-    return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optimizer)
-
-  return Parts(config=config, mesh=mesh, data=data, model=model, codes=CodeFunctions(model, config, data.num_classes),
-               schedule=schedule, step_inputs=step_inputs, init_state=init_state,
-               test_labels=data.test_labels if conditional else None)
+  init_state = training.initial_state(model, lambda: (
+      jnp.zeros((1, *data.image_shape), jnp.float32), jax.random.key(0),
+      jnp.zeros((1,), jnp.int32) if conditional else None))
+  return Parts(training=training, model=model, codes=CodeFunctions(model, config, data.num_classes),
+               init_state=init_state)

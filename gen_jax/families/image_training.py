@@ -1,0 +1,94 @@
+"""What every family that trains one Linen model by gradient steps on an image dataset shares, whatever the
+model: the data (a validation split held out when asked), each epoch's example order, the schedule, the
+optimizer and the jitted initial TrainState, evaluators over the test or validation split, model selection
+with early stopping, and the loop.Task with its batches formed on the device.
+
+A new image family (an autoregressive model, a flow) composes it with its own model, step and evaluation:
+
+  training = image_training.build(config, mesh)                       # data loaded; nothing written
+  model = MyModel(...)                                                # sized by training.data.image_shape
+  init_state = training.initial_state(model, lambda: (jnp.zeros((1, *training.data.image_shape)),))
+  evaluate = training.split_evaluator(my_sums)      # my_sums(params, x, labels, mask, key) -> {name: masked sum}
+  return training.task(init_state=init_state, update=my_step, evaluate=..., headline="log_likelihood", ...)
+
+The latent-code families (`latent_code.build`) are built on it.
+"""
+
+import dataclasses
+from typing import Any
+
+import jax
+from flax.training import train_state
+
+from gen_jax import optim, salts
+from gen_jax.data import image_data
+from gen_jax.evaluation import chunked
+from gen_jax.runtime import loop
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageTraining:
+  """The model-independent parts of an image family's task (see the module docstring)."""
+  config: Any
+  mesh: Any
+  data: image_data.ImageData
+  schedule: loop.Schedule
+  step_inputs: Any
+  optimizer: Any
+  with_labels: bool  # Batches and evaluation chunks carry the class labels (a conditional model).
+
+  def initial_state(self, model, example_inputs):
+    """init_state(key): `model`'s TrainState under the config's optimizer, one compiled program (run eagerly,
+    every layer's ops would be dispatched, and compiled, one by one). `example_inputs()` -> the arguments of
+    `model.init` after the key, a batch of one, built inside the trace."""
+    optimizer = self.optimizer
+
+    @jax.jit
+    def init_state(key):
+      params = model.init(key, *example_inputs())["params"]
+      return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optimizer)
+
+    return init_state
+
+  def split_evaluator(self, sums_fn, split="test"):
+    """evaluate(params) -> {name: mean over the test (or validation) split} of `sums_fn(params, x, labels,
+    mask, key)`'s masked sums, in chunks of --eval_batch_size, with keys from the run's seed and the split's salt."""
+    images, labels, salt = {
+        "test": (self.data.test_images, self.data.test_labels, salts.EVALUATION),
+        "validation": (self.data.validation_images, self.data.validation_labels, salts.VALIDATION),
+    }[split]
+    key = jax.random.fold_in(jax.random.key(self.config.seed), salt)
+    return chunked.make_split_evaluator(sums_fn, images, labels if self.with_labels else None,
+                                        self.config.eval_batch_size, self.mesh, key)
+
+  def selection(self, validation_sums, metric, patience=0, start_step=0):
+    """Model selection by `metric` of `validation_sums` over the held-out split (and early stopping after
+    `patience` evaluations without a better one, counted from `start_step`); None without a held-out split."""
+    if self.data.validation_images is None:
+      return None
+    evaluate = self.split_evaluator(validation_sums, "validation")
+    return loop.Selection(validate=lambda state: evaluate(state.params), metric=metric, patience=patience,
+                          start_step=start_step)
+
+  def task(self, **fields):
+    """The loop.Task from the family's own `fields` (init_state, update, evaluate, headline, figures,
+    operations, selection ...) and this training's data, batches, example order and schedule."""
+    return loop.Task(make_batch=image_data.make_batch_fn(self.config.binarization, with_labels=self.with_labels),
+                     data=self.data.device_data(with_labels=self.with_labels), step_inputs=self.step_inputs,
+                     schedule=self.schedule, dataset=self.data, **fields)
+
+
+def build(config, mesh, num_validation_examples=0, labels_needed_by=None):
+  """The data, example order, schedule and optimizer of `config`; writes nothing. `labels_needed_by`: the
+  setting that makes the model conditional ("--conditional"), named in the one line a dataset without
+  labels gets; None: an unconditional model, whose batches carry no labels."""
+  data = image_data.load_image_data(config, num_validation_examples)
+  with_labels = labels_needed_by is not None
+  if with_labels:
+    image_data.require_labels(data, config.dataset, labels_needed_by)
+  step_inputs, steps_per_epoch = loop.epoch_permutation_indices(len(data.train_images), config.batch_size,
+                                                                config.seed)
+  schedule = loop.Schedule.from_config(config, steps_per_epoch)
+  optimizer = optim.make_optimizer(config, schedule.num_steps, steps_per_epoch=steps_per_epoch)
+  return ImageTraining(config=config, mesh=mesh, data=data, schedule=schedule, step_inputs=step_inputs,
+                       optimizer=optimizer, with_labels=with_labels)
