@@ -46,4 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  experiment_main.run(main)
+  experiment_main.run(main, training=True)  # Its record is the cached classifier, not the console.

@@ -146,8 +146,10 @@ def _flag_error_message(error, family_name):
   return message
 
 
-def run(main, family_name=None):
-  """app.run(main), turning a user's mistake into one line on stderr and a non-zero exit."""
+def run(main, family_name=None, training=False):
+  """app.run(main), turning a user's mistake into one line on stderr and a non-zero exit. `training`: a
+  training command, whose record is its workdir, so that a console gone away does not stop it (a script whose
+  product is what it prints keeps failing loudly)."""
   from gen_jax.runtime.loop import Preempted
 
   def guarded_main(argv):
@@ -158,6 +160,8 @@ def run(main, family_name=None):
       # Library chatter (TFDS's notes on its own folders, say) would bury the one line a user needs;
       # --verbosity=0 (or -v 0) brings absl's info logging back.
       logging.set_verbosity(logging.ERROR)
+    if training:
+      _console_that_outlives_its_reader()
     try:
       initialize_distributed()
       main(argv)
@@ -167,6 +171,12 @@ def run(main, family_name=None):
     except Preempted as stop:
       print(str(stop), file=sys.stderr)
       sys.exit(stop.exit_code)
+    except BrokenPipeError:
+      # A script's reader went away (`scripts/evaluate.py ... | head -1`): end quietly, as Unix tools do on
+      # SIGPIPE, with stdout pointed at /dev/null so that Python's flush at exit does not fail again.
+      devnull = os.open(os.devnull, os.O_WRONLY)
+      os.dup2(devnull, sys.__stdout__.fileno())
+      sys.exit(128 + signal.SIGPIPE)
     except KeyboardInterrupt:
       # Ctrl-C outside a training loop (which saves and raises Preempted): before training, or in a script
       # such as evaluate.py. Checkpoints, config.json, samples.npy and metrics rows are written whole or not
@@ -187,10 +197,19 @@ def run(main, family_name=None):
             f"{error.start}); allowed: text files of --flag=value lines", file=sys.stderr)
       sys.exit(2)
 
-  # A closed console (`| head`, a dead `tee`, a full log disk) must not stop training: see OutlivesItsReader.
-  sys.stdout, sys.stderr = (stream if isinstance(stream, progress.OutlivesItsReader)
-                            else progress.OutlivesItsReader(stream) for stream in (sys.stdout, sys.stderr))
   app.run(guarded_main, flags_parser=parse_flags)
+
+
+def _console_that_outlives_its_reader():
+  """A training run's stdout and stderr that a closed console (`| head`, a dead `tee`, a full log disk) cannot
+  stop (`progress.OutlivesItsReader`). Installed after absl has set up its logging, which tells its own
+  stderr handler by identity; a closed descriptor (`>&-`), which Python gives as None, stays None."""
+  sys.stdout, sys.stderr = (progress.OutlivesItsReader(stream)
+                            if stream is not None and not isinstance(stream, progress.OutlivesItsReader) else stream
+                            for stream in (sys.stdout, sys.stderr))
+  handler = logging.get_absl_handler().python_handler
+  if handler.stream is sys.__stderr__:  # absl's lines go through the same guard, and are printed once.
+    handler.stream = sys.stderr
 
 
 def run_family(name):
@@ -204,4 +223,4 @@ def run_family(name):
     config = config_from_flags(family.Config)
     run_lib.train_and_evaluate(family, config, FLAGS.workdir, flags_text=_resolved_flags(family.Config))
 
-  run(main, family_name=name)
+  run(main, family_name=name, training=True)

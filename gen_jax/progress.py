@@ -2,6 +2,7 @@
 scoring, classifier training), printed as training prints its own lines, at most every `every_seconds`; and
 console streams whose failure cannot stop a run (`OutlivesItsReader`)."""
 
+import errno
 import os
 import sys
 import time
@@ -28,13 +29,17 @@ class Progress:
 
 
 class OutlivesItsReader:
-  """A console stream (sys.stdout, sys.stderr) whose failure cannot stop a run.
+  """A training run's console stream (sys.stdout, sys.stderr), whose failure cannot stop the run.
 
   A run's record is its workdir, never its console: when the reader of a pipe goes away (`... | head`, a `tee`
-  that died) or a redirected log's disk fills, the next print raises an OSError that would otherwise stop the
-  run like a failed checkpoint. Here the first such failure points the stream's file descriptor at /dev/null,
-  and what was being written (and everything after it, Python's own flush at exit included) goes there.
+  that died), a terminal closes, or a redirected log's disk fills, the next print raises an OSError that would
+  otherwise stop the run like a failed checkpoint. Here the first such failure points the stream's file
+  descriptor at /dev/null, and what was being written (and everything after it, Python's own flush at exit
+  included) goes there. Other errors (a full non-blocking pipe, say) are raised as before.
   """
+
+  # What "the console went away" looks like: no reader, a disk (or quota) full, a terminal gone.
+  GONE = frozenset((errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO))
 
   def __init__(self, stream):
     self._stream = stream
@@ -42,16 +47,23 @@ class OutlivesItsReader:
   def write(self, text):
     return self._outliving(self._stream.write, text)
 
+  def writelines(self, lines):
+    return self._outliving(self._stream.writelines, lines)
+
   def flush(self):
     return self._outliving(self._stream.flush)
 
   def __getattr__(self, name):  # fileno, isatty, encoding ...: the stream's own.
+    if name == "_stream":  # Not set yet (a copy being made): no stream to ask.
+      raise AttributeError(name)
     return getattr(self._stream, name)
 
   def _outliving(self, operation, *args):
     try:
       return operation(*args)
-    except OSError:
+    except OSError as error:
+      if error.errno not in self.GONE:
+        raise
       try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, self._stream.fileno())

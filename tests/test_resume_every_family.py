@@ -93,9 +93,18 @@ def test_a_killed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(runs, nam
   np.testing.assert_array_equal(np.load(interrupted / "samples.npy"), np.load(straight / "samples.npy"))
 
 
-@pytest.mark.parametrize("name", ["cvae", "autoencoder", "gmm", "toy_gan"])
-def test_labels_a_run_cannot_use_are_refused_not_ignored(runs, name):
+@pytest.mark.parametrize("name, operation", [("cvae", "sample"), ("autoencoder", "encode"),
+                                             ("gmm", "log_likelihood"), ("toy_gan", "sample"),
+                                             ("image_gan", "sample")])
+def test_labels_a_run_cannot_use_are_refused_not_ignored(runs, name, operation):
   run = gen_jax.load_run(str(runs[name][0]))
-  with pytest.raises(UserError, match=(r"\[0, 99\] \(2 of them\) for 2 outputs; allowed: 2 classes in 0\.\.9"
-                                       if name == "cvae" else r"\[0, 1\] \(2 of them\) for a model without classes")):
-    run.sample(2, labels=[0, 99] if name == "cvae" else [0, 1])
+  images = np.zeros((2, 28, 28, 1), np.float32)
+  call = {"sample": lambda labels: run.sample(2, labels=labels),
+          "encode": lambda labels: run.encode(images, labels=labels),
+          "log_likelihood": lambda labels: run.log_likelihood(images, k=2, labels=labels)}[operation]
+  if name == "cvae":  # Classes 0..9: one outside them.
+    with pytest.raises(UserError, match=r"\[0, 99\] \(2 of them\) for 2 outputs; allowed: 2 classes in 0\.\.9"):
+      call([0, 99])
+  else:  # No classes at all: any labels would be ignored without a word.
+    with pytest.raises(UserError, match=r"\[0, 1\] \(2 of them\) for a model without classes; allowed: no labels"):
+      call([0, 1])

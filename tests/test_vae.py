@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 
 import numpy as np
@@ -67,8 +68,10 @@ def test_default_flagfile_runs_on_a_subset(tmp_path):
   result = run_experiment(
       "vae", "--flagfile=experiments/configs/vae_fashion_mnist.cfg", f"--workdir={tmp_path / 'run'}",
       "--num_train_examples=256", "--num_test_examples=100", "--eval_batch_size=100", "--num_steps=4",
-      "--batch_size=64", "--num_samples=8", "--log_every_steps=2", "--steps_per_dispatch=2")
+      "--batch_size=64", "--num_samples=8", "--log_every_steps=2", "--steps_per_dispatch=2", "--verbosity=0")
   assert result.returncode == 0, result.stderr
+  # -v 0 brings absl's info lines back, once each (not again through a second handler on stderr).
+  assert len([line for line in result.stderr.splitlines() if re.search(r"step +4  elbo", line)]) == 1, result.stderr
   rows = _rows(tmp_path / "run")
   assert rows[-1]["split"] == "test" and rows[-1]["step"] == 4
   flags_text = (tmp_path / "run" / "flags.txt").read_text()
