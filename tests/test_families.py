@@ -279,7 +279,7 @@ class PixelBernoulli(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class PixelConfig(config_lib.TrainingConfig):
+class PixelConfig(image_training.SelectionConfig):
   num_validation_examples: int = 100
   num_train_examples: int = 400
   num_test_examples: int = 100
@@ -297,7 +297,11 @@ class PixelFamily:
   HELP = {}
   MAY_CHANGE_ON_RESUME = config_lib.MAY_CHANGE_ON_RESUME
   OPERATIONS = ()
-  validate = staticmethod(config_lib.validate_common)
+
+  @staticmethod
+  def validate(config):
+    config_lib.validate_common(config)
+    image_training.validate_selection(config)
 
   @staticmethod
   def make_task(config, workdir, mesh):
@@ -319,7 +323,8 @@ class PixelFamily:
     return training.task(
         init_state=training.initial_state(model, lambda: (jnp.zeros((1, *training.data.image_shape)),)),
         update=update, evaluate=lambda state: evaluate(state.params), headline="loss",
-        selection=training.selection(sums, "log_likelihood"))
+        selection=training.selection(sums, "log_likelihood", config.early_stopping_patience,
+                                     derived=lambda means: {"nats_per_pixel": means["log_likelihood"] / 784}))
 
 
 def test_an_image_family_on_image_training_alone_gets_data_batches_evaluation_and_selection(tmp_path):
@@ -347,6 +352,10 @@ def test_an_image_family_on_image_training_alone_gets_data_batches_evaluation_an
   assert sorted(validation) == [4, 8, 12] and validation[4] > validation[8] > validation[12]
   assert run.step == test_row["step"] == 4  # Selected on the held-out split, not the newest.
   assert validation[run.step] == pytest.approx(brute_force(data.validation_images), rel=1e-5)
+  assert all(row["nats_per_pixel"] == pytest.approx(row["log_likelihood"] / 784)
+             for row in run.rows if row["split"] == "validation")
+  with pytest.raises(UserError, match="--num_validation_examples=400 leaves no training examples"):
+    PixelFamily.validate(PixelConfig(num_validation_examples=400))
   assert test_row["log_likelihood"] == pytest.approx(brute_force(data.test_images), rel=1e-5)
   assert test_row["log_likelihood"] > 784 * math.log(0.5)  # Learnt: better than every pixel a coin flip.
 

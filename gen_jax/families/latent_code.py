@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen_jax import config as config_lib, files, objectives, plots, salts
+from gen_jax import config as config_lib, objectives, plots, salts
 from gen_jax.data import image_data
 from gen_jax.errors import UserError
 from gen_jax.families import image_training
@@ -44,14 +44,11 @@ HELP = {
                    "--init_std > 0 overrides.",
     "log_variance_clamp": "mlp, hvae, conv_hvae: low,high: encoder log-variances clamped (hard tanh) to "
                           "[low, high]; empty: none.",
-    "num_validation_examples": "The last N training examples become a fixed validation split (0: none).",
-    "early_stopping_patience": "Stop once more than this many validation evaluations in a row bring no better "
-                               "ELBO (0: never); evaluations before the KL warm-up ends do not count.",
-}
+} | image_training.HELP
 
 
 @dataclasses.dataclass(frozen=True)
-class NetworkConfig(config_lib.TrainingConfig):
+class NetworkConfig(image_training.SelectionConfig):
   """The encoder/decoder settings every latent-code family shares."""
   architecture: str = "mlp"
   hidden_sizes: Tuple[int, ...] = (512, 256)
@@ -66,10 +63,6 @@ class NetworkConfig(config_lib.TrainingConfig):
   hidden_layer: str = "dense"  # A key of networks.HIDDEN_LAYERS.
   weight_init: str = "lecun_normal"  # A key of networks.WEIGHT_INITS.
   log_variance_clamp: Tuple[float, ...] = ()  # (low, high): clamp of the encoders' log-variances.
-  # Model selection: the last N training examples are held out (binarised once, like the test split);
-  # validation rows replace the periodic test rows and the best-validation checkpoint is the run's model.
-  num_validation_examples: int = 0
-  early_stopping_patience: int = 0  # Validation evaluations without improvement before stopping (0: never).
 
   def prior_module(self, image_shape):
     """p(z) on the top latent, a module of `models.priors`: N(0, I), unless a family's config with a choice
@@ -174,20 +167,13 @@ def validate_network(config):
   config_lib.check_non_negative(config, ("gaussian_std", "init_std"))
   config_lib.check_choice(config, "hidden_layer", tuple(networks.HIDDEN_LAYERS))
   config_lib.check_choice(config, "weight_init", tuple(networks.WEIGHT_INITS))
-  config_lib.check_non_negative(config, ("num_validation_examples", "early_stopping_patience"))
+  image_training.validate_selection(config)
   for choice, unread_by_value in UNREAD_SETTINGS.items():
     config_lib.check_unread(config, choice, unread_by_value)
   clamp = config.log_variance_clamp
   if clamp and (len(clamp) != 2 or not clamp[0] < clamp[1]):
     raise UserError(f"--log_variance_clamp={config_lib.flag_text(clamp)} is not allowed; allowed: empty or "
                     "low,high with low < high (e.g. -6,2)")
-  if config.num_train_examples and config.num_validation_examples >= config.num_train_examples:
-    raise UserError(f"--num_validation_examples={config.num_validation_examples} leaves no training examples of "
-                    f"--num_train_examples={config.num_train_examples}; allowed: fewer than "
-                    f"{config.num_train_examples}")
-  if config.early_stopping_patience and not config.num_validation_examples:
-    raise UserError(f"--early_stopping_patience={config.early_stopping_patience} needs a validation split; "
-                    "allowed: with --num_validation_examples > 0, or --early_stopping_patience=0")
   if config.networks_take_labels() and config.architecture in TWO_LEVEL_ARCHITECTURES:
     raise UserError(f"--architecture={config.architecture} with --conditional is not supported; allowed: mlp or "
                     "conv for the conditional VAE")
@@ -307,9 +293,7 @@ class _Figures:
 
   def finalize(self, state):
     samples = self.codes.sample(jax.device_get(state.params), self.config.num_samples, self.config.seed)
-    files.save_npy(os.path.join(self.workdir, "samples.npy"), np.asarray(samples, np.float32))
-    plots.plot_curves([self.workdir], os.path.join(self.images_dir, f"{self.curve_metric}_curve.png"),
-                      metric=self.curve_metric, labels=[self.curve_label])
+    image_training.save_samples_and_curve(self.workdir, samples, self.curve_metric, self.curve_label)
 
 
 @dataclasses.dataclass(frozen=True)
