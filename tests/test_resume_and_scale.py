@@ -47,14 +47,17 @@ def reference(tmp_path_factory):
 
 
 def test_resume_after_kills_is_bit_identical(reference, tmp_path):
-  """SIGKILL during an evaluation and during a save, SIGTERM, SIGKILL between steps; then finish."""
+  """SIGKILL during an evaluation, SIGHUP (a closed terminal), SIGKILL during a save, SIGTERM, SIGKILL between
+  steps; then finish."""
   workdir = tmp_path / "run"
-  interruptions = [("eval:8", -9), ("save:12", -9), ("sigterm:14", 143), ("step:16", -9)]
+  interruptions = [("eval:8", -9), ("sighup:10", 129), ("save:12", -9), ("sigterm:14", 143), ("step:16", -9)]
   for fault, expected_status in interruptions:
     result = run_experiment("vae", *FLAGS, f"--workdir={workdir}", env={"GEN_JAX_FAULT": fault})
     assert result.returncode == expected_status, (fault, result.stderr)
-    if fault.startswith("sigterm"):
-      assert "stopped by SIGTERM at step 14" in result.stderr and "re-running the same command" in result.stderr
+    if fault.startswith("sig"):
+      name, step = fault.upper().split(":")
+      assert f"stopped by {name} at step {step}" in result.stderr and "re-running the same command" in result.stderr
+      assert step in os.listdir(workdir / "checkpoints")  # The steps since the last checkpoint are saved.
   result = run_experiment("vae", *FLAGS, f"--workdir={workdir}")
   assert result.returncode == 0, result.stderr
 

@@ -154,14 +154,22 @@ class TrainingDiverged(UserError):
 
 
 class _StopSignals:
-  """Turns SIGTERM/SIGINT into a flag the loop checks between dispatches, so the stop is clean."""
+  """Turns SIGTERM/SIGINT/SIGHUP into a flag the loop checks between dispatches, so the stop is clean.
+
+  SIGHUP (the terminal closed, an ssh session dropped) would otherwise end the run where it stands, losing
+  the steps since the last checkpoint. A SIGHUP ignored at start (`nohup`) stays ignored.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
   def __init__(self):
     self.received = None
     self._previous = {}
 
   def __enter__(self):
-    for number in (signal.SIGTERM, signal.SIGINT):
+    for number in self.SIGNALS:
+      if number == signal.SIGHUP and signal.getsignal(number) == signal.SIG_IGN:
+        continue
       try:
         self._previous[number] = signal.signal(number, self._handle)
       except ValueError:  # Not the main thread (e.g. in a test harness): leave signals alone.
@@ -178,7 +186,7 @@ class _StopSignals:
 
 
 class _StopAtOnce(_StopSignals):
-  """SIGTERM/SIGINT raise _SignalArrived where Python next runs: for the final evaluation (k = 5000 on the
+  """SIGTERM/SIGINT/SIGHUP raise _SignalArrived where Python next runs: for the final evaluation (k = 5000 on the
   test split can take many minutes, so waiting for its end is no use) and for the work after training, which
   a rerun of the same command redoes. Signals are per process: on several hosts each must receive one."""
 
@@ -210,17 +218,21 @@ def _final_metrics(task, state, step):
 
 
 def _inject_fault(phase, step):
-  """Test hook: GEN_JAX_FAULT="phase:step" kills (or SIGTERMs) this process at that point.
+  """Test hook: GEN_JAX_FAULT="phase:step" kills (or signals) this process at that point.
 
   Phases: `step` (after the dispatch that reaches the step), `save` (while that step's checkpoint is
-  being written), `eval` (during that step's evaluation, before its test row), `sigterm` (a SIGTERM to
-  itself after the dispatch), `sigterm_final` (a SIGTERM as the final evaluation of the run's model starts:
-  the last step's, or the best-validation step's with model selection).
+  being written), `eval` (during that step's evaluation, before its test row), `sigterm` and `sighup` (that
+  signal to itself after the dispatch), `sigterm_final` (a SIGTERM as the final evaluation of the run's model
+  starts: the last step's, or the best-validation step's with model selection).
   The resume tests use it to interrupt runs at exact, repeatable moments.
   """
   fault = os.environ.get("GEN_JAX_FAULT")
   if fault and fault == f"{phase}:{step}":
-    os.kill(os.getpid(), signal.SIGTERM if phase.startswith("sigterm") else signal.SIGKILL)
+    os.kill(os.getpid(), _FAULT_SIGNALS.get(phase, signal.SIGKILL))
+
+
+# The phases that send a stop signal; every other phase kills.
+_FAULT_SIGNALS = {"sigterm": signal.SIGTERM, "sighup": signal.SIGHUP, "sigterm_final": signal.SIGTERM}
 
 
 def _dispatch_plan(step, schedule, event_steps):
@@ -387,6 +399,7 @@ def _train(task, workdir, seed, mesh, where):
       where["step"] = step
       _inject_fault("step", step)
       _inject_fault("sigterm", step)
+      _inject_fault("sighup", step)
       received = agreement.update(stop.received)  # One answer on every process (see SignalAgreement).
 
       final_step = step == schedule.num_steps
