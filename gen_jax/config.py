@@ -3,6 +3,7 @@ JSON form a run records in its `config.json`."""
 
 import dataclasses
 import math
+import numbers
 import typing
 from typing import Optional
 
@@ -181,3 +182,64 @@ def from_flat_dict(config_class, stored):
       value = stored[field.name]
       values[field.name] = tuple(value) if typing.get_origin(hints[field.name]) is tuple else value
   return config_class(**values)
+
+
+# A setting given from Python (`gen_jax.train`), by its field's type: what it may be, what it becomes, and how
+# the one line a wrong one gets says what is allowed. numpy's numbers are numbers too; a bool is not one.
+_PYTHON_SETTINGS = {
+    int: (numbers.Integral, int, "an integer"),
+    float: (numbers.Real, float, "a number"),
+    bool: (bool, bool, "True or False"),
+    str: (str, str, "a string"),
+}
+
+
+def _python_setting(value, hint):
+  """`value` as the field of type `hint` holds it, or raises TypeError."""
+  if typing.get_origin(hint) is tuple:
+    if not isinstance(value, (list, tuple)):
+      raise TypeError
+    return tuple(_python_setting(item, typing.get_args(hint)[0]) for item in value)
+  if typing.get_origin(hint) is typing.Union:  # Optional[X]: None, or an X.
+    return None if value is None else _python_setting(value, typing.get_args(hint)[0])
+  kind, convert, _ = _PYTHON_SETTINGS[hint]
+  if not isinstance(value, kind) or (hint is not bool and isinstance(value, bool)):
+    raise TypeError
+  return convert(value)
+
+
+def _allowed_text(hint):
+  if typing.get_origin(hint) is tuple:
+    return f"a list of {_allowed_text(typing.get_args(hint)[0]).split(' ', 1)[1]}s"
+  if typing.get_origin(hint) is typing.Union:
+    return f"{_allowed_text(typing.get_args(hint)[0])} or None"
+  return _PYTHON_SETTINGS[hint][2]
+
+
+def from_settings(config_class, settings, family_name):
+  """`config_class` from settings given as Python keywords (`gen_jax.train`): each one of its fields, of the
+  field's type (a list or tuple for a list setting); a UserError of one line names the first that is not."""
+  hints = typing.get_type_hints(config_class)
+  names = {field.name for field in dataclasses.fields(config_class)}
+  values = {}
+  for name, value in settings.items():
+    if name not in names:
+      raise UserError(f"{name}={value!r} is not a setting of the {family_name} family; allowed: its flags' names "
+                      f"(python -m experiments.{family_name} --helpfull)")
+    try:
+      values[name] = _python_setting(value, hints[name])
+    except TypeError:
+      raise UserError(f"{name}={value!r} is not allowed; allowed: {_allowed_text(hints[name])}") from None
+  return config_class(**values)
+
+
+def as_flags_text(config, workdir):
+  """flags.txt's text for `config`, as the command line writes it: `--workdir` and one line per setting, a
+  flagfile that starts the same run."""
+  lines = [f"--workdir={workdir}"]
+  for name, value in dataclasses.asdict(config).items():
+    if value is None:  # An optional flag left unset.
+      continue
+    lines.append((f"--{name}" if value else f"--no{name}") if isinstance(value, bool) else
+                 f"--{name}={flag_text(value)}")
+  return "".join(line + "\n" for line in lines)

@@ -267,6 +267,29 @@ def test_a_family_defined_in_a_test_trains_through_the_shared_main_resumes_and_o
     gen_jax.load_run(str(straight))
 
 
+def test_training_from_python_checks_settings_and_writes_a_flagfile_the_command_line_runs(tiny_family, tmp_path):
+  """gen_jax.train is the command line's run: its flags.txt, as a flagfile, trains the same run to the bit."""
+  refused = tmp_path / "refused"
+  for settings, message in [({"no_such": 1}, "no_such=1 is not a setting of the tiny_gaussian family"),
+                            ({"num_steps": "20"}, "num_steps='20' is not allowed; allowed: an integer"),
+                            ({"target_mean": True}, "target_mean=True is not allowed; allowed: a number"),
+                            ({"batch_size": 0}, "--batch_size=0 is not allowed")]:
+    with pytest.raises(UserError, match=re.escape(message)):
+      gen_jax.train("tiny_gaussian", str(refused), **settings)
+  assert not refused.exists()
+
+  run = gen_jax.train("tiny_gaussian", str(tmp_path / "python"), num_steps=np.int64(20), target_mean=1.5)
+  assert run.step == 20 and run.config.num_steps == 20 and run.config.target_mean == 1.5
+  flagfile = tmp_path / "python" / "flags.txt"
+  again = _through_the_shared_main(tmp_path / "command_line", f"--flagfile={flagfile}",
+                                   f"--workdir={tmp_path / 'command_line'}")
+  assert again.returncode == 0, again.stderr
+  from_the_command_line = gen_jax.load_run(str(tmp_path / "command_line"))
+  assert from_the_command_line.config == run.config
+  for name in ("mean", "log_std"):
+    assert np.asarray(from_the_command_line.params[name]) == np.asarray(run.params[name])
+
+
 # --- An image family on image_training alone: independent Bernoulli pixels, one logit each -----------------
 
 class PixelBernoulli(nn.Module):
