@@ -4,6 +4,7 @@ JSON form a run records in its `config.json`."""
 import dataclasses
 import math
 import numbers
+import os
 import typing
 from typing import Optional
 
@@ -185,17 +186,22 @@ def from_flat_dict(config_class, stored):
 
 
 # A setting given from Python (`gen_jax.train`), by its field's type: what it may be, what it becomes, and how
-# the one line a wrong one gets says what is allowed. numpy's numbers are numbers too; a bool is not one.
+# the one line a wrong one gets says what is allowed. numpy's values (arrays for lists) and paths are taken as
+# Python's; a bool is not a number.
 _PYTHON_SETTINGS = {
     int: (numbers.Integral, int, "an integer"),
     float: (numbers.Real, float, "a number"),
     bool: (bool, bool, "True or False"),
-    str: (str, str, "a string"),
+    str: (str, str, "a string (one line, no spaces around it)"),
 }
 
 
 def _python_setting(value, hint):
   """`value` as the field of type `hint` holds it, or raises TypeError."""
+  if hasattr(value, "tolist") and not isinstance(value, str):  # A numpy array or scalar: Python's own values.
+    value = value.tolist()
+  if isinstance(value, os.PathLike):
+    value = os.fspath(value)
   if typing.get_origin(hint) is tuple:
     if not isinstance(value, (list, tuple)):
       raise TypeError
@@ -204,6 +210,8 @@ def _python_setting(value, hint):
     return None if value is None else _python_setting(value, typing.get_args(hint)[0])
   kind, convert, _ = _PYTHON_SETTINGS[hint]
   if not isinstance(value, kind) or (hint is not bool and isinstance(value, bool)):
+    raise TypeError
+  if isinstance(value, str) and (value != value.strip() or "\n" in value):  # A flagfile line could not hold it.
     raise TypeError
   return convert(value)
 

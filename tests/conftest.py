@@ -52,14 +52,23 @@ def experiment_command(module, *flags):
   return [sys.executable, "-m", f"experiments.{module}", *flags]
 
 
-def start_experiment(module, *flags, env=None, stderr=subprocess.PIPE):
+# Runs a command with SIGHUP at its default action, as in a terminal: a suite started under `nohup` would
+# otherwise hand its runs an ignored SIGHUP (ignored signals survive exec; a shell's `trap` cannot undo that).
+HANGUP_AT_DEFAULT = ("import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_DFL); "
+                     "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
+def start_experiment(module, *flags, env=None, stderr=subprocess.PIPE, hangup_at_default=False):
   """Starts `python -m experiments.<module> flags...` from the repository root; returns the Popen (stderr:
-  subprocess.STDOUT puts both streams on the one pipe, as `2>&1 |` does)."""
+  subprocess.STDOUT puts both streams on the one pipe, as `2>&1 |` does; hangup_at_default: SIGHUP ends or
+  stops the run as in a terminal, whatever the suite's own SIGHUP is)."""
   # A run gets the suite's XLA flags and the test's own, not any the suite itself was started with.
   full_env = dict(os.environ, **(env or {}))
   full_env["XLA_FLAGS"] = f"{TEST_XLA_FLAGS} {(env or {}).get('XLA_FLAGS', '')}".strip()
-  return subprocess.Popen(experiment_command(module, *flags), cwd=REPO, env=full_env,
-                          stdout=subprocess.PIPE, stderr=stderr, text=True)
+  command = experiment_command(module, *flags)
+  if hangup_at_default:
+    command = [sys.executable, "-c", HANGUP_AT_DEFAULT, *command[1:]]
+  return subprocess.Popen(command, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=stderr, text=True)
 
 
 def finish(process, timeout=240):
@@ -67,8 +76,8 @@ def finish(process, timeout=240):
   return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-def run_experiment(module, *flags, env=None, timeout=240):
-  return finish(start_experiment(module, *flags, env=env), timeout)
+def run_experiment(module, *flags, env=None, timeout=240, hangup_at_default=False):
+  return finish(start_experiment(module, *flags, env=env, hangup_at_default=hangup_at_default), timeout)
 
 
 def assert_one_line_error(result, *fragments):

@@ -273,13 +273,16 @@ def test_training_from_python_checks_settings_and_writes_a_flagfile_the_command_
   for settings, message in [({"no_such": 1}, "no_such=1 is not a setting of the tiny_gaussian family"),
                             ({"num_steps": "20"}, "num_steps='20' is not allowed; allowed: an integer"),
                             ({"target_mean": True}, "target_mean=True is not allowed; allowed: a number"),
+                            ({"dataset": "toy\n"}, "dataset='toy\\n' is not allowed; allowed: a string (one line"),
                             ({"batch_size": 0}, "--batch_size=0 is not allowed")]:
     with pytest.raises(UserError, match=re.escape(message)):
       gen_jax.train("tiny_gaussian", str(refused), **settings)
   assert not refused.exists()
 
-  run = gen_jax.train("tiny_gaussian", str(tmp_path / "python"), num_steps=np.int64(20), target_mean=1.5)
+  run = gen_jax.train("tiny_gaussian", str(tmp_path / "python"), num_steps=np.int64(20), target_mean=1.5,
+                      data_dir=tmp_path / "data")  # numpy's numbers and a path are taken as Python's.
   assert run.step == 20 and run.config.num_steps == 20 and run.config.target_mean == 1.5
+  assert run.config.data_dir == str(tmp_path / "data")
   flagfile = tmp_path / "python" / "flags.txt"
   again = _through_the_shared_main(tmp_path / "command_line", f"--flagfile={flagfile}",
                                    f"--workdir={tmp_path / 'command_line'}")
@@ -288,6 +291,10 @@ def test_training_from_python_checks_settings_and_writes_a_flagfile_the_command_
   assert from_the_command_line.config == run.config
   for name in ("mean", "log_std"):
     assert np.asarray(from_the_command_line.params[name]) == np.asarray(run.params[name])
+  # Resumed from Python with the same settings: the same flags, so flags.txt records no new start.
+  gen_jax.train("tiny_gaussian", str(tmp_path / "command_line"), num_steps=20, target_mean=1.5,
+                data_dir=str(tmp_path / "data"))
+  assert workdir_lib.RESUMED_FLAGS_SEPARATOR not in (tmp_path / "command_line" / "flags.txt").read_text()
 
 
 # --- An image family on image_training alone: independent Bernoulli pixels, one logit each -----------------
@@ -474,12 +481,14 @@ def test_a_cosine_run_keeps_its_length_on_resume_and_a_constant_one_may_change_i
 
 
 def test_flags_txt_ends_with_the_flags_of_the_latest_start(tmp_path):
-  """A start with the last block's flags adds nothing; one with other flags adds them, earlier ones too."""
+  """A start with the last block's flags adds nothing, in whatever order and with blank lines (absl writes one for
+  an unset optional flag, gen_jax.train none); one with other flags adds them, earlier ones too."""
   settings = workdir_lib.settings_record(TinyFamily.NAME, TinyConfig())
-  for flags_text in ("--seed=0\n", "--seed=0\n", "--final_iwae_k=10\n", "--seed=0\n"):
+  for flags_text in ("--seed=0\n--batch_size=8\n", "--batch_size=8\n\n--seed=0\n", "--final_iwae_k=10\n",
+                     "--seed=0\n--batch_size=8\n"):
     workdir_lib.record(str(tmp_path), settings, set(), flags_text)
   blocks = (tmp_path / "flags.txt").read_text().split(workdir_lib.RESUMED_FLAGS_SEPARATOR)
-  assert blocks == ["--seed=0\n", "--final_iwae_k=10\n", "--seed=0\n"]
+  assert blocks == ["--seed=0\n--batch_size=8\n", "--final_iwae_k=10\n", "--seed=0\n--batch_size=8\n"]
 
 
 def test_a_resume_shorter_than_the_runs_progress_is_refused_and_touches_nothing(tiny_family, tmp_path):

@@ -52,7 +52,8 @@ def test_resume_after_kills_is_bit_identical(reference, tmp_path):
   workdir = tmp_path / "run"
   interruptions = [("eval:8", -9), ("sighup:10", 129), ("save:12", -9), ("sigterm:14", 143), ("step:16", -9)]
   for fault, expected_status in interruptions:
-    result = run_experiment("vae", *FLAGS, f"--workdir={workdir}", env={"GEN_JAX_FAULT": fault})
+    result = run_experiment("vae", *FLAGS, f"--workdir={workdir}", env={"GEN_JAX_FAULT": fault},
+                            hangup_at_default=True)
     assert result.returncode == expected_status, (fault, result.stderr)
     if fault.startswith("sig"):
       name, step = fault.upper().split(":")

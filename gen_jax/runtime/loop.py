@@ -132,7 +132,7 @@ class Task:
 
 
 class Preempted(Exception):
-  """SIGTERM/SIGINT stopped the run. Carries the exit status and a line: where it stopped, what is saved and
+  """SIGTERM/SIGINT/SIGHUP stopped the run. Carries the exit status and a line: where it stopped, what is saved and
   how to go on."""
 
   def __init__(self, signal_number, where_and_how):

@@ -129,6 +129,10 @@ def record(workdir, settings, may_change, flags_text=None, defaults=None):
       _write_records(workdir, settings, flags_text)
 
 
+def _flag_lines(text):
+  return {line.strip() for line in text.splitlines()} - {""}
+
+
 def _write_records(workdir, settings, flags_text):
   config_path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(config_path):
@@ -141,7 +145,8 @@ def _write_records(workdir, settings, flags_text):
     with open(flags_path) as f:
       recorded = f.read()
   # New, or resumed with other flags than the latest start's (earlier ones included): keep the history, add
-  # the new set, so that the last block is always what the run now runs with.
-  if recorded.split(RESUMED_FLAGS_SEPARATOR)[-1] != flags_text:
+  # the new set, so that the last block is always what the run now runs with. Flags are a set: the same ones
+  # in another order (a family's fields reordered, gen_jax.train's text against the command line's) are the same.
+  if _flag_lines(recorded.split(RESUMED_FLAGS_SEPARATOR)[-1]) != _flag_lines(flags_text):
     separator = RESUMED_FLAGS_SEPARATOR if recorded else ""
     files.write_text(flags_path, recorded + separator + flags_text)
