@@ -188,11 +188,11 @@ def from_flat_dict(config_class, stored):
 # A setting given from Python (`gen_jax.train`), by its field's type: what it may be, what it becomes, and how
 # the one line a wrong one gets says what is allowed. numpy's values (arrays for lists) and paths are taken as
 # Python's; a bool is not a number.
-_PYTHON_SETTINGS = {
-    int: (numbers.Integral, int, "an integer"),
-    float: (numbers.Real, float, "a number"),
-    bool: (bool, bool, "True or False"),
-    str: (str, str, "a string (one line, no spaces around it)"),
+_PYTHON_SETTINGS = {  # type: (what it may be, what it becomes, one allowed, a list of them allowed)
+    int: (numbers.Integral, int, "an integer", "integers"),
+    float: (numbers.Real, float, "a number", "numbers"),
+    bool: (bool, bool, "True or False", "bools"),
+    str: (str, str, "a string (one line, no spaces around it)", "strings (one line each)"),
 }
 
 
@@ -208,7 +208,7 @@ def _python_setting(value, hint):
     return tuple(_python_setting(item, typing.get_args(hint)[0]) for item in value)
   if typing.get_origin(hint) is typing.Union:  # Optional[X]: None, or an X.
     return None if value is None else _python_setting(value, typing.get_args(hint)[0])
-  kind, convert, _ = _PYTHON_SETTINGS[hint]
+  kind, convert, _, _ = _PYTHON_SETTINGS[hint]
   if not isinstance(value, kind) or (hint is not bool and isinstance(value, bool)):
     raise TypeError
   if isinstance(value, str) and (value != value.strip() or "\n" in value):  # A flagfile line could not hold it.
@@ -218,7 +218,7 @@ def _python_setting(value, hint):
 
 def _allowed_text(hint):
   if typing.get_origin(hint) is tuple:
-    return f"a list of {_allowed_text(typing.get_args(hint)[0]).split(' ', 1)[1]}s"
+    return f"a list of {_PYTHON_SETTINGS[typing.get_args(hint)[0]][3]}"
   if typing.get_origin(hint) is typing.Union:
     return f"{_allowed_text(typing.get_args(hint)[0])} or None"
   return _PYTHON_SETTINGS[hint][2]
