@@ -174,8 +174,8 @@ def run(main, family_name=None, training=False):
     except BrokenPipeError:
       # A script's reader went away (`scripts/evaluate.py ... | head -1`): end quietly, as Unix tools do on
       # SIGPIPE, with stdout pointed at /dev/null so that Python's flush at exit does not fail again.
-      devnull = os.open(os.devnull, os.O_WRONLY)
-      os.dup2(devnull, sys.__stdout__.fileno())
+      if sys.__stdout__ is not None:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
       sys.exit(128 + signal.SIGPIPE)
     except KeyboardInterrupt:
       # Ctrl-C outside a training loop (which saves and raises Preempted): before training, or in a script
