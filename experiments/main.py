@@ -32,6 +32,9 @@ COMMON_HELP = {
     "num_test_examples": "Use only the first N test examples (0: all).",
     "image_size": "Resize images to this side (0: the dataset's own size).",
     "binarization": "none, dynamic (fresh Bernoulli draw per batch) or static (one fixed draw).",
+    "held_out_binarization": "The one fixed draw of a binarised run's validation and test bits: own_seeds (one "
+                             "seed per split) or vampprior_code (the VampPrior and Exemplar VAE code's: "
+                             "np.random.seed(777), validation then test), for the very images its numbers are on.",
     "batch_size": "Global batch size, split over all devices.",
     "num_epochs": "Training epochs.",
     "num_steps": "Training steps; > 0 overrides --num_epochs.",

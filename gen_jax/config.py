@@ -31,6 +31,8 @@ def may_change_on_resume(config, may_change):
 COMPUTE_DTYPES = ("float32", "bfloat16")
 # none: intensities in [0, 1]; dynamic: a fresh Bernoulli draw per batch; static: one fixed draw.
 BINARIZATIONS = ("none", "dynamic", "static")
+# How a binarised run draws its validation and test bits once (gen_jax.data.image_data.HELD_OUT_DRAWS).
+HELD_OUT_BINARIZATIONS = ("own_seeds", "vampprior_code")
 # The key of config.json that names the run's family (the registry's name for it).
 FAMILY_KEY = "family"
 
@@ -45,6 +47,7 @@ class TrainingConfig:
   num_test_examples: int = 0
   image_size: int = 0  # 0: the dataset's own size (required for images:DIR).
   binarization: str = "dynamic"  # none, dynamic (fresh draw per batch) or static (one fixed draw).
+  held_out_binarization: str = "own_seeds"  # The fixed draw of the validation and test bits.
   # Optimisation.
   batch_size: int = 128
   num_epochs: int = 10
@@ -136,6 +139,8 @@ def validate_common(config):
     raise UserError("--num_epochs=0 with --num_steps=0 trains nothing; allowed: a positive value for one")
   check_choice(config, "compute_dtype", COMPUTE_DTYPES)
   check_choice(config, "binarization", BINARIZATIONS)
+  check_choice(config, "held_out_binarization", HELD_OUT_BINARIZATIONS)
+  check_unread(config, "binarization", {"none": ("held_out_binarization",)})
   from gen_jax import optim  # Same layer; imported here so that reading a config never loads optax.
   check_choice(config, "optimizer", tuple(optim.OPTIMIZERS))
   check_choice(config, "lr_schedule", tuple(optim.SCHEDULES))

@@ -15,6 +15,7 @@ import pytest
 from conftest import assert_one_line_error, run_experiment
 from gen_jax.errors import UserError
 from gen_jax import parallel
+from gen_jax.models import networks
 from gen_jax.families import autoencoder, cvae, latent_code, vae
 
 IMAGE_SHAPE = (8, 8, 1)
@@ -79,7 +80,7 @@ def test_autoencoder_objective_matches_a_hand_computation():
 
   flat = np.asarray(x, np.float64).reshape(4, -1)
   hidden = np.tanh(flat @ p["encoder"]["Dense_0"]["kernel"] + p["encoder"]["Dense_0"]["bias"])
-  code = (hidden @ p["encoder"]["Dense_1"]["kernel"] + p["encoder"]["Dense_1"]["bias"])[:, :2]  # μ only.
+  code = hidden @ p["encoder"][networks.HEAD]["mean_kernel"] + p["encoder"][networks.HEAD]["mean_bias"]  # μ only.
   hidden = np.tanh(code @ p["decoder"]["Dense_0"]["kernel"] + p["decoder"]["Dense_0"]["bias"])
   logits = hidden @ p["decoder"]["Dense_1"]["kernel"] + p["decoder"]["Dense_1"]["bias"]
   by_hand = np.sum(flat * np.log(1 / (1 + np.exp(-logits))) + (1 - flat) * np.log(1 / (1 + np.exp(logits))),
@@ -94,9 +95,10 @@ def test_autoencoder_objective_matches_a_hand_computation():
   np.testing.assert_allclose(recon, by_hand, rtol=1e-5)
   assert float(loss) == pytest.approx(-by_hand.mean(), rel=1e-5)
   assert set(metrics) == {"recon"} and float(metrics["recon"]) == pytest.approx(by_hand.mean(), rel=1e-5)
-  # The code is deterministic: the log-variance half of the encoder's output gets no gradient.
-  kernel_grad = np.asarray(grads["encoder"]["Dense_1"]["kernel"])
-  assert np.all(kernel_grad[:, 2:] == 0.0) and np.any(kernel_grad[:, :2] != 0.0)
+  # The code is deterministic: the encoder's log-variance head gets no gradient.
+  head_grads = grads["encoder"][networks.HEAD]
+  assert np.all(np.asarray(head_grads["log_variance_kernel"]) == 0.0)
+  assert np.any(np.asarray(head_grads["mean_kernel"]) != 0.0)
 
 
 class _AlwaysSays:

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax.training import train_state
 
 from gen_jax import objectives, optim, parallel
 from gen_jax.data import image_data
@@ -247,6 +248,9 @@ _REFERENCE_CONV_HVAE = {
     "decoder": [("gated", 40, 300), ("gated", 40, 300), ("gated", 600, 784), ("gated_conv", 1, 64, 3)]
                + [("gated_conv", 64, 64, 3)] * 3 + [("conv", 64, 1, 1)],
 }
+# Parameter tensors per layer: the gradient normaliser scales each tensor by its own norm, so the model must have
+# the reference's tensors, not only its parameter count (one fused mean-and-log-variance layer would pass that).
+_REFERENCE_TENSORS = {"linear": 2, "gated": 4, "conv": 2, "gated_conv": 4}
 _REFERENCE_PARAMETER_COUNTS = {
     "linear": lambda fan_in, fan_out: fan_in * fan_out + fan_out,
     "gated": lambda fan_in, fan_out: 2 * (fan_in * fan_out + fan_out),
@@ -257,18 +261,48 @@ _REFERENCE_PARAMETER_COUNTS = {
 
 @pytest.mark.parametrize("architecture, reference", [("hvae", _REFERENCE_HVAE), ("conv_hvae", _REFERENCE_CONV_HVAE)])
 def test_hvae_and_conv_hvae_have_the_reference_layers(architecture, reference):
-  """Parameter counts per part at the flagfiles' sizes (shapes only, nothing compiled): a layer too many or
-  too few, or one of another width, changes the count of its part."""
+  """Parameter counts and tensor counts per part at the flagfiles' sizes (shapes only, nothing compiled): a
+  layer too many or too few, or one of another width, changes the counts of its part."""
   config = vae.Config(architecture=architecture, hidden_sizes=(300, 300), latent_dim=40, top_latent_dim=40,
                       hidden_layer="gated", weight_init="he_normal", log_variance_clamp=(-6.0, 2.0))
   model = latent_code.build_model(config, (28, 28, 1))
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jax.random.key(1))["params"]
-  counts = {name: sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(part)) for name, part in shapes.items()}
+  counts = {name: (sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(part)), len(jax.tree.leaves(part)))
+            for name, part in shapes.items()}
   # q(z1 | x, z2)'s image branch is its own module here (it runs once per image, not once per sample).
-  counts["bottom_encoder"] += counts.pop("image_features")
-  expected = {name: sum(_REFERENCE_PARAMETER_COUNTS[kind](*sizes) for kind, *sizes in layers)
+  counts["bottom_encoder"] = tuple(map(sum, zip(counts["bottom_encoder"], counts.pop("image_features"))))
+  expected = {name: (sum(_REFERENCE_PARAMETER_COUNTS[kind](*sizes) for kind, *sizes in layers),
+                     sum(_REFERENCE_TENSORS[kind] for kind, *_ in layers))
               for name, layers in reference.items()}
   assert counts == expected
+
+
+def test_a_fused_mean_and_log_variance_layer_of_an_older_checkpoint_restores_into_the_two_heads(tmp_path):
+  """Before GaussianHead, an encoder's mean and log-variance were one nn.Dense of 2·latent outputs (μ first),
+  numbered after the module's other Dense layers. Such a layer computes what the two heads compute, and a
+  checkpoint holding it (Adam's moments included) restores into the current layout to the bit."""
+  encoder = networks.MLPEncoder((5,), 3, activation="tanh")
+  x = jax.random.normal(jax.random.key(0), (4, 7))
+  params = encoder.init(jax.random.key(1), x)["params"]
+  fused = networks.with_fused_heads(params)
+  assert set(fused) == {"Dense_0", "Dense_1"}
+  hidden = jnp.tanh(x @ fused["Dense_0"]["kernel"] + fused["Dense_0"]["bias"])
+  mean, log_variance = jnp.split(hidden @ fused["Dense_1"]["kernel"] + fused["Dense_1"]["bias"], 2, axis=-1)
+  for got, expected in zip(encoder.apply({"params": params}, x), (mean, log_variance)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-6, atol=1e-6)
+
+  config, model, hvae_params = _tiny_hvae("vampprior")
+  tx = optim.make_optimizer(dataclasses.replace(config, optimizer="adam_norm_grad"), total_steps=10)
+  state = train_state.TrainState.create(apply_fn=None, params=hvae_params, tx=tx)
+  state = state.apply_gradients(grads=jax.tree.map(jnp.cos, hvae_params))  # Adam's moments are not zero.
+  checkpointer = checkpointing.Checkpointer(str(tmp_path / "checkpoints"), keep=1)
+  checkpointer.save(1, networks.with_fused_heads(state), {"step": 1})
+  checkpointer.wait()
+  restored, progress = checkpointer.restore(checkpointing.abstract_like(state))
+  checkpointer.close()
+  assert progress == {"step": 1}
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), restored, state)
 
 
 @pytest.mark.parametrize("prior", ["standard_normal", "vampprior"])
@@ -281,7 +315,7 @@ def test_hvae_importance_weights_estimate_the_brute_force_likelihood(prior):
   config, model, params = _tiny_hvae(prior)
   params = jax.tree_util.tree_map_with_path(
       lambda path, leaf: jnp.zeros_like(leaf) if path[0].key in ("top_encoder", "bottom_encoder", "bottom_prior")
-      and path[1].key == "Dense_0" else leaf, params)
+      and path[1].key == networks.HEAD else leaf, params)
   images = np.asarray([[[[1.0], [0.0]], [[1.0], [1.0]]], [[[0.0], [0.0]], [[1.0], [0.0]]]], np.float32)
   grid = np.linspace(-7.0, 7.0, 561)
   step = grid[1] - grid[0]
@@ -318,6 +352,27 @@ def test_validation_split_is_held_out_from_the_end_of_the_training_split_and_bin
     image_data._hold_out(images, None, 10, "npz:x")
 
 
+def test_the_vampprior_codes_held_out_draw_is_its_binarize_bit_for_bit():
+  """--held_out_binarization=vampprior_code gives the bits of the reference's `binarize` (base_load_data.py):
+  np.random.seed(777), then np.random.binomial(1, x) of the validation split's (N, 784) float64 pixels / 255,
+  then of the test split's; the split held out is the training split's end, in file order."""
+  config = vae.Config(num_train_examples=60, num_test_examples=20, held_out_binarization="vampprior_code")
+  data = image_data.load_image_data(config, num_validation_examples=10)
+  raw = image_data.load_image_data(dataclasses.replace(config, binarization="none", held_out_binarization="own_seeds"),
+                                   num_validation_examples=10)
+  saved = np.random.get_state()
+  try:
+    np.random.seed(777)
+    x_val = np.random.binomial(1, raw.validation_images.reshape(10, 784) / 255.)
+    x_test = np.random.binomial(1, raw.test_images.reshape(20, 784) / 255.)
+  finally:
+    np.random.set_state(saved)
+  np.testing.assert_array_equal(data.validation_images.reshape(10, 784), x_val * 255)
+  np.testing.assert_array_equal(data.test_images.reshape(20, 784), x_test * 255)
+  own = image_data.load_image_data(dataclasses.replace(config, held_out_binarization="own_seeds"), 10)
+  assert np.mean(own.test_images != data.test_images) > 0.01  # Another draw: the choice is read.
+
+
 @pytest.mark.parametrize("overrides, fragment", [
     (dict(prior="vampprior", num_pseudo_inputs=0), "--num_pseudo_inputs=0"),
     (dict(early_stopping_patience=5), "--early_stopping_patience=5 needs a validation split"),
@@ -342,6 +397,10 @@ def test_validation_split_is_held_out_from_the_end_of_the_training_split_and_bin
     (dict(hidden_layer="maxout"), "--hidden_layer='maxout' is unknown"),
     (dict(kl_warmup_epochs=3, kl_warmup_steps=10), "--kl_warmup_steps=10 with --kl_warmup_epochs=3"),
     (dict(optimizer="adamw"), "adam_norm_grad"),
+    (dict(held_out_binarization="numpy"), "--held_out_binarization='numpy' is unknown; allowed: own_seeds, "
+     "vampprior_code"),
+    (dict(binarization="none", held_out_binarization="vampprior_code"),
+     "--binarization=none does not read --held_out_binarization=vampprior_code"),
 ])
 def test_bad_density_settings_are_refused_in_one_line(overrides, fragment):
   with pytest.raises(UserError) as error:

@@ -55,9 +55,9 @@ def _linear_vae(weights, bias, mean_scale=1.0, log_variance_shift=0.0):
   posterior_variance = NOISE_STD**2 / np.diag(gram)
   mean_map = weights / np.diag(gram) * mean_scale  # x − b ↦ M⁻¹Wᵀ(x − b), as a (D, d) kernel.
   params = {
-      "encoder": {"Dense_0": {
-          "kernel": np.concatenate([mean_map, np.zeros((NUM_DIMS, LATENT_DIM))], axis=1),
-          "bias": np.concatenate([-bias @ mean_map, np.log(posterior_variance) + log_variance_shift])}},
+      "encoder": {networks.HEAD: {
+          "mean_kernel": mean_map, "log_variance_kernel": np.zeros((NUM_DIMS, LATENT_DIM)),
+          "mean_bias": -bias @ mean_map, "log_variance_bias": np.log(posterior_variance) + log_variance_shift}},
       "decoder": {"Dense_0": {"kernel": weights.T, "bias": bias}}}
   return model, config, jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), params)
 

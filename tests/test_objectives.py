@@ -88,8 +88,9 @@ def test_elbo_of_a_tiny_model_written_out_by_hand():
   flat = np.asarray(x, np.float64).reshape(2, 4)
   dense = lambda layer, h: h @ layer["kernel"] + layer["bias"]
   hidden = np.tanh(dense(p["encoder"]["Dense_0"], flat))
-  stats = dense(p["encoder"]["Dense_1"], hidden)
-  mean, log_variance = stats[:, :2], stats[:, 2:]
+  head = p["encoder"][networks.HEAD]
+  mean = hidden @ head["mean_kernel"] + head["mean_bias"]
+  log_variance = hidden @ head["log_variance_kernel"] + head["log_variance_bias"]
   epsilon = np.asarray(jax.random.normal(key, (2, 2)), np.float64)  # The draw reparameterize makes.
   z = mean + np.exp(0.5 * log_variance) * epsilon
   logits = dense(p["decoder"]["Dense_1"], np.tanh(dense(p["decoder"]["Dense_0"], z)))

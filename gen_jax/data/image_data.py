@@ -12,11 +12,36 @@ from typing import Optional
 
 import numpy as np
 
+from gen_jax import config as config_lib
 from gen_jax.data import load_split, preprocessing
 from gen_jax.errors import UserError
 
 TEST_BINARIZATION_SEED = 0xB1
 VALIDATION_BINARIZATION_SEED = 0xB2
+VAMPPRIOR_CODE_SEED = 777
+
+
+def _own_seeds_draw(validation_images, test_images):
+  """Each split binarised with its own seed, so neither split's size moves the other's bits."""
+  return (None if validation_images is None else
+          preprocessing.binarize_static(VALIDATION_BINARIZATION_SEED, validation_images),
+          preprocessing.binarize_static(TEST_BINARIZATION_SEED, test_images))
+
+
+def _vampprior_code_draw(validation_images, test_images):
+  """The draw of the VampPrior code (Tomczak & Welling), kept by the Exemplar VAE code whose table the density
+  flagfiles reproduce: `np.random.seed(777)`, then `np.random.binomial(1, x / 255.)` of the float64 validation
+  images, then of the test images, in file order. NumPy's legacy stream is frozen, so these are the very bits
+  its published numbers were measured on (without a validation split, the test bits it would draw then)."""
+  stream = np.random.RandomState(VAMPPRIOR_CODE_SEED)
+  draw = lambda images: (stream.binomial(1, np.asarray(images) / 255.0) * 255).astype(np.uint8)
+  validation = None if validation_images is None else draw(validation_images)
+  return validation, draw(test_images)
+
+
+# --held_out_binarization -> (validation images or None, test images) -> the same, binarised once.
+HELD_OUT_DRAWS = {"own_seeds": _own_seeds_draw, "vampprior_code": _vampprior_code_draw}
+assert tuple(HELD_OUT_DRAWS) == config_lib.HELD_OUT_BINARIZATIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +81,8 @@ def load_image_data(config, num_validation_examples=0):
   """Both splits of `config.dataset`, binarised as `config.binarization` asks, with the last
   `num_validation_examples` training examples (if any) held out as a validation split.
 
-  Held-out and test images of a binarised run are binarised once, each with its own fixed seed (the
-  VampPrior protocol's fixed draws), so every evaluation of every run sees the same bits.
+  Held-out and test images of a binarised run are binarised once, by the fixed draw
+  `config.held_out_binarization` names (`HELD_OUT_DRAWS`), so every evaluation of every run sees the same bits.
   """
   kwargs = dict(data_dir=config.data_dir, image_size=config.image_size or None)
   train = load_split(config.dataset, "train", num_examples=config.num_train_examples or None, **kwargs)
@@ -70,9 +95,7 @@ def load_image_data(config, num_validation_examples=0):
   if config.binarization == "static":
     train_images = preprocessing.binarize_static(config.seed, train_images)
   if config.binarization in ("static", "dynamic"):
-    test_images = preprocessing.binarize_static(TEST_BINARIZATION_SEED, test_images)
-    if validation_images is not None:
-      validation_images = preprocessing.binarize_static(VALIDATION_BINARIZATION_SEED, validation_images)
+    validation_images, test_images = HELD_OUT_DRAWS[config.held_out_binarization](validation_images, test_images)
   return ImageData(train_images, train_labels, test_images, test.labels, train.num_classes, validation_images,
                    validation_labels)
 

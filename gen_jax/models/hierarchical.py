@@ -162,9 +162,8 @@ class ConvTopEncoder(nn.Module):
   def __call__(self, x, label_onehot=None):
     del label_onehot
     h = GatedConvStack(TOP_ENCODER_CONVS, dtype=self.dtype)(x)
-    stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype, kernel_init=networks.kernel_init(None, self.weight_init))(h)
-    mean, log_variance = jnp.split(stats.astype(jnp.float32), 2, axis=-1)
-    return mean, networks.clamp_log_variance(log_variance, self.log_variance_range)
+    return networks.GaussianHead(self.latent_dim, networks.kernel_init(None, self.weight_init), self.log_variance_range,
+                                 self.dtype, name=networks.HEAD)(h)
 
 
 class BottomEncoder(nn.Module):
@@ -186,9 +185,8 @@ class BottomEncoder(nn.Module):
     h = jnp.concatenate([features, from_z2], axis=-1)
     for size in self.joint_sizes:
       h = layer(h, size)
-    stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype, kernel_init=networks.kernel_init(None, self.weight_init))(h)
-    mean, log_variance = jnp.split(stats.astype(jnp.float32), 2, axis=-1)
-    return mean, networks.clamp_log_variance(log_variance, self.log_variance_range)
+    return networks.GaussianHead(self.latent_dim, networks.kernel_init(None, self.weight_init), self.log_variance_range,
+                                 self.dtype, name=networks.HEAD)(h)
 
 
 class JointDecoder(nn.Module):

@@ -10,6 +10,7 @@ are returned in float32 so the objective accumulates in float32.
 from typing import Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from gen_jax.models import convolution
@@ -31,24 +32,51 @@ def kernel_init(init_std, weight_init="lecun_normal"):
   return WEIGHT_INITS[weight_init] if init_std is None else nn.initializers.normal(init_std)
 
 
+def side_by_side_dense(module, x, features, names, kernel_init, dtype):
+  """Dense layers of `features` outputs each, one per name in `names`, all of the input x, created as
+  parameters <name>_kernel and <name>_bias of `module` (called inside its compact method).
+
+  They stay separate parameters, so that a per-parameter gradient normaliser (`--optimizer=adam_norm_grad`)
+  sees them apart, as it sees the reference's separate layers; but they run as one matmul against their
+  concatenation, since one (in, n·out) product is faster than n (in, out) ones. Returns their outputs."""
+  shape = (x.shape[-1], features)
+  kernels = [module.param(f"{name}_kernel", kernel_init, shape) for name in names]
+  biases = [module.param(f"{name}_bias", nn.initializers.zeros, (features,)) for name in names]
+  both = x @ jnp.concatenate(kernels, axis=1).astype(dtype) + jnp.concatenate(biases).astype(dtype)
+  return jnp.split(both, len(names), axis=-1)
+
+
 class GatedDense(nn.Module):
   """(W₁x + b₁) ⊙ σ(W₂x + b₂): the gated linear unit (Dauphin et al. 2017) the VampPrior models are built of.
-
-  W₁ and W₂ stay two parameters (a per-parameter gradient normaliser sees them apart, as in the reference),
-  but run as one matmul against their concatenation: one (in, 2·out) product is faster than two (in, out) ones.
-  """
+  W₁ and W₂ are two parameters run as one matmul (`side_by_side_dense`)."""
   features: int
   kernel_init: Callable = nn.initializers.lecun_normal()
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    shape = (x.shape[-1], self.features)
-    kernels = [self.param(name, self.kernel_init, shape) for name in ("linear_kernel", "gate_kernel")]
-    biases = [self.param(name, nn.initializers.zeros, (self.features,)) for name in ("linear_bias", "gate_bias")]
-    both = x @ jnp.concatenate(kernels, axis=1).astype(self.dtype) + jnp.concatenate(biases).astype(self.dtype)
-    linear, gate = jnp.split(both, 2, axis=-1)
+    linear, gate = side_by_side_dense(self, x, self.features, ("linear", "gate"), self.kernel_init, self.dtype)
     return linear * nn.sigmoid(gate)
+
+
+class GaussianHead(nn.Module):
+  """The mean and the log-variance (clamped to `log_variance_range` when given) of a diagonal Gaussian, two
+  linear maps of the features h, returned in float32.
+
+  Two parameters, not one layer of 2·latent outputs split in half: the per-parameter gradient normaliser must
+  scale each by its own gradient's norm, as it does the VampPrior code's separate `q_z_mean` and
+  `q_z_logvar` layers (one shared norm would scale each head's step by the other's gradient). Checkpoints
+  saved with that one fused layer still restore (`LEGACY_LAYOUTS`)."""
+  latent_dim: int
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  log_variance_range: Tuple[float, ...] = ()
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h):
+    mean, log_variance = side_by_side_dense(self, h, self.latent_dim, ("mean", "log_variance"), self.kernel_init,
+                                            self.dtype)
+    return mean.astype(jnp.float32), clamp_log_variance(log_variance.astype(jnp.float32), self.log_variance_range)
 
 
 def _dense_layer(h, size, activation, init, dtype):
@@ -63,6 +91,57 @@ def _gated_layer(h, size, activation, init, dtype):
 # name -> hidden layer (h, size, activation, kernel init, dtype) -> h', for `--hidden_layer`; called inside
 # a compact module, so the layer's parameters belong to that module.
 HIDDEN_LAYERS = {"dense": _dense_layer, "gated": _gated_layer}
+
+HEAD = "gaussian_head"  # Every encoder's GaussianHead is named so: the legacy layouts below find it by name.
+
+
+def _is_head_scope(node):
+  return isinstance(node, dict) and HEAD in node
+
+
+def _fused_head_index(scope):
+  """The fused head was the last nn.Dense its module created, so it was numbered after the scope's others."""
+  return sum(name.startswith("Dense_") for name in scope)
+
+
+def _concatenated(first, second):
+  if isinstance(first, jax.ShapeDtypeStruct):  # A restore target: the fused layer's shape.
+    return jax.ShapeDtypeStruct((*first.shape[:-1], first.shape[-1] + second.shape[-1]), first.dtype,
+                                sharding=first.sharding)
+  return jnp.concatenate([first, second], axis=-1)
+
+
+def _fuse_head(scope):
+  head = scope[HEAD]
+  fused = {part: _concatenated(head[f"mean_{part}"], head[f"log_variance_{part}"]) for part in ("kernel", "bias")}
+  return {**{name: value for name, value in scope.items() if name != HEAD}, f"Dense_{_fused_head_index(scope)}": fused}
+
+
+def _split_head(target_scope, legacy_scope):
+  fused_name = f"Dense_{_fused_head_index(target_scope)}"
+  head = {}
+  for part in ("kernel", "bias"):
+    head[f"mean_{part}"], head[f"log_variance_{part}"] = jnp.split(legacy_scope[fused_name][part], 2, axis=-1)
+  return {**{name: value for name, value in legacy_scope.items() if name != fused_name}, HEAD: head}
+
+
+def with_fused_heads(tree):
+  """`tree` (parameters, or a TrainState whose optimizer state mirrors them) as saved before GaussianHead:
+  each head one nn.Dense of 2·latent outputs (μ first), numbered after its module's other Dense layers."""
+  return jax.tree.map(lambda node: _fuse_head(node) if _is_head_scope(node) else node, tree, is_leaf=_is_head_scope)
+
+
+def with_split_heads(target, legacy_tree):
+  """The inverse of `with_fused_heads`: `legacy_tree` in the layout of `target` (a tree of the current layout,
+  abstract or not, that says where the heads are)."""
+  return jax.tree.map(lambda node, legacy: _split_head(node, legacy) if _is_head_scope(node) else legacy, target,
+                      legacy_tree, is_leaf=_is_head_scope)
+
+
+# Parameter layouts of earlier versions that checkpoints may hold, as (to the old layout, back from it): the
+# checkpointer restores such a checkpoint into the old layout and converts it, so no saved run is lost.
+LEGACY_LAYOUTS = {"one fused Dense layer for a Gaussian's mean and log-variance": (with_fused_heads,
+                                                                                    with_split_heads)}
 
 
 def clamp_log_variance(log_variance, log_variance_range):
@@ -101,9 +180,7 @@ class MLPEncoder(nn.Module):
     h = with_label(x.reshape(x.shape[0], -1).astype(self.dtype), label_onehot)
     for size in self.hidden_sizes:
       h = HIDDEN_LAYERS[self.hidden_layer](h, size, self.activation, init, self.dtype)
-    stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype, kernel_init=init)(h)
-    mean, log_variance = jnp.split(stats.astype(jnp.float32), 2, axis=-1)
-    return mean, clamp_log_variance(log_variance, self.log_variance_range)
+    return GaussianHead(self.latent_dim, init, self.log_variance_range, self.dtype, name=HEAD)(h)
 
 
 class MLPDecoder(nn.Module):
@@ -142,9 +219,7 @@ class ConvEncoder(nn.Module):
     for features in self.features:
       h = act(convolution.Conv(features, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
     h = act(nn.Dense(self.hidden_size, dtype=self.dtype)(h.reshape(h.shape[0], -1)))
-    stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype)(h)
-    mean, log_variance = jnp.split(stats.astype(jnp.float32), 2, axis=-1)
-    return mean, log_variance
+    return GaussianHead(self.latent_dim, dtype=self.dtype, name=HEAD)(h)
 
 
 class ConvDecoder(nn.Module):

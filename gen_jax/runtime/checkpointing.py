@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from gen_jax.errors import UserError
+from gen_jax.models import networks
 
 
 # How an I/O failure reads when orbax's writer (TensorStore, in a background thread) reports it: as a
@@ -188,6 +189,23 @@ class Checkpointer:
     return None
 
   def _restore_step(self, step, abstract_state):
+    """(state, progress) of checkpoint `step` in the layout of `abstract_state`, also when it was saved in one
+    of `networks.LEGACY_LAYOUTS`: restored into that layout, then converted."""
+    try:
+      return self._restore_in_layout(step, abstract_state)
+    except Exception as error:
+      for to_legacy, from_legacy in networks.LEGACY_LAYOUTS.values():
+        legacy_target = to_legacy(abstract_state)
+        if jax.tree.structure(legacy_target) == jax.tree.structure(abstract_state):
+          continue  # The state has nothing this layout changes.
+        try:
+          legacy_state, progress = self._restore_in_layout(step, legacy_target)
+        except Exception:
+          continue
+        return from_legacy(abstract_state, legacy_state), progress
+      raise error
+
+  def _restore_in_layout(self, step, abstract_state):
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), progress=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["progress"])
