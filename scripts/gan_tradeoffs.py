@@ -32,21 +32,13 @@ CHUNK, REFERENCE = 100, 900  # Truncated codes per chunk, and the untruncated on
 RANKING_CHUNK = 1000
 
 
-def _in_chunks(function, size, *inputs):
-  """function(*chunk) over matching chunks of `inputs` (None passes through as None), concatenated."""
-  import numpy as np
-  count = len(inputs[0])
-  return np.concatenate([
-      np.asarray(function(*(None if x is None else x[start:start + size] for x in inputs)))
-      for start in range(0, count, size)])
-
-
 def truncated_samples(generate, key, psi, count, latent_dim, num_classes=None, label_shares=None):
   """`count` images at truncation ψ (ψ = 1: z ~ N(0, I)), each chunk of CHUNK codes generated in one batch
   with the same REFERENCE untruncated codes, whose images are dropped: `generate` (codes, labels -> images)
   may normalise with the statistics of its batch, which are then to 10% those of N(0, I) codes."""
   import jax
   import jax.numpy as jnp
+  from gen_jax.evaluation.chunked import map_in_chunks
   from gen_jax.families.gan_steps import default_labels
   code_key, reference_key = jax.random.split(key)
   shape = (count, latent_dim)
@@ -58,7 +50,7 @@ def truncated_samples(generate, key, psi, count, latent_dim, num_classes=None, l
     both_labels = None if labels is None else jnp.concatenate([labels, reference_labels])
     return generate(jnp.concatenate([codes, reference]), both_labels)[:len(codes)]
 
-  return _in_chunks(with_reference, CHUNK, z, default_labels(count, num_classes, label_shares))
+  return map_in_chunks(with_reference, CHUNK, z, default_labels(count, num_classes, label_shares))
 
 
 def ranked_samples(generate, discriminate, key, keep, count, latent_dim, num_classes=None, label_shares=None):
@@ -67,11 +59,12 @@ def ranked_samples(generate, discriminate, key, keep, count, latent_dim, num_cla
   the best of each class, as many of each as the first `count` default labels hold (in that order)."""
   import jax
   import numpy as np
+  from gen_jax.evaluation.chunked import map_in_chunks
   from gen_jax.families.gan_steps import default_labels
   drawn = int(round(count / keep / CHUNK)) * CHUNK
   labels = default_labels(drawn, num_classes, label_shares)
-  images = _in_chunks(generate, RANKING_CHUNK, jax.random.normal(key, (drawn, latent_dim)), labels)
-  scores = _in_chunks(discriminate, RANKING_CHUNK, images, labels)
+  images = map_in_chunks(generate, RANKING_CHUNK, jax.random.normal(key, (drawn, latent_dim)), labels)
+  scores = map_in_chunks(discriminate, RANKING_CHUNK, images, labels)
   if num_classes is None:
     return images[np.argsort(-scores)[:count]]
   drawn_labels, kept_labels = np.asarray(labels), np.asarray(default_labels(count, num_classes, label_shares))

@@ -321,6 +321,25 @@ def test_split_evaluator_masks_the_padding_of_its_last_chunk():
   assert first["noise"] == pytest.approx(float(np.concatenate(noise).mean()), rel=1e-6)
 
 
+def test_map_in_chunks_calls_in_matching_chunks_and_concatenates_in_order():
+  """7 rows in chunks of 3: calls of 3, 3 and 1 rows, the second input chunked alike and None passed as None;
+  numpy on the host, and inside jit (traced) the same numbers as a jax array."""
+  from gen_jax.evaluation import chunked
+  x, y = np.arange(14.0).reshape(7, 2), np.arange(7) * 10
+  calls = []
+
+  def function(x_chunk, y_chunk, nothing):
+    calls.append((len(x_chunk), None if y_chunk is None else np.asarray(y_chunk).tolist(), nothing))
+    return x_chunk.sum(axis=1) + (0 if y_chunk is None else y_chunk)
+
+  out = chunked.map_in_chunks(function, 3, x, y, None)
+  assert isinstance(out, np.ndarray) and out.tolist() == (x.sum(axis=1) + y).tolist()
+  assert calls == [(3, [0, 10, 20], None), (3, [30, 40, 50], None), (1, [60], None)]
+  traced = jax.jit(lambda x: chunked.map_in_chunks(lambda rows: rows * 2, 3, x, traced=True))(jnp.asarray(x))
+  assert isinstance(traced, jax.Array)
+  np.testing.assert_array_equal(np.asarray(traced), chunked.map_in_chunks(lambda rows: rows * 2, 3, x))
+
+
 def test_log_variance_clamp_pins_the_encoders_log_variance_to_its_range():
   """The VampPrior models' hard tanh on log σ²: values beyond [−6, 2] sit at the bound, with zero gradient."""
   values = jnp.asarray([-100.0, -6.5, -3.0, 1.5, 100.0])

@@ -1,4 +1,5 @@
-"""Metrics over a whole split, in padded chunks of one compiled shape, with the chunks placed once.
+"""A function applied to an array in chunks: `map_in_chunks`, and metrics over a whole split, in padded chunks
+of one compiled shape, with the chunks placed once.
 
 `make_split_evaluator(sums_fn, images, labels, chunk_size, mesh, key)` returns evaluate(params) -> the
 mean of every metric over the split. `sums_fn(params, x, labels, mask, key) -> {name: masked sum}` is handed
@@ -7,9 +8,22 @@ about models. The key of chunk i is fold_in(key, i), so two evaluations of the s
 """
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from gen_jax import parallel
 from gen_jax.data import image_data, preprocessing
+
+
+def map_in_chunks(function, chunk_size, *inputs, traced=False):
+  """function(*chunks) over matching chunks of `chunk_size` rows of `inputs` (None passes through as None), the
+  outputs concatenated: a numpy array, each chunk's output fetched before the next is computed, so the device
+  holds one chunk's output however many rows there are; with `traced` (inside jit or vmap, where nothing can
+  come to the host), a jax array."""
+  fetch = (lambda output: output) if traced else np.asarray
+  outputs = [fetch(function(*(None if x is None else x[start:start + chunk_size] for x in inputs)))
+             for start in range(0, len(inputs[0]), chunk_size)]
+  return (jnp.concatenate if traced else np.concatenate)(outputs)
 
 
 def make_split_evaluator(sums_fn, images, labels, chunk_size, mesh, key):

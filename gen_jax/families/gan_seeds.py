@@ -8,13 +8,12 @@ No workdir, checkpoints or figures: only the mode-coverage scores, which is what
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gen_jax import salts
 from gen_jax.data import toys
 from gen_jax.errors import UserError
-from gen_jax.evaluation import mode_coverage
+from gen_jax.evaluation import chunked, mode_coverage
 from gen_jax.families import gan, gan_steps
 
 
@@ -33,12 +32,13 @@ def _compile(config, toy, total_steps, steps_per_call):
   def sample(state, key):
     z = jax.random.normal(key, (config.num_eval_samples, config.latent_dim))
     generator = gan_steps.evaluation_generator(state, config)
+
+    def generate(codes):
+      return gan_steps.generate(networks, generator, state.model_state["generator"], codes)[0]
+
     # In the chunks gan_steps.make_sampler draws a run's own samples in: with batch norm in G, each chunk is
     # normalised with its own statistics, so one batch of all samples would score another generator.
-    chunk = gan_steps.SAMPLE_CHUNK
-    return jnp.concatenate([gan_steps.generate(networks, generator, state.model_state["generator"],
-                                               z[start:start + chunk])[0]
-                            for start in range(0, config.num_eval_samples, chunk)])
+    return chunked.map_in_chunks(generate, gan_steps.SAMPLE_CHUNK, z, traced=True)
 
   return (jax.jit(jax.vmap(init)), jax.jit(jax.vmap(one_seed), donate_argnums=(0,)),
           jax.jit(jax.vmap(sample)))

@@ -24,6 +24,7 @@ import optax
 
 from gen_jax import objectives, optim
 from gen_jax.errors import UserError
+from gen_jax.evaluation import chunked
 from gen_jax.models import gan as gan_models
 
 SAMPLE_CHUNK = 500  # Samples drawn per jitted call (batch norm uses these chunks' own statistics).
@@ -281,11 +282,7 @@ def make_sampler(networks):
     z = jax.random.normal(key, (count, networks.latent_dim), jnp.float32)
     if labels is None:
       labels = default_labels(count, networks.num_classes, networks.label_shares)
-    chunks = []
-    for start in range(0, count, SAMPLE_CHUNK):
-      chunk_labels = None if labels is None else labels[start:start + SAMPLE_CHUNK]
-      chunks.append(np.asarray(sample_chunk(g_params, g_state, z[start:start + SAMPLE_CHUNK], chunk_labels)))
-    return np.concatenate(chunks)
+    return chunked.map_in_chunks(functools.partial(sample_chunk, g_params, g_state), SAMPLE_CHUNK, z, labels)
 
   return sample
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from gen_jax import config as config_lib, files, plots, salts
 from gen_jax.data import image_data, preprocessing
-from gen_jax.evaluation import likelihood as likelihood_lib
+from gen_jax.evaluation import chunked as chunked_lib, likelihood as likelihood_lib
 from gen_jax.models import mixture as gmm
 from gen_jax.runtime import loop
 
@@ -69,13 +69,10 @@ def validate(config):
 
 def _chunked(images, chunk_rows):
   """(num_chunks, chunk_rows, D) float32 in [0, 1] and the (num_chunks, chunk_rows) mask of real rows."""
-  x = images.reshape(len(images), -1).astype(np.float32) / 255.0
-  num_chunks = -(-len(x) // chunk_rows)
-  padded = np.zeros((num_chunks * chunk_rows, x.shape[1]), np.float32)
-  padded[:len(x)] = x
-  weights = np.zeros(num_chunks * chunk_rows, np.float32)
-  weights[:len(x)] = 1.0
-  return padded.reshape(num_chunks, chunk_rows, -1), weights.reshape(num_chunks, chunk_rows)
+  rows = images.reshape(len(images), -1)
+  chunks, masks = zip(*(image_data.padded_chunk(rows, start, stop, chunk_rows)
+                        for start, stop in image_data.evaluation_chunks(len(rows), chunk_rows)))
+  return np.stack(chunks).astype(np.float32) / 255.0, np.stack(masks)
 
 
 def make_task(config, workdir, mesh):
@@ -117,8 +114,7 @@ def make_task(config, workdir, mesh):
       del k, seed  # Exact: a finite mixture needs no importance sampling.
       image_data.checked_labels(labels, len(x), None)
       x = image_data.as_unit_images(x).reshape(len(x), -1)
-      return np.concatenate([np.asarray(log_likelihood_fn(state, x[start:start + ROWS_PER_CHUNK]))
-                             for start in range(0, len(x), ROWS_PER_CHUNK)])
+      return chunked_lib.map_in_chunks(lambda chunk: log_likelihood_fn(state, chunk), ROWS_PER_CHUNK, x)
 
     def sample(count, seed, labels):
       image_data.checked_labels(labels, count, None)

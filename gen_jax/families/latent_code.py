@@ -21,6 +21,7 @@ import numpy as np
 from gen_jax import config as config_lib, objectives, plots, salts
 from gen_jax.data import image_data
 from gen_jax.errors import UserError
+from gen_jax.evaluation import chunked
 from gen_jax.families import image_training
 from gen_jax.models import hierarchical, networks, priors, vae as vae_model
 
@@ -232,17 +233,13 @@ class CodeFunctions:
                       f"labels= with one class in 0..{self.num_classes - 1} per image")
     return image_data.checked_labels(labels, count, self.num_classes)
 
-  def _chunked(self, function, params, inputs, labels):
-    outputs = [np.asarray(function(params, jnp.asarray(inputs[start:start + CHUNK]),
-                                   None if labels is None else jnp.asarray(labels[start:start + CHUNK])))
-               for start in range(0, len(inputs), CHUNK)]
-    return np.concatenate(outputs)
-
   def encode(self, params, x, labels=None):
-    return self._chunked(self._encode, params, image_data.as_unit_images(x), self.labels_of_images(labels, len(x)))
+    return chunked.map_in_chunks(functools.partial(self._encode, params), CHUNK, image_data.as_unit_images(x),
+                                 self.labels_of_images(labels, len(x)))
 
   def decode(self, params, z, labels=None):
-    return self._chunked(self._decode, params, np.asarray(z, np.float32), self.labels_for(labels, len(z)))
+    return chunked.map_in_chunks(functools.partial(self._decode, params), CHUNK, np.asarray(z, np.float32),
+                                 self.labels_for(labels, len(z)))
 
   def reconstruct(self, params, x, labels=None):
     labels = self.labels_of_images(labels, len(x))
