@@ -340,6 +340,18 @@ def test_map_in_chunks_calls_in_matching_chunks_and_concatenates_in_order():
   np.testing.assert_array_equal(np.asarray(traced), chunked.map_in_chunks(lambda rows: rows * 2, 3, x))
 
 
+def test_salted_keys_are_distinct_streams():
+  """key_for(seed, salt) is fold_in(key(seed), salt), and no two named salts share a value (a collision
+  would make two streams draw the same numbers)."""
+  from gen_jax import salts
+  named = {name: value for name, value in vars(salts).items() if name.isupper()}
+  assert len(set(named.values())) == len(named) > 5
+  np.testing.assert_array_equal(jax.random.key_data(salts.key_for(3, salts.EVALUATION)),
+                                jax.random.key_data(jax.random.fold_in(jax.random.key(3), 0xE7A1)))
+  assert not np.array_equal(jax.random.key_data(salts.key_for(3, salts.EVALUATION)),
+                            jax.random.key_data(salts.key_for(4, salts.EVALUATION)))
+
+
 def test_log_variance_clamp_pins_the_encoders_log_variance_to_its_range():
   """The VampPrior models' hard tanh on log σ²: values beyond [−6, 2] sit at the bound, with zero gradient."""
   values = jnp.asarray([-100.0, -6.5, -3.0, 1.5, 100.0])

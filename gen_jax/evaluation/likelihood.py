@@ -115,7 +115,7 @@ def make_log_likelihood_evaluator(model, images, labels, num_samples, mesh, seed
   statistics_fn = jax.jit(functools.partial(_chunk_statistics, model=model, num_samples=num_samples,
                                             samples_per_chunk=samples_per_chunk))
   sharding = parallel.batch_sharded(mesh)
-  evaluation_key = jax.random.fold_in(jax.random.key(seed), salts.LIKELIHOOD)
+  evaluation_key = salts.key_for(seed, salts.LIKELIHOOD)
   num_dims = int(np.prod(images.shape[1:]))
 
   def evaluate(params):
@@ -155,7 +155,7 @@ def make_per_example_log_likelihood(model, num_samples, images_per_chunk=100,
       params, x, labels, key, model, num_samples, samples_per_chunk)[0])
 
   def log_likelihood(params, x, labels, seed):
-    key = jax.random.fold_in(jax.random.key(seed), salts.LIKELIHOOD)
+    key = salts.key_for(seed, salts.LIKELIHOOD)
     bounds = []
     progress = Progress(f"log-likelihood, k={num_samples}, images", len(x))
     for index, (start, stop) in enumerate(image_data.evaluation_chunks(len(x), images_per_chunk)):

@@ -18,7 +18,6 @@ conditional model has:
 
 import dataclasses
 
-import jax
 import numpy as np
 
 from gen_jax import config as config_lib, salts
@@ -89,7 +88,7 @@ def make_conditional_accuracy(codes, config, load, num_classes):
 
   `codes` decodes (latent_code.CodeFunctions); `load()` returns the classifier, called once, when first needed.
   """
-  key = jax.random.fold_in(jax.random.key(config.seed), salts.CONDITIONAL_ACCURACY)
+  key = salts.key_for(config.seed, salts.CONDITIONAL_ACCURACY)
   loaded = []
 
   def conditional_accuracy(params):

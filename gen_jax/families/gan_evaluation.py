@@ -18,11 +18,6 @@ from gen_jax.families.gan_steps import cycled_labels, discriminate, evaluation_g
 INTERPOLATION_ROWS = 8
 
 
-def _fixed_key(config, salt):
-  """The same draws at every evaluation, so figures and scores show the model changing, not the noise."""
-  return jax.random.fold_in(jax.random.key(config.seed), salt)
-
-
 class ToyEvaluation:
   """Mode coverage per evaluation, scatter plots or the 1-D frame, samples.npy and the GIF at the end."""
 
@@ -30,7 +25,7 @@ class ToyEvaluation:
     self.networks, self.config, self.toy, self.workdir = networks, config, toy, workdir
     self.images_dir = os.path.join(workdir, "images")
     self._sampler = make_sampler(networks)
-    self.real = np.asarray(toy.sample(_fixed_key(config, salts.TOY_REAL_SAMPLES), config.num_eval_samples))
+    self.real = np.asarray(toy.sample(salts.key_for(config.seed, salts.TOY_REAL_SAMPLES), config.num_eval_samples))
     self._d_outputs = jax.jit(lambda d_params, d_state, x: discriminate(networks, d_params, d_state, x)[0])
     # D(x) of one point exists only without packing: a packed D judges m points at once.
     self.probability_of_real = config.packing == 1 and objectives.discriminator_probability(
@@ -38,13 +33,13 @@ class ToyEvaluation:
 
   def _samples(self, state, key_salt, count):
     return self._sampler(evaluation_generator(state, self.config), state.model_state["generator"],
-                         _fixed_key(self.config, key_salt), count)
+                         salts.key_for(self.config.seed, key_salt), count)
 
   def sample(self, state, count, seed, labels=None):
     """`count` points drawn with fold_in(key(seed), FINAL_SAMPLES): at the run's seed, samples.npy."""
     image_data.checked_labels(labels, count, None)  # The toys have no classes: refused, never ignored.
     return self._sampler(evaluation_generator(state, self.config), state.model_state["generator"],
-                         jax.random.fold_in(jax.random.key(seed), salts.FINAL_SAMPLES), count)
+                         salts.key_for(seed, salts.FINAL_SAMPLES), count)
 
   def evaluate(self, state):
     generated = self._samples(state, salts.EVALUATION, self.config.num_eval_samples)
@@ -112,9 +107,10 @@ class ImageEvaluation:
                       config.dataset)
     self.images_dir = os.path.join(workdir, "images")
     self._sampler = make_sampler(networks)
-    self.grid_key = _fixed_key(config, salts.IMAGE_GRID)
+    # Fixed keys: the same draws at every evaluation, so figures and scores show the model changing, not the noise.
+    self.grid_key = salts.key_for(config.seed, salts.IMAGE_GRID)
     rows, columns = INTERPOLATION_ROWS, 10
-    ends = jax.random.normal(_fixed_key(config, salts.INTERPOLATION), (2, rows, 1, config.latent_dim))
+    ends = jax.random.normal(salts.key_for(config.seed, salts.INTERPOLATION), (2, rows, 1, config.latent_dim))
     t = jnp.linspace(0.0, 1.0, columns)[None, :, None]
     # Straight lines between random pairs of latent codes: DCGAN's "walk in latent space".
     self.interpolation_z = ((1.0 - t) * ends[0] + t * ends[1]).reshape(rows * columns, config.latent_dim)
@@ -131,7 +127,7 @@ class ImageEvaluation:
     and `num_samples`, exactly samples.npy. Batch norm normalises each chunk of 500 with its own statistics,
     so labels given here should mix the labels within a chunk, as in training: a chunk of one class has its
     class-dependent mean normalised away."""
-    key = jax.random.fold_in(jax.random.key(seed), salts.FINAL_SAMPLES)
+    key = salts.key_for(seed, salts.FINAL_SAMPLES)
     labels = image_data.checked_labels(labels, count, self.networks.num_classes)
     labels = None if labels is None else jnp.asarray(labels)
     return from_tanh_range(self._sampler(*self._g(state), key, count, labels))
@@ -145,8 +141,8 @@ class ImageEvaluation:
     if int(jax.device_get(state.step)) >= self.total_steps:
       samples = self._final_samples(state)
     elif self.config.num_eval_samples > 0:
-      samples = from_tanh_range(self._sampler(*self._g(state), _fixed_key(self.config, salts.EVALUATION),
-                                               self.config.num_eval_samples))
+      samples = from_tanh_range(self._sampler(*self._g(state), salts.key_for(self.config.seed, salts.EVALUATION),
+                                              self.config.num_eval_samples))
     else:
       return {}
     scores = sample_quality(samples, self.config)
@@ -161,8 +157,8 @@ class ImageEvaluation:
     num_classes = self.networks.num_classes
     count = self.config.conditional_samples_per_class * num_classes
     intended = np.asarray(cycled_labels(count, num_classes))
-    samples = from_tanh_range(self._sampler(*self._g(state), _fixed_key(self.config, salts.CONDITIONAL_ACCURACY),
-                                             count, jnp.asarray(intended, jnp.int32)))
+    key = salts.key_for(self.config.seed, salts.CONDITIONAL_ACCURACY)
+    samples = from_tanh_range(self._sampler(*self._g(state), key, count, jnp.asarray(intended, jnp.int32)))
     classifier = classifier_lib.load_or_train_classifier(self.config.dataset, self.config.data_dir,
                                                          self.config.image_size or None)
     return classifier_lib.conditional_accuracy(classifier.predict(samples), intended, num_classes)

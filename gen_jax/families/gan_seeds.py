@@ -62,8 +62,7 @@ def train_toy_seeds(config, seeds, on_scores=None):
   init, advance, sample = _compile(config, toy, total_steps, steps_per_call)
   keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(np.asarray(seeds)))
   states = init(keys[:, 0])
-  eval_keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.key(seed), salts.EVALUATION))(
-      np.asarray(seeds))
+  eval_keys = jax.vmap(lambda seed: salts.key_for(seed, salts.EVALUATION))(np.asarray(seeds))
   scores = None
   for step in range(steps_per_call, total_steps + 1, steps_per_call):
     states = advance(states, keys[:, 1])

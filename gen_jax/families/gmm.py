@@ -146,6 +146,6 @@ def _save_means(state, step, workdir, image_shape):
 def sample_means(state, count, seed, image_shape):
   """The means of `count` components drawn from π with fold_in(key(seed), FINAL_SAMPLES) (the mixture's
   analogue of a decoder mean; at the run's seed and `num_samples`, samples.npy)."""
-  key = jax.random.fold_in(jax.random.key(seed), salts.FINAL_SAMPLES)
+  key = salts.key_for(seed, salts.FINAL_SAMPLES)
   components = jax.random.categorical(key, state.log_mixing, shape=(count,))
   return np.asarray(state.means)[np.asarray(components)].reshape(-1, *image_shape).astype(np.float32)

@@ -252,7 +252,7 @@ class CodeFunctions:
   def sample(self, params, count, seed, labels=None):
     """Decoder means at z ~ p(z) drawn from fold_in(key(seed), FINAL_SAMPLES): at the run's own seed and
     `num_samples`, exactly samples.npy."""
-    z = self.prior_draws(params, jax.random.fold_in(jax.random.key(seed), salts.FINAL_SAMPLES), count)
+    z = self.prior_draws(params, salts.key_for(seed, salts.FINAL_SAMPLES), count)
     return self.decode(params, z, labels)
 
   def operations(self, state):
@@ -277,7 +277,7 @@ class _Figures:
     self.test_x = image_data.as_unit_images(data.test_images[:count])
     self.test_labels = None if codes.num_classes is None else data.test_labels[:count]
     # The same prior draws at every evaluation, so the sample grids show the model changing, not the noise.
-    self.grid_key = jax.random.fold_in(jax.random.key(config.seed), salts.IMAGE_GRID)
+    self.grid_key = salts.key_for(config.seed, salts.IMAGE_GRID)
 
   def on_evaluation(self, state, step):
     params = jax.device_get(state.params)
