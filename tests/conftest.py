@@ -6,6 +6,7 @@ run independent ones concurrently.
 """
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -29,12 +30,13 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
-# A VAE small enough for a subprocess run in a few seconds: 512 examples, 8 steps an epoch.
-TINY_VAE_FLAGS = (
-    "--flagfile=experiments/configs/vae_pytorch_example.cfg", "--num_train_examples=512",
-    "--num_test_examples=200", "--eval_batch_size=100", "--batch_size=64", "--hidden_sizes=32",
-    "--latent_dim=4", "--num_samples=16", "--num_images=8", "--log_every_steps=4",
+# A latent-code model (VAE, CVAE, autoencoder) small enough for a subprocess run in a few seconds: 512
+# examples, 8 steps an epoch; after the family's flagfile.
+TINY_LATENT_CODE_FLAGS = (
+    "--num_train_examples=512", "--num_test_examples=200", "--eval_batch_size=100", "--batch_size=64",
+    "--hidden_sizes=32", "--latent_dim=4", "--num_samples=16", "--num_images=8", "--log_every_steps=4",
     "--steps_per_dispatch=4")
+TINY_VAE_FLAGS = ("--flagfile=experiments/configs/vae_pytorch_example.cfg", *TINY_LATENT_CODE_FLAGS)
 # A DCGAN on 64 Fashion-MNIST images with 4 base features: a subprocess run in seconds, no classifier.
 TINY_DCGAN_FLAGS = ("--num_train_examples=64", "--num_test_examples=16", "--batch_size=16", "--base_features=4",
                     "--num_images=4", "--score_sample_quality=false")
@@ -90,9 +92,29 @@ def assert_one_line_error(result, *fragments):
     assert fragment in lines[0], lines[0]
 
 
+def assert_user_error(function, *fragments):
+  """`function()` raises a one-line UserError whose message contains every fragment."""
+  from gen_jax.errors import UserError  # Here, not above: conftest sets the XLA flags before gen_jax loads.
+  with pytest.raises(UserError) as info:
+    function()
+  message = str(info.value)
+  assert "\n" not in message, message
+  for fragment in fragments:
+    assert fragment in message, (fragment, message)
+
+
+def untimed_rows(workdir):
+  """The rows of `workdir`'s metrics.jsonl without their timing keys: what two runs that must end bit for bit
+  alike agree on. Every line must parse (a torn row fails here rather than being skipped)."""
+  from gen_jax.runtime.metrics import TIMING_KEYS
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in f]
+
+
 @pytest.fixture(scope="session")
 def repo():
   return REPO
+
 
 
 # scripts/test.sh runs the suite on two pytest-xdist workers, a file at a time (--dist loadfile keeps each

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_experiment
+from conftest import assert_one_line_error, assert_user_error, run_experiment
 from gen_jax.errors import UserError
 from gen_jax import parallel
 from gen_jax.models import networks
@@ -133,29 +133,20 @@ def _cvae_task(dataset, tmp_path):
   return cvae.make_task(config, str(tmp_path / "run"), parallel.make_mesh())
 
 
-def _assert_user_error(function, *fragments):
-  with pytest.raises(UserError) as info:
-    function()
-  message = str(info.value)
-  assert "\n" not in message
-  for fragment in fragments:
-    assert fragment in message, message
-
-
 def test_labels_that_cannot_train_a_cvae_are_one_line_errors(tmp_path):
   images = np.zeros((20, *IMAGE_SHAPE), np.uint8)
   # A test label (3) that the training labels never hold: the decoder could not learn to write it.
   dataset = _npz(tmp_path, "unseen.npz", x=images, y=np.arange(20) % 3, x_test=images[:4],
                  y_test=np.array([0, 1, 2, 3]))
-  _assert_user_error(lambda: _cvae_task(dataset, tmp_path), "class label(s) 3", "allowed: labels 0..3")
+  assert_user_error(lambda: _cvae_task(dataset, tmp_path), "class label(s) 3", "allowed: labels 0..3")
   # A gap in the labels (no class 1).
   dataset = _npz(tmp_path, "gap.npz", x=images, y=np.where(np.arange(20) % 2, 2, 0))
-  _assert_user_error(lambda: _cvae_task(dataset, tmp_path), "class label(s) 1", "never occur")
+  assert_user_error(lambda: _cvae_task(dataset, tmp_path), "class label(s) 1", "never occur")
   # No labels at all.
   dataset = _npz(tmp_path, "unlabelled.npz", x=images)
-  _assert_user_error(lambda: _cvae_task(dataset, tmp_path), "needs labels", "unlabelled.npz")
-  _assert_user_error(lambda: cvae.validate(_tiny_config(cvae.CVAEConfig, conditional=False)),
-                     "--conditional=false", "experiments.vae")
+  assert_user_error(lambda: _cvae_task(dataset, tmp_path), "needs labels", "unlabelled.npz")
+  assert_user_error(lambda: cvae.validate(_tiny_config(cvae.CVAEConfig, conditional=False)),
+                    "--conditional=false", "experiments.vae")
 
 
 def test_a_classifier_of_another_dataset_is_refused_before_the_cvae_trains(tmp_path):
@@ -168,8 +159,8 @@ def test_a_classifier_of_another_dataset_is_refused_before_the_cvae_trains(tmp_p
   folder = classifier_lib.load_or_train_classifier(trained_on, num_train_examples=30, num_epochs=1,
                                                    cache_dir=str(tmp_path / "classifiers")).checkpoint_dir
   config = _tiny_config(cvae.CVAEConfig, dataset=other, binarization="none", classifier=folder)
-  _assert_user_error(lambda: cvae.make_task(config, str(tmp_path / "run"), parallel.make_mesh()),
-                     "first.npz'", "allowed: a classifier of", "other.npz'")
+  assert_user_error(lambda: cvae.make_task(config, str(tmp_path / "run"), parallel.make_mesh()),
+                    "first.npz'", "allowed: a classifier of", "other.npz'")
   assert not (tmp_path / "run").exists()
   # The same file written another way (relative to the working directory) is the same dataset.
   relative = "npz:" + os.path.relpath(trained_on[len("npz:"):])

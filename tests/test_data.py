@@ -21,21 +21,12 @@ from gen_jax.data import builders
 from gen_jax.data import idx
 from gen_jax.data import preprocessing
 from gen_jax.data import tfds_data
-from gen_jax.errors import UserError
+
+from conftest import assert_user_error
 
 FASHION_DIR = builders.FASHION_MNIST_MANUAL_DIR
 needs_fashion_files = pytest.mark.skipif(
     bool(builders.missing_idx_files(FASHION_DIR)), reason='dataset-fashion-mnist not installed')
-
-
-def assert_user_error(fn, *fragments):
-  """`fn()` raises a one-line UserError whose message contains every fragment."""
-  with pytest.raises(UserError) as info:
-    fn()
-  message = str(info.value)
-  assert '\n' not in message, message
-  for fragment in fragments:
-    assert fragment in message, (fragment, message)
 
 
 @pytest.fixture(scope='module')

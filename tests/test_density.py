@@ -19,7 +19,9 @@ from gen_jax.data import image_data
 from gen_jax.errors import UserError
 from gen_jax.families import latent_code, vae
 from gen_jax.models import networks, priors
-from gen_jax.runtime import checkpointing, loop, metrics as metrics_lib
+from gen_jax.runtime import checkpointing, loop
+
+from conftest import untimed_rows
 from test_loop import _CountingTask
 
 
@@ -510,8 +512,6 @@ def test_a_signal_during_the_final_evaluation_stops_at_once_and_a_rerun_ends_as_
   monkeypatch.delenv("GEN_JAX_FAULT")
   assert int(loop.train(task, str(stopped), seed=0, mesh=parallel.make_mesh()).step) == model_step
   assert int(loop.train(task, str(straight), seed=0, mesh=parallel.make_mesh()).step) == model_step
-  untimed_rows = lambda workdir: [{key: value for key, value in row.items() if key not in metrics_lib.TIMING_KEYS}
-                                  for row in metrics_lib.read_rows(str(workdir / "metrics.jsonl"))]
   rows = untimed_rows(stopped)
   assert rows == untimed_rows(straight)
   assert rows[-1] | {"split": "test", "step": model_step, "final": 1} == rows[-1]

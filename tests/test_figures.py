@@ -16,7 +16,7 @@ import pytest
 import gen_jax
 from gen_jax import plots
 from gen_jax.errors import UserError
-from conftest import finish, load_script, start_experiment
+from conftest import TINY_LATENT_CODE_FLAGS, finish, load_script, start_experiment
 from gen_jax.evaluation.classifier import load_or_train_classifier
 from gen_jax.evaluation import sample_quality
 from gen_jax.families import autoencoder, gan, vae
@@ -24,9 +24,7 @@ from gen_jax.runtime import run as run_lib
 
 figures = load_script("figures")
 
-TINY_FLAGS = ("--num_train_examples=512", "--num_test_examples=200", "--eval_batch_size=100",
-              "--batch_size=64", "--hidden_sizes=32", "--latent_dim=4", "--num_samples=16", "--num_images=8",
-              "--log_every_steps=4", "--steps_per_dispatch=4", "--num_epochs=2")
+TINY_FLAGS = (*TINY_LATENT_CODE_FLAGS, "--num_epochs=2")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ refused flag changes, 4 virtual devices and two processes on loopback against on
 One uninterrupted tiny run is the reference for everything here.
 """
 
-import json
 import os
 import shutil
 import socket
@@ -15,18 +14,12 @@ import pytest
 
 import gen_jax
 
-from conftest import TINY_VAE_FLAGS, assert_one_line_error, finish, run_experiment, start_experiment
+from conftest import TINY_VAE_FLAGS, assert_one_line_error, finish, run_experiment, start_experiment, untimed_rows
 
 # Two epochs of 8 steps; checkpoints every 6 steps, so checkpoints, train rows (every 4) and evaluations
 # (every 8) fall on different steps and a resume must carry a partial logging interval.
 FLAGS = (*TINY_VAE_FLAGS, "--num_epochs=2", "--checkpoint_every_steps=6", "--keep_checkpoints=2",
          "--steps_per_dispatch=2")
-TIMING = ("wall_time", "examples_per_sec")
-
-
-def _rows(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
 
 
 def _final_state(workdir):
@@ -62,7 +55,7 @@ def test_resume_after_kills_is_bit_identical(reference, tmp_path):
   result = run_experiment("vae", *FLAGS, f"--workdir={workdir}")
   assert result.returncode == 0, result.stderr
 
-  assert _rows(workdir) == _rows(reference)  # Same rows, once each, in order; timing aside.
+  assert untimed_rows(workdir) == untimed_rows(reference)  # Same rows, once each, in order; timing aside.
   for (name, resumed), (_, uninterrupted) in zip(_final_state(workdir), _final_state(reference)):
     np.testing.assert_array_equal(resumed, uninterrupted, err_msg=name)
   np.testing.assert_array_equal(np.load(workdir / "samples.npy"), np.load(reference / "samples.npy"))
@@ -82,7 +75,7 @@ def test_damaged_latest_checkpoint_falls_back_then_none_is_an_error(reference, t
   result = run_experiment("vae", *FLAGS, f"--workdir={workdir}")
   assert result.returncode == 0, result.stderr
   assert "checkpoints/16 cannot be restored" in result.stdout and "step 12" in result.stdout
-  assert _rows(workdir) == _rows(reference)
+  assert untimed_rows(workdir) == untimed_rows(reference)
   np.testing.assert_array_equal(np.load(workdir / "samples.npy"), np.load(reference / "samples.npy"))
   assert os.listdir(workdir / "damaged_checkpoints") == ["16"]  # Set aside, not deleted.
 
@@ -105,8 +98,8 @@ def test_changed_shaping_flags_are_refused_but_longer_training_is_allowed(refere
   assert_one_line_error(finish(refused), "--latent_dim=5", "--learning_rate=0.01",
                         "--hidden_sizes=32,16 (run has 32)")  # As flags are written, ready to paste back.
   assert extended.returncode == 0, extended.stderr
-  rows = _rows(workdir)
-  assert rows[:len(_rows(reference))] == _rows(reference)
+  rows = untimed_rows(workdir)
+  assert rows[:len(untimed_rows(reference))] == untimed_rows(reference)
   assert [row["step"] for row in rows if row["split"] == "test"] == [8, 16, 24]
   assert "resumed with these flags" in (workdir / "flags.txt").read_text()
 
@@ -146,7 +139,7 @@ def test_four_devices_and_two_processes_match_one_device(reference, tmp_path):
     assert_one_line_error(result, f"--{flag}={value} does not split over 3 devices; allowed: a multiple of 3")
     assert result.returncode == 2 and not (tmp_path / flag).exists()
   for name in ("four", "two"):
-    rows, expected = _rows(tmp_path / name), _rows(reference)
+    rows, expected = untimed_rows(tmp_path / name), untimed_rows(reference)
     assert [(r["split"], r["step"]) for r in rows] == [(r["split"], r["step"]) for r in expected]
     for row, expected_row in zip(rows, expected):
       for key in ("elbo", "recon", "kl"):

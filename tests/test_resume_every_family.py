@@ -11,15 +11,13 @@ Each family's chain of runs is sequential, the families run side by side. Schedu
 4 steps, checkpoints every 6, dispatches of 2 steps, 16 steps; killed at eval:8 (and save:12)."""
 
 import concurrent.futures
-import json
-import os
 
 import jax
 import numpy as np
 import pytest
 
 import gen_jax
-from conftest import TINY_DCGAN_FLAGS, run_experiment
+from conftest import TINY_DCGAN_FLAGS, run_experiment, untimed_rows
 from gen_jax.errors import UserError
 from gen_jax.evaluation.classifier import load_or_train_classifier
 
@@ -45,12 +43,6 @@ RUNS = {
 }
 # What kills each family's run: during an evaluation; the image GAN also during a save.
 FAULTS = {name: ("eval:8", "save:12") if name == "image_gan" else ("eval:8",) for name in RUNS}
-TIMING = ("wall_time", "examples_per_sec")
-
-
-def _rows(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
 
 
 def _state_leaves(workdir):
@@ -87,7 +79,7 @@ def runs(tmp_path_factory):
 @pytest.mark.parametrize("name", list(RUNS))
 def test_a_killed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(runs, name):
   straight, interrupted = runs[name]
-  assert _rows(interrupted) == _rows(straight)
+  assert untimed_rows(interrupted) == untimed_rows(straight)
   for (path, resumed), (_, uninterrupted) in zip(_state_leaves(interrupted), _state_leaves(straight)):
     np.testing.assert_array_equal(resumed, uninterrupted, err_msg=f"{name} {path}")
   np.testing.assert_array_equal(np.load(interrupted / "samples.npy"), np.load(straight / "samples.npy"))

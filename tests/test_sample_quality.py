@@ -13,24 +13,14 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import TINY_VAE_FLAGS, run_experiment
+from conftest import TINY_VAE_FLAGS, assert_user_error, run_experiment
 from gen_jax.data import builders, load_split
-from gen_jax.errors import UserError
 from gen_jax.evaluation import classifier as classifier_lib
 from gen_jax.evaluation import sample_quality as sq
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_fashion_mnist = pytest.mark.skipif(
     bool(builders.missing_idx_files(builders.FASHION_MNIST_MANUAL_DIR)), reason="dataset-fashion-mnist missing")
-
-
-def assert_user_error(fn, *fragments):
-  with pytest.raises(UserError) as info:
-    fn()
-  message = str(info.value)
-  assert "\n" not in message, message
-  for fragment in fragments:
-    assert fragment in message, (fragment, message)
 
 
 # --- Fréchet distance ---------------------------------------------------------------------------------------
