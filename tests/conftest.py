@@ -116,6 +116,19 @@ def repo():
   return REPO
 
 
+# The small Fashion-MNIST classifier of the tests that judge samples (test_sample_quality, test_figures,
+# test_resume_every_family): trained once per pytest worker into a temporary cache folder; test_sample_quality
+# holds it to 75% test accuracy.
+SMALL_CLASSIFIER = dict(num_train_examples=5000, num_epochs=2)
+
+
+@pytest.fixture(scope="session")
+def small_classifier(tmp_path_factory):
+  """(classifier, the cache folder it was trained into)."""
+  from gen_jax.evaluation import classifier as classifier_lib
+  cache_dir = str(tmp_path_factory.mktemp("classifiers"))
+  return classifier_lib.load_or_train_classifier("fashion_mnist", cache_dir=cache_dir, **SMALL_CLASSIFIER), cache_dir
+
 
 # scripts/test.sh runs the suite on two pytest-xdist workers, a file at a time (--dist loadfile keeps each
 # file's module fixtures to one worker), in this order: the files with the most CPU time (measured cold) first,

@@ -1,8 +1,8 @@
 """scripts/figures.py on tiny trained runs, and those runs' workdirs (the AE and CVAE flagfiles' smoke runs).
 
-One module fixture trains, once: a small classifier (2000 examples, 2 epochs, cached in a temporary
-folder), the CVAE through its flagfile as a subprocess, and meanwhile, in-process, the autoencoder, a
-2-D latent VAE and a two-step DCGAN (for the comparison figure). The figures are then drawn in-process
+One module fixture trains, once, with conftest's small classifier (5000 examples, 2 epochs, shared with the
+other files that judge samples): the CVAE through its flagfile as a subprocess, and meanwhile, in-process, the
+autoencoder, a 2-D latent VAE and a two-step DCGAN (for the comparison figure). The figures are then drawn in-process
 through `figures.main`, so the command line is exercised without paying a JAX start-up per figure.
 """
 
@@ -17,7 +17,6 @@ import gen_jax
 from gen_jax import plots
 from gen_jax.errors import UserError
 from conftest import TINY_LATENT_CODE_FLAGS, finish, load_script, start_experiment
-from gen_jax.evaluation.classifier import load_or_train_classifier
 from gen_jax.evaluation import sample_quality
 from gen_jax.families import autoencoder, gan, vae
 from gen_jax.runtime import run as run_lib
@@ -28,10 +27,9 @@ TINY_FLAGS = (*TINY_LATENT_CODE_FLAGS, "--num_epochs=2")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, small_classifier):
   root = tmp_path_factory.mktemp("figures")
-  classifier = load_or_train_classifier("fashion_mnist", num_train_examples=2000, num_epochs=2,
-                                        cache_dir=str(root / "classifiers"))
+  classifier = small_classifier[0]
   workdirs = {name: root / name for name in ("autoencoder", "cvae", "vae2d", "dcgan")}
   # The CVAE through its flagfile (the command-line contract), while the others train in-process.
   cvae_process = start_experiment(
@@ -65,7 +63,7 @@ def _numbers(path):
 
 
 def test_the_classifier_judging_the_figures_learnt_fashion_mnist(runs):
-  # Its own tests hold the default classifier to 85%; a 2000-example, 2-epoch one reaches ~70%.
+  # Its own tests hold the default classifier to 85%, test_sample_quality this 5000-example, 2-epoch one to 75%.
   assert runs["classifier"].test_accuracy > 0.6
 
 

@@ -19,7 +19,6 @@ import pytest
 import gen_jax
 from conftest import TINY_DCGAN_FLAGS, run_experiment, untimed_rows
 from gen_jax.errors import UserError
-from gen_jax.evaluation.classifier import load_or_train_classifier
 
 SCHEDULE = ("--num_steps=16", "--eval_every_steps=4", "--checkpoint_every_steps=6", "--steps_per_dispatch=2",
             "--log_every_steps=2", "--keep_checkpoints=2")
@@ -66,10 +65,9 @@ def _straight_and_interrupted(name, root, extra):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, small_classifier):
   root = tmp_path_factory.mktemp("resume")
-  classifier = load_or_train_classifier("fashion_mnist", num_train_examples=500, num_epochs=1,
-                                        cache_dir=str(root / "classifiers"))
+  classifier = small_classifier[0]
   extra = {name: () for name in RUNS} | {"cvae": (f"--classifier={classifier.checkpoint_dir}",)}
   with concurrent.futures.ThreadPoolExecutor(len(RUNS)) as pool:
     futures = {name: pool.submit(_straight_and_interrupted, name, root, extra[name]) for name in RUNS}

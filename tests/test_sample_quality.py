@@ -1,8 +1,9 @@
 """Tests of gen_jax.evaluation.classifier and sample_quality, and of scripts/evaluate_samples.py.
 
 The maths is checked against closed forms and brute force on tiny arrays; one small classifier (5000
-Fashion-MNIST training images, 2 epochs, cached under tmp_path) is trained once per module and reused by the
-scoring tests. Tests that need Fashion-MNIST skip when Debian's files are not installed.
+Fashion-MNIST training images, 2 epochs: conftest's `small_classifier`, shared with the figure and resume
+tests) is trained once per pytest worker and reused by the scoring tests. Tests that need Fashion-MNIST skip
+when Debian's files are not installed.
 """
 
 import json
@@ -13,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import TINY_VAE_FLAGS, assert_user_error, run_experiment
+from conftest import SMALL_CLASSIFIER, TINY_VAE_FLAGS, assert_user_error, run_experiment
 from gen_jax.data import builders, load_split
 from gen_jax.evaluation import classifier as classifier_lib
 from gen_jax.evaluation import sample_quality as sq
@@ -108,16 +109,6 @@ def test_precision_recall_rejects_k_as_large_as_a_set():
 
 # --- The classifier and scoring -----------------------------------------------------------------------------
 
-SMALL = dict(num_train_examples=5000, num_epochs=2)
-
-
-@pytest.fixture(scope="module")
-def small_classifier(tmp_path_factory):
-  cache_dir = str(tmp_path_factory.mktemp("classifiers"))
-  classifier = classifier_lib.load_or_train_classifier("fashion_mnist", cache_dir=cache_dir, **SMALL)
-  return classifier, cache_dir
-
-
 @needs_fashion_mnist
 def test_a_damaged_classifier_cache_is_trained_again_with_a_warning(tmp_path, capsys):
   tiny = dict(num_train_examples=300, num_epochs=1, cache_dir=str(tmp_path))
@@ -152,13 +143,13 @@ def test_small_classifier_learns_and_is_cached(small_classifier):
   classifier_lib._LOADED.clear()  # Load from disk, not from this process's memo.
   published = {name: os.stat(os.path.join(classifier.checkpoint_dir, name)).st_mtime_ns
                for name in os.listdir(classifier.checkpoint_dir)}
-  again = classifier_lib.load_or_train_classifier("fashion_mnist", cache_dir=cache_dir, **SMALL)
+  again = classifier_lib.load_or_train_classifier("fashion_mnist", cache_dir=cache_dir, **SMALL_CLASSIFIER)
   # Loaded, not retrained: a retrained classifier is published anew, as a fresh folder.
   assert {name: os.stat(os.path.join(classifier.checkpoint_dir, name)).st_mtime_ns
           for name in os.listdir(classifier.checkpoint_dir)} == published
   assert again is not classifier and again.checkpoint_dir == classifier.checkpoint_dir
   assert again.test_accuracy == classifier.test_accuracy
-  assert classifier_lib.load_or_train_classifier("fashion_mnist", cache_dir=cache_dir, **SMALL) is again
+  assert classifier_lib.load_or_train_classifier("fashion_mnist", cache_dir=cache_dir, **SMALL_CLASSIFIER) is again
   images = test.images[:1001] / 255.0  # Two chunks, the second padded.
   np.testing.assert_allclose(again.logits(images), classifier.logits(images), atol=1e-5)
   features = again.features(images)
