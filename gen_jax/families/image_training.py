@@ -95,7 +95,7 @@ class ImageTraining:
     }[split]
     if images is None:  # A family's mistake, not a user's: it asked for a split it did not hold out.
       raise ValueError(f"this run holds out no {split} split (build it with num_validation_examples > 0)")
-    key = jax.random.fold_in(jax.random.key(self.config.seed), salt)
+    key = salts.key_for(self.config.seed, salt)
     return chunked.make_split_evaluator(sums_fn, images, labels if self.with_labels else None,
                                         self.config.eval_batch_size, self.mesh, key)
 

@@ -541,7 +541,7 @@ def epoch_permutation_indices(num_examples, batch_size, seed):
   if steps_per_epoch < 1:
     raise UserError(f"--batch_size={batch_size} exceeds the {num_examples} training examples; allowed: at "
                     f"most {num_examples}")
-  data_key = jax.random.fold_in(jax.random.key(seed), salts.DATA_ORDER)
+  data_key = salts.key_for(seed, salts.DATA_ORDER)
   cache = {}
 
   def permutation(epoch):
