@@ -131,18 +131,12 @@ def initialize_distributed():
     jax.distributed.initialize()
 
 
-def families_with_setting(name, excluding=None):
-  """The registered families whose config has a setting (flag) `name`, other than `excluding`."""
-  return [family for family in families.FAMILIES if family != excluding
-          and name in {field.name for field in dataclasses.fields(families.get(family).Config)}]
-
-
 def _flag_error_message(error, family_name):
   """absl's message, or for a flag that another family has (the VampPrior's --prior given to the GAN, say),
   which families have it."""
   message = str(error).splitlines()[0].replace("ERROR:: ", "")
   flag = getattr(error, "flagname", None)
-  owners = families_with_setting(flag, family_name) if family_name and flag else []
+  owners = families.families_with_setting(flag, family_name) if family_name and flag else []
   if isinstance(error, flags.UnrecognizedFlagError) and owners:
     return (f"--{flag} is not a setting of the {family_name} family; allowed: its own flags (--helpfull); --{flag} "
             f"belongs to {', '.join(f'experiments.{owner}' for owner in owners)}")

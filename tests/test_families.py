@@ -267,6 +267,29 @@ def test_a_family_defined_in_a_test_trains_through_the_shared_main_resumes_and_o
     gen_jax.load_run(str(straight))
 
 
+def test_a_family_that_fails_to_import_leaves_the_hints_about_the_others_intact(tmp_path, monkeypatch):
+  """The hints of one-line errors (which families have a flag, which offer an operation) skip a registered family
+  whose module raises on import: a typo in a healthy family's command stays one line, exit 2."""
+  (tmp_path / "half_edited_family.py").write_text("raise RuntimeError('half-edited')\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  families.register("half_edited", "half_edited_family")
+  try:
+    assert families.families_with("encode") == ["vae", "cvae", "autoencoder"]
+    assert families.families_with_setting("prior", excluding="gan") == ["vae", "cvae"]
+    with pytest.raises(RuntimeError, match="half-edited"):  # A command about the family itself still shows why.
+      families.get("half_edited")
+  finally:
+    del families.FAMILIES["half_edited"]
+  code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from gen_jax import families; "
+          "families.register('half_edited', 'half_edited_family'); "
+          "from experiments import main; main.run_family('gan')")
+  result = subprocess.run([sys.executable, "-c", code, str(tmp_path), "--prior=vampprior",
+                           f"--workdir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert_one_line_error(result, "--prior is not a setting of the gan family",
+                        "belongs to experiments.vae, experiments.cvae")
+  assert result.returncode == 2 and not (tmp_path / "run").exists()
+
+
 def test_training_from_python_checks_settings_and_writes_a_flagfile_the_command_line_runs(tiny_family, tmp_path):
   """gen_jax.train is the command line's run: its flags.txt, as a flagfile, trains the same run to the bit."""
   refused = tmp_path / "refused"

@@ -17,6 +17,7 @@ Adding one: its model module in gen_jax/models/, its family module here, one lin
 `experiments/<name>.py` of three lines and a flagfile (README, "Adding a model family").
 """
 
+import dataclasses
 import importlib
 
 from gen_jax import config as config_lib
@@ -33,7 +34,6 @@ FAMILIES = {
 }
 
 
-
 def register(name, module):
   """Adds a family (a module or any object with the attributes above) under `name`."""
   FAMILIES[name] = module
@@ -47,9 +47,29 @@ def get(name):
   return importlib.import_module(family) if isinstance(family, str) else family
 
 
+def importable():
+  """(name, module) of each registered family, in order, less those whose import raises. Only hints use it
+  (which families have a flag, which offer an operation): a family that does not import (a half-edited module,
+  a missing optional dependency) must not turn a user's mistake in another family's command into a traceback.
+  `get` still raises for the family a command is about."""
+  for name in FAMILIES:
+    try:
+      module = get(name)
+    except Exception:  # Any import error; not BaseException, so that Ctrl-C still stops.
+      continue
+    yield name, module
+
+
 def families_with(operation):
   """The registered families whose runs offer `operation` (for the one line a run that lacks it gives)."""
-  return [name for name in FAMILIES if operation in get(name).OPERATIONS]
+  return [name for name, family in importable() if operation in family.OPERATIONS]
+
+
+def families_with_setting(setting, excluding=None):
+  """The registered families whose config has a setting (flag) `setting`, other than `excluding` (for the one
+  line an unknown flag gets: the VampPrior's --prior given to the GAN, say)."""
+  return [name for name, family in importable() if name != excluding
+          and setting in {field.name for field in dataclasses.fields(family.Config)}]
 
 
 def load_run(workdir, step=None):
