@@ -53,24 +53,26 @@ def _layer(module):
   return None if best is None else best[0]
 
 
-def _imports(path, module):
+def _imports(path, module, is_package):
+  """The dotted names `module` (the file at `path`; `is_package`: an `__init__.py`) imports, relative ones resolved."""
   tree = ast.parse(open(path).read())
   for node in ast.walk(tree):
     if isinstance(node, ast.Import):
       yield from (alias.name for alias in node.names)
-    elif isinstance(node, ast.ImportFrom) and node.module:
+    elif isinstance(node, ast.ImportFrom):
       base = node.module
-      if node.level:  # Relative: resolve against this module's package.
-        base = ".".join(module.split(".")[:-node.level] + [node.module])
+      if node.level:  # Relative: one dot is the package the module is in, which an __init__.py is itself.
+        package = module.split(".") if is_package else module.split(".")[:-1]
+        base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
       yield base
-      yield from (f"{base}.{alias.name}" for alias in node.names)
+      yield from (f"{base}.{alias.name}" for alias in node.names)  # `from .. import families` names a module.
 
 
-def _upward_imports(path, module):
+def _upward_imports(path, module, is_package=False):
   """`module` (the file at `path`) -> one line per import that points up a layer."""
   own = _layer(module)
   offences = []
-  for imported in _imports(path, module):
+  for imported in _imports(path, module, is_package):
     target = _layer(imported)
     # `from gen_jax.families import vae` names a submodule: its layer is the submodule's.
     if target is not None and target > own and imported != "gen_jax":
@@ -86,24 +88,32 @@ def test_no_module_imports_up_a_layer():
         if name.endswith(".py"):
           path = os.path.join(directory, name)
           module = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".").removesuffix(".__init__")
-          offences += _upward_imports(path, module)
+          offences += _upward_imports(path, module, is_package=name == "__init__.py")
           checked += 1
   assert checked > 40
   assert not offences, "\n".join(sorted(set(offences)))
 
 
 def test_the_layer_rule_catches_an_upward_import(tmp_path):
-  """The checker itself: an evaluator reaching into training is caught, as is a relative import of a family;
-  importing from below, or the package root's lazy load_run, is not."""
+  """The checker itself: an evaluator reaching into training is caught, as are relative imports of a family, of
+  a package (`from .. import runtime`) and from a package's `__init__.py` (whose one dot is itself); importing
+  from below or beside, or the package root's lazy load_run, is not."""
   path = tmp_path / "evaluator.py"
   path.write_text("import numpy\nfrom gen_jax import parallel\nfrom gen_jax.data import image_data\n"
-                  "from gen_jax.runtime import loop\nfrom ..families import vae\n")
+                  "from gen_jax.runtime import loop\nfrom ..families import vae\nfrom .. import runtime, files\n"
+                  "from . import likelihood\n")
   offences = _upward_imports(str(path), "gen_jax.evaluation.evaluator")
   assert offences == ["gen_jax.evaluation.evaluator (layer 2) imports gen_jax.runtime (layer 3)",
                       "gen_jax.evaluation.evaluator (layer 2) imports gen_jax.runtime.loop (layer 3)",
                       "gen_jax.evaluation.evaluator (layer 2) imports gen_jax.families (layer 4)",
-                      "gen_jax.evaluation.evaluator (layer 2) imports gen_jax.families.vae (layer 4)"]
+                      "gen_jax.evaluation.evaluator (layer 2) imports gen_jax.families.vae (layer 4)",
+                      "gen_jax.evaluation.evaluator (layer 2) imports gen_jax.runtime (layer 3)"]
   assert _upward_imports(str(path), "scripts.tool") == []  # The top layer may import anything.
+  package = tmp_path / "__init__.py"
+  package.write_text("from . import likelihood\nfrom .likelihood import iwae\nfrom ..runtime import loop\n")
+  assert _upward_imports(str(package), "gen_jax.evaluation", is_package=True) == [
+      "gen_jax.evaluation (layer 2) imports gen_jax.runtime (layer 3)",
+      "gen_jax.evaluation (layer 2) imports gen_jax.runtime.loop (layer 3)"]
 
 
 def test_every_optimizer_and_schedule_in_the_tables_trains():
