@@ -12,13 +12,12 @@ reads flags.
 
 import dataclasses
 import os
-import signal
 import sys
 import typing
 
 from absl import app, flags, logging
 
-from gen_jax import families, progress
+from gen_jax import errors, families, progress
 from gen_jax.errors import UserError
 from gen_jax.runtime import run as run_lib
 
@@ -159,28 +158,15 @@ def run(main, family_name=None, training=False):
       logging.set_verbosity(logging.ERROR)
     if training:
       _console_that_outlives_its_reader()
+    errors.exit_on_user_error(started, argv)  # The argparse scripts' guard too: one way a command ends.
+
+  def started(argv):
+    initialize_distributed()
     try:
-      initialize_distributed()
       main(argv)
-    except UserError as error:
-      print(f"error: {error}", file=sys.stderr)
-      sys.exit(2)
-    except Preempted as stop:
+    except Preempted as stop:  # A training loop's stop (SIGTERM, SIGINT, SIGHUP) after saving: its own line.
       print(str(stop), file=sys.stderr)
       sys.exit(stop.exit_code)
-    except BrokenPipeError:
-      # A script's reader went away (`scripts/evaluate.py ... | head -1`): end quietly, as Unix tools do on
-      # SIGPIPE, with stdout pointed at /dev/null so that Python's flush at exit does not fail again.
-      if sys.__stdout__ is not None:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
-      sys.exit(128 + signal.SIGPIPE)
-    except KeyboardInterrupt:
-      # Ctrl-C outside a training loop (which saves and raises Preempted): before training, or in a script
-      # such as evaluate.py. Checkpoints, config.json, samples.npy and metrics rows are written whole or not
-      # at all, so a rerun finds no half-written record.
-      print("stopped by SIGINT; what was written before is intact; re-run the same command to do the rest",
-            file=sys.stderr)
-      sys.exit(128 + signal.SIGINT)
 
   def parse_flags(argv):
     try:

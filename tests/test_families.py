@@ -24,7 +24,7 @@ from flax import linen as nn
 from flax.training import train_state
 
 import gen_jax
-from gen_jax import config as config_lib, families, optim
+from gen_jax import config as config_lib, errors, families, optim
 from gen_jax.errors import UserError
 from gen_jax.families import gan, image_training
 from gen_jax.runtime import checkpointing, loop, run as run_lib, workdir as workdir_lib
@@ -423,24 +423,46 @@ def test_an_image_family_on_image_training_alone_gets_data_batches_evaluation_an
   assert test_row["log_likelihood"] > 784 * math.log(0.5)  # Learnt: better than every pixel a coin flip.
 
 
-def test_ctrl_c_outside_a_training_loop_ends_in_one_line(monkeypatch, capsys):
+# The two guards a command ends through: absl's (experiments and the scripts on absl flags) and argparse's
+# (evaluate_samples.py, figures.py, gan_tradeoffs.py, benchmark_iwae.py), which is the one absl's calls.
+GUARDS = {
+    "experiments.main.run": lambda command: __import__("experiments.main").main.run(lambda argv: command()),
+    "errors.exit_on_user_error": lambda command: errors.exit_on_user_error(command),
+}
+
+
+@pytest.mark.parametrize("guard", sorted(GUARDS))
+def test_ctrl_c_outside_a_training_loop_ends_in_one_line(guard, monkeypatch, capsys):
   """A SIGINT where no loop turns it into a checkpoint (a script's evaluation, start-up): one line, 130."""
   from absl import logging
-  from experiments import main as experiment_main
   monkeypatch.setattr(sys, "argv", ["evaluate.py"])
   previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's: KeyboardInterrupt.
   previous_verbosity = logging.get_verbosity()  # run() quiets absl's logging.
   try:
     with pytest.raises(SystemExit) as exit_info:
-      experiment_main.run(lambda argv: os.kill(os.getpid(), signal.SIGINT))
+      GUARDS[guard](lambda: os.kill(os.getpid(), signal.SIGINT))
   except KeyboardInterrupt:
-    pytest.fail("the KeyboardInterrupt escaped run()")
+    pytest.fail(f"the KeyboardInterrupt escaped {guard}")
   finally:
     signal.signal(signal.SIGINT, previous_handler)
     logging.set_verbosity(previous_verbosity)
   assert exit_info.value.code == 128 + signal.SIGINT
   stderr = capsys.readouterr().err
   assert stderr.count("\n") == 1 and stderr.startswith("stopped by SIGINT; what was written before is intact")
+
+
+@pytest.mark.parametrize("guard", sorted(GUARDS))
+def test_a_commands_reader_going_away_ends_it_quietly(guard):
+  """`scripts/figures.py ... | head -1`: the printing command ends at once, as Unix tools do on SIGPIPE, with
+  nothing on stderr (no BrokenPipeError, none again at Python's flush at exit)."""
+  code = ("import sys; sys.path.insert(0, 'tests'); import test_families; guard = sys.argv.pop(1); "
+          "test_families.GUARDS[guard](lambda: [print(line, flush=True) for line in range(10**7)])")
+  process = subprocess.Popen([sys.executable, "-c", code, guard], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+  assert process.stdout.readline() == "0\n"
+  process.stdout.close()  # Every later print meets a pipe with no reader.
+  assert process.wait(timeout=120) == 128 + signal.SIGPIPE
+  assert process.stderr.read() == ""
 
 
 def _tree_digest(directory):
