@@ -17,7 +17,7 @@ import typing
 
 from absl import app, flags, logging
 
-from gen_jax import errors, families, progress
+from gen_jax import config as config_lib, errors, families, progress
 from gen_jax.errors import UserError
 from gen_jax.runtime import run as run_lib
 
@@ -96,12 +96,6 @@ def config_from_flags(config_class, flag_values=FLAGS):
                         f"of {element.__name__} values") from None
     values[field.name] = value
   return config_class(**values)
-
-
-def _resolved_flags(config_class):
-  """flags.txt's text: the workdir and every config flag as `--name=value` lines."""
-  names = ["workdir"] + [field.name for field in dataclasses.fields(config_class)]
-  return "".join(FLAGS[name].serialize() + "\n" for name in names)
 
 
 def initialize_distributed():
@@ -204,6 +198,8 @@ def run_family(name):
   def main(argv):
     del argv
     config = config_from_flags(family.Config)
-    run_lib.train_and_evaluate(family, config, FLAGS.workdir, flags_text=_resolved_flags(family.Config))
+    # flags.txt as gen_jax.train writes it: the config's values, one writer whichever way a run starts.
+    run_lib.train_and_evaluate(family, config, FLAGS.workdir,
+                               flags_text=config_lib.as_flags_text(config, FLAGS.workdir))
 
   run(main, family_name=name, training=True)

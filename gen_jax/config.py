@@ -247,8 +247,8 @@ def from_settings(config_class, settings, family_name):
 
 
 def as_flags_text(config, workdir):
-  """flags.txt's text for `config`, as the command line writes it: `--workdir` and one line per setting, a
-  flagfile that starts the same run."""
+  """flags.txt's text for `config`, however the run started (the command line, `gen_jax.train`): `--workdir` and
+  one line per setting, a flagfile that starts the same run."""
   lines = [f"--workdir={workdir}"]
   for name, value in dataclasses.asdict(config).items():
     if value is None:  # An optional flag left unset.

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import types
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -268,6 +269,9 @@ def test_a_family_defined_in_a_test_trains_through_the_shared_main_resumes_and_o
   np.testing.assert_array_equal(run.sample(5, seed=3), reference.sample(5, seed=3))
   with pytest.raises(UserError, match="this tiny_gaussian run has no encode; allowed: .*vae, cvae, autoencoder"):
     run.encode(np.zeros((1, 28, 28, 1)))
+  # The command line writes flags.txt as gen_jax.train does: one writer, a block per start with other flags.
+  assert (resumed / "flags.txt").read_text().split(workdir_lib.RESUMED_FLAGS_SEPARATOR) == [
+      config_lib.as_flags_text(TinyConfig(num_steps=steps), str(resumed)) for steps in (20, 40)]
   assert "--target_mean=2.0" in (resumed / "flags.txt").read_text()
   assert workdir_lib.read_config(str(resumed))["family"] == "tiny_gaussian"
   # A config.json edited by hand is checked as the command line is: the family's make_task never sees it.
@@ -536,14 +540,71 @@ def test_a_cosine_run_keeps_its_length_on_resume_and_a_constant_one_may_change_i
 
 
 def test_flags_txt_ends_with_the_flags_of_the_latest_start(tmp_path):
-  """A start with the last block's flags adds nothing, in whatever order and with blank lines (absl writes one for
-  an unset optional flag, gen_jax.train none); one with other flags adds them, earlier ones too."""
+  """A start with the last block's flags adds nothing, in whatever order and with blank lines (the flags.txt of
+  older runs, written by absl, has one for an unset optional flag); one with other flags adds them, earlier ones
+  too."""
   settings = workdir_lib.settings_record(TinyFamily.NAME, TinyConfig())
   for flags_text in ("--seed=0\n--batch_size=8\n", "--batch_size=8\n\n--seed=0\n", "--final_iwae_k=10\n",
                      "--seed=0\n--batch_size=8\n"):
     workdir_lib.record(str(tmp_path), settings, set(), flags_text)
   blocks = (tmp_path / "flags.txt").read_text().split(workdir_lib.RESUMED_FLAGS_SEPARATOR)
   assert blocks == ["--seed=0\n--batch_size=8\n", "--final_iwae_k=10\n", "--seed=0\n--batch_size=8\n"]
+
+
+def _flags_txt_of_older_runs(flag_values, config_class):
+  """flags.txt as the command line wrote it before it used `config.as_flags_text`: absl's serialisation, which
+  writes a blank line for an unset flag and a list as typed."""
+  names = ["workdir"] + [field.name for field in dataclasses.fields(config_class)]
+  return "".join(flag_values[name].serialize() + "\n" for name in names)
+
+
+def test_the_flags_txt_of_an_older_run_is_the_flag_set_the_config_writes_and_resumes_without_a_new_one(
+    tiny_family, tmp_path):
+  """For each family's defaults and a flagfile that sets its lists (numbers spelled otherwise than the config's
+  values: 064, -6, 2e0) and flips its bools, what absl wrote and `as_flags_text` writes are one flag set: a
+  resume of an older run with the same flags records no new start."""
+  from experiments import main as experiment_main
+  respelled = {int: "064,32", float: "-6,2e0"}
+  older = {}
+  for name in ("vae", "cvae", "autoencoder", "gan", "gmm"):
+    family = families.get(name)
+    hints = typing.get_type_hints(family.Config)
+    flagfile = tmp_path / f"{name}_lists_and_bools.cfg"
+    flagfile.write_text("".join(
+        f"--{'no' if field.default else ''}{field.name}\n" if hints[field.name] is bool else
+        f"--{field.name}={respelled[typing.get_args(hints[field.name])[0]]}\n"
+        for field in dataclasses.fields(family.Config)
+        if hints[field.name] is bool or typing.get_origin(hints[field.name]) is tuple))
+    for case, flags in [("defaults", []), ("flagfile", [f"--flagfile={flagfile}"])]:
+      flag_values = absl_flags.FlagValues()
+      absl_flags.DEFINE_string("workdir", None, "workdir", flag_values=flag_values)
+      experiment_main.define_config_flags(family.Config, family.HELP, flag_values)
+      workdir = tmp_path / f"{name}_{case}"
+      flag_values(["test", *flags, f"--workdir={workdir}"])
+      config = experiment_main.config_from_flags(family.Config, flag_values)
+      text = older[name, case] = _flags_txt_of_older_runs(flag_values, family.Config)
+      settings = workdir_lib.settings_record(name, config)
+      workdir.mkdir()
+      (workdir / "config.json").write_text(json.dumps(settings))
+      (workdir / "flags.txt").write_text(text)
+      workdir_lib.record(str(workdir), settings, family.MAY_CHANGE_ON_RESUME,
+                         config_lib.as_flags_text(config, str(workdir)))
+      assert (workdir / "flags.txt").read_text() == text, (name, case)
+  # Other text than the config's (a blank line for the unset --data_dir, lists as typed), the same flags.
+  assert "\n\n" in older["gmm", "defaults"]
+  assert {"--hidden_sizes=064,32", "--log_variance_clamp=-6,2e0", "--conditional"} <= set(
+      older["vae", "flagfile"].splitlines())
+  # A whole resume: a run started with the older flags.txt, resumed through the shared main with the same flags.
+  workdir = tmp_path / "tiny"
+  flag_values = absl_flags.FlagValues()
+  absl_flags.DEFINE_string("workdir", None, "workdir", flag_values=flag_values)
+  experiment_main.define_config_flags(TinyConfig, {}, flag_values)
+  flag_values(["test", "--num_steps=10", f"--workdir={workdir}"])
+  text = _flags_txt_of_older_runs(flag_values, TinyConfig)
+  run_lib.train_and_evaluate(tiny_family, TinyConfig(num_steps=10), str(workdir), flags_text=text)
+  resumed = _through_the_shared_main(workdir, "--num_steps=10")
+  assert resumed.returncode == 0, resumed.stderr
+  assert (workdir / "flags.txt").read_text() == text
 
 
 def test_a_resume_shorter_than_the_runs_progress_is_refused_and_touches_nothing(tiny_family, tmp_path):

@@ -8,7 +8,7 @@
 - **config.json** records the run's settings and its family as the run started; it is never rewritten. A
   resume with other shaping settings is refused naming each one. A damaged config.json stops the run with
   one line; nothing is deleted (it cannot be rebuilt: it is the record of how the run started).
-- **flags.txt** holds the resolved flags; a resume with other flags appends the new set.
+- **flags.txt** holds the resolved flags (`config.as_flags_text`); a resume with other flags appends the new set.
 Every file here is written to a temporary name and renamed (`gen_jax.files`).
 """
 
@@ -130,7 +130,23 @@ def record(workdir, settings, may_change, flags_text=None, defaults=None):
 
 
 def _flag_lines(text):
-  return {line.strip() for line in text.splitlines()} - {""}
+  """A flag set's lines, as a set that spells each number one way. flags.txt of runs started before the command
+  line wrote it with `config.as_flags_text` (absl wrote it) differs only in a blank line for an unset flag and a
+  list's numbers as typed (`--log_variance_clamp=-6,2`, the config's `-6.0,2.0`): the same flags, no new set."""
+  return {_one_spelling(line.strip()) for line in text.splitlines()} - {""}
+
+
+def _one_spelling(line):
+  name, equals, value = line.partition("=")
+  return name + equals + ",".join(_number_text(item) for item in value.split(",")) if equals else line
+
+
+def _number_text(text):
+  """A number as the config's float holds it (-6, -6.0 and -6e0 alike); any other text as it is."""
+  try:
+    return repr(float(text))
+  except ValueError:
+    return text
 
 
 def _write_records(workdir, settings, flags_text):
@@ -146,7 +162,7 @@ def _write_records(workdir, settings, flags_text):
       recorded = f.read()
   # New, or resumed with other flags than the latest start's (earlier ones included): keep the history, add
   # the new set, so that the last block is always what the run now runs with. Flags are a set: the same ones
-  # in another order (a family's fields reordered, gen_jax.train's text against the command line's) are the same.
+  # in another order (a family's fields reordered) or as an older run wrote them (`_flag_lines`) are the same.
   if _flag_lines(recorded.split(RESUMED_FLAGS_SEPARATOR)[-1]) != _flag_lines(flags_text):
     separator = RESUMED_FLAGS_SEPARATOR if recorded else ""
     files.write_text(flags_path, recorded + separator + flags_text)
