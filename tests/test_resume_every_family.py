@@ -98,3 +98,32 @@ def test_labels_a_run_cannot_use_are_refused_not_ignored(runs, name, operation):
   else:  # No classes at all: any labels would be ignored without a word.
     with pytest.raises(UserError, match=r"\[0, 1\] \(2 of them\) for a model without classes; allowed: no labels"):
       call([0, 1])
+
+
+def test_images_counts_and_seeds_a_run_cannot_take_are_refused_in_one_line(runs):
+  """Images of another shape or range would be scored or encoded as something they are not (a missing channel
+  axis read as 28 images one pixel wide, floats in 0..255 as probabilities, grey pixels as bits): refused,
+  except (N, H, W) for one channel, which is the same images."""
+  gmm_run = gen_jax.load_run(str(runs["gmm"][0]))  # Binarised: its likelihood is of bits.
+  autoencoder_run = gen_jax.load_run(str(runs["autoencoder"][0]))
+  bits = gmm_run.dataset.test_images[:3]
+  np.testing.assert_array_equal(gmm_run.log_likelihood(bits[..., 0], k=1), gmm_run.log_likelihood(bits, k=1))
+  np.testing.assert_array_equal(autoencoder_run.encode(bits[..., 0]), autoencoder_run.encode(bits))
+  grey = np.full((2, 28, 28, 1), 128, np.uint8)
+  autoencoder_run.encode(grey)  # Any pixels encode.
+  refusals = [
+      (lambda: autoencoder_run.encode(bits.reshape(3, -1)),
+       r"images of shape \(3, 784\); allowed: \(N, 28, 28, 1\) or \(N, 28, 28\) with N >= 1"),
+      (lambda: autoencoder_run.reconstruct(np.zeros((0, 28, 28, 1), np.uint8)), r"images of shape \(0, 28, 28, 1\)"),
+      (lambda: autoencoder_run.encode(bits.astype(np.float32)),
+       r"float32 images with values in \[0.0, 255.0\]; allowed: uint8 in 0..255 or floats in \[0, 1\]"),
+      (lambda: gmm_run.log_likelihood(grey, k=1),
+       r"images with values between 0 and 255 for a run that binarises, whose likelihood is of bits"),
+      (lambda: gmm_run.log_likelihood(bits, k=0), r"k=0; allowed: an integer >= 1 \(importance samples per image\)"),
+      (lambda: gmm_run.test_log_likelihood(k=2.5), r"k=2.5; allowed: an integer >= 1"),
+      (lambda: gmm_run.sample(0), r"n=0; allowed: an integer >= 1 \(the number of samples\)"),
+      (lambda: gmm_run.sample(2, seed=-1), r"seed=-1; allowed: an integer >= 0 \(a seed\)"),
+  ]
+  for call, message in refusals:
+    with pytest.raises(UserError, match=message):
+      call()

@@ -140,6 +140,29 @@ def as_unit_images(x):
   return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
 
 
+def checked_images(x, image_shape, binary=False):
+  """The images a user hands a run's operations, as the run takes them: (N, *image_shape), uint8 in 0..255 or
+  floats in [0, 1]; for one channel (N, H, W) is taken too and gets its channel axis. Anything else would be
+  scored or encoded as something it is not (a missing channel axis read as 28 one-pixel-wide images, floats
+  in 0..255 as probabilities), so it is refused in one line. `binary`: the run models bits (it binarises),
+  so its likelihood of grey pixels would be a number of nothing; those are refused too."""
+  x = np.asarray(x)
+  shape = tuple(image_shape)
+  if shape[-1] == 1 and x.shape[1:] == shape[:-1]:
+    x = x[..., None]
+  allowed_shapes = f"(N, {', '.join(map(str, shape))})" + (f" or (N, {shape[0]}, {shape[1]})" if shape[-1] == 1 else "")
+  if x.ndim != len(shape) + 1 or x.shape[1:] != shape or not len(x):
+    raise UserError(f"images of shape {x.shape}; allowed: {allowed_shapes} with N >= 1, the run's image shape")
+  top = 255 if x.dtype == np.uint8 else 1.0
+  if x.dtype != np.uint8 and not (np.issubdtype(x.dtype, np.floating) and np.all((x >= 0) & (x <= 1))):
+    low, high = (x.min(), x.max()) if np.issubdtype(x.dtype, np.number) else ("?", "?")
+    raise UserError(f"{x.dtype} images with values in [{low}, {high}]; allowed: uint8 in 0..255 or floats in [0, 1]")
+  if binary and not np.all((x == 0) | (x == top)):
+    raise UserError(f"images with values between 0 and {top} for a run that binarises, whose likelihood is of "
+                    f"bits; allowed: binary images, 0 or {top} (the run's dataset.test_images are)")
+  return x
+
+
 def checked_labels(labels, count, num_classes):
   """The `labels=` a user hands a run's operations, as `count` int32 classes in 0..num_classes-1; None stays
   None. A model without classes (num_classes None) refuses any: it would ignore them without a word."""

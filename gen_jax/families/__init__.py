@@ -78,7 +78,7 @@ def load_run(workdir, step=None):
 
   >>> run = load_run("runs/vae")
   >>> images = run.sample(16)                 # (16, 28, 28, 1) in [0, 1]
-  >>> run.log_likelihood(images, k=100)       # per image, nats
+  >>> run.log_likelihood(run.dataset.test_images[:8], k=100)  # per image, nats (of bits, if the run binarises)
   """
   workdir_lib.check_workdir(workdir)
   stored = workdir_lib.read_config(workdir)

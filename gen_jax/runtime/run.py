@@ -14,12 +14,15 @@ make_task(config, workdir, mesh) -> loop.Task (see `gen_jax/families/__init__.py
 `validate` first, so `make_task` is handed only configs its family accepts.
 """
 
+import numbers
 import os
 import time
 
 import jax
+import numpy as np
 
 from gen_jax import config as config_lib, parallel
+from gen_jax.data import image_data
 from gen_jax.errors import UserError
 from gen_jax.runtime import checkpointing, host_memory, loop, metrics as metrics_lib, workdir as workdir_lib
 
@@ -113,24 +116,39 @@ class Run:
                       f"({others})")
     return self._operations[name]
 
+  def _images(self, x, scored=False):
+    """`x` checked against the run's images (`image_data.checked_images`); `scored`: for a likelihood, which a
+    binarising run defines on bits only."""
+    return image_data.checked_images(x, self.dataset.image_shape,
+                                     binary=scored and getattr(self.config, "binarization", "none") != "none")
+
+  def _seed(self, seed):
+    return self.config.seed if seed is None else _counted(seed, "seed", minimum=0, what="a seed")
+
   def sample(self, n, seed=None, labels=None):
     """n samples in data space; seed None: the run's own seed, which reproduces samples.npy."""
-    return self._operation("sample")(n, self.config.seed if seed is None else seed, labels)
+    operation = self._operation("sample")
+    return operation(_counted(n, "n", what="the number of samples"), self._seed(seed), labels)
 
   def encode(self, x, labels=None):
-    return self._operation("encode")(x, labels)
+    operation = self._operation("encode")
+    return operation(self._images(x), labels)
 
   def decode(self, z, labels=None):
     return self._operation("decode")(z, labels)
 
   def reconstruct(self, x, labels=None):
-    return self._operation("reconstruct")(x, labels)
+    operation = self._operation("reconstruct")
+    return operation(self._images(x), labels)
 
   def log_likelihood(self, x, k=5000, labels=None, seed=None):
-    return self._operation("log_likelihood")(x, k, labels, self.config.seed if seed is None else seed)
+    operation = self._operation("log_likelihood")
+    return operation(self._images(x, scored=True), _counted(k, "k", what="importance samples per image"), labels,
+                     self._seed(seed))
 
   def test_log_likelihood(self, k=5000):
-    return self._operation("test_log_likelihood")(k)
+    operation = self._operation("test_log_likelihood")
+    return operation(_counted(k, "k", what="importance samples per image"))
 
   def append_test_row(self, metrics, started):
     """Appends a test row for this checkpoint to metrics.jsonl under the run lock; returns (row, appended).
@@ -142,6 +160,13 @@ class Run:
            "wall_time": round(float(self.progress["wall_time"]) + time.time() - started, 3)} | metrics
     with workdir_lib.run_lock(self.workdir):
       return row, _append(self.workdir, row, self._task.identity_keys)
+
+
+def _counted(value, name, minimum=1, what="a count"):
+  """`value` as an int when it is a whole number >= minimum; else one line naming it."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
+    raise UserError(f"{name}={value!r}; allowed: an integer >= {minimum} ({what})")
+  return int(value)
 
 
 def _append(workdir, row, identity_keys=()):
