@@ -147,6 +147,9 @@ def test_labels_that_cannot_train_a_cvae_are_one_line_errors(tmp_path):
   assert_user_error(lambda: _cvae_task(dataset, tmp_path), "needs labels", "unlabelled.npz")
   assert_user_error(lambda: cvae.validate(_tiny_config(cvae.CVAEConfig, conditional=False)),
                     "--conditional=false", "experiments.vae")
+  # And the other way: the VAE's experiment does not train a CVAE without the CVAE's checks and scores.
+  assert_user_error(lambda: vae.validate(_tiny_config(conditional=True)), "--conditional=true is not allowed in "
+                    "experiments.vae", "experiments.cvae")
 
 
 def test_a_classifier_of_another_dataset_is_refused_before_the_cvae_trains(tmp_path):

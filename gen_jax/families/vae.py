@@ -25,7 +25,7 @@ OPERATIONS = ("sample", "encode", "decode", "reconstruct", "log_likelihood", "te
 # Settings that only change when or how a run is evaluated may also change on resume.
 MAY_CHANGE_ON_RESUME = config_lib.MAY_CHANGE_ON_RESUME | {"final_iwae_k"}
 HELP = latent_code.HELP | {
-    "conditional": "Condition encoder and decoder on the class label (CVAE).",
+    "conditional": "Must stay false here (experiments.cvae trains the conditional VAE).",
     "objective": "elbo (k-sample average ELBO; k=1 is the VAE) or iwae (importance-weighted bound L_k).",
     "num_importance_samples": "k: samples of z per example in the training objective.",
     "beta": "Weight of the KL term in the training loss (the reported ELBO is always the true bound).",
@@ -123,6 +123,14 @@ def _settings_unread_by(prior):
 
 
 def validate(config):
+  validate_model(config)
+  if config.conditional:  # One family per model: the CVAE's own checks its labels and scores its classes.
+    raise UserError("--conditional=true is not allowed in experiments.vae; allowed: --conditional=false (use "
+                    "experiments.cvae for the conditional VAE, with its label checks and conditional_accuracy)")
+
+
+def validate_model(config):
+  """The settings' checks that the VAE and the CVAE share."""
   latent_code.validate_network(config)
   config_lib.check_positive(config, ("num_importance_samples",))
   config_lib.check_choice(config, "objective", tuple(objectives.TRAINING_OBJECTIVES))
