@@ -17,15 +17,21 @@ def load_run(workdir, step=None):
 def train(family, workdir, **settings):
   """Trains (or resumes) a run of `family` ("vae", "gan", ...) in `workdir` and returns it opened (`load_run`).
 
-  `settings` are the experiment's flags as Python values (`latent_dim=2, hidden_sizes=(256, 128)`), the rest
-  at the family's defaults. It is the command line's path: the same checks (a UserError of one line, before
-  anything is written), run lock, config.json and flags.txt (a flagfile that starts the same run from the
-  command line), exact resume, and SIGINT (a notebook's interrupt) saving a checkpoint before it stops.
+  `settings` are the experiment's flags as Python values (`latent_dim=2, hidden_sizes=(256, 128)`). The rest
+  are the run's own when `workdir` holds a run of `family` (so `train(family, workdir)` resumes it however it
+  was started, from a flagfile say, and `num_epochs=` extends it), else the family's defaults. It is the
+  command line's path: the same checks (a UserError of one line, before anything is written), run lock,
+  config.json and flags.txt (a flagfile that starts the same run from the command line), exact resume, and
+  SIGINT (a notebook's interrupt) saving a checkpoint before it stops.
   """
+  import os
   from gen_jax import config as config_lib
   from gen_jax.families import get
-  from gen_jax.runtime import run as run_lib
+  from gen_jax.runtime import run as run_lib, workdir as workdir_lib
   family_module = get(family)
-  config = config_lib.from_settings(family_module.Config, settings, family)
+  stored = workdir_lib.read_config(workdir) if os.path.isdir(workdir) else None
+  own = (config_lib.from_flat_dict(family_module.Config, stored)
+         if stored and stored.get(config_lib.FAMILY_KEY) == family_module.NAME else None)
+  config = config_lib.from_settings(family_module.Config, settings, family, base=own)
   run_lib.train_and_evaluate(family_module, config, workdir, flags_text=config_lib.as_flags_text(config, workdir))
   return load_run(workdir)

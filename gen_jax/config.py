@@ -229,9 +229,10 @@ def _allowed_text(hint):
   return _PYTHON_SETTINGS[hint][2]
 
 
-def from_settings(config_class, settings, family_name):
+def from_settings(config_class, settings, family_name, base=None):
   """`config_class` from settings given as Python keywords (`gen_jax.train`): each one of its fields, of the
-  field's type (a list or tuple for a list setting); a UserError of one line names the first that is not."""
+  field's type (a list or tuple for a list setting); a UserError of one line names the first that is not.
+  Settings not given are `base`'s (a config of the class), or the class's defaults."""
   hints = typing.get_type_hints(config_class)
   names = {field.name for field in dataclasses.fields(config_class)}
   values = {}
@@ -243,7 +244,7 @@ def from_settings(config_class, settings, family_name):
       values[name] = _python_setting(value, hints[name])
     except TypeError:
       raise UserError(f"{name}={value!r} is not allowed; allowed: {_allowed_text(hints[name])}") from None
-  return config_class(**values)
+  return config_class(**values) if base is None else dataclasses.replace(base, **values)
 
 
 def as_flags_text(config, workdir):

@@ -332,6 +332,11 @@ def test_training_from_python_checks_settings_and_writes_a_flagfile_the_command_
   gen_jax.train("tiny_gaussian", str(tmp_path / "command_line"), num_steps=20, target_mean=1.5,
                 data_dir=str(tmp_path / "data"))
   assert workdir_lib.RESUMED_FLAGS_SEPARATOR not in (tmp_path / "command_line" / "flags.txt").read_text()
+  # Settings not given are the run's own, not the family's defaults: a run started from a flagfile resumes
+  # with none, and is extended by its length alone.
+  assert gen_jax.train("tiny_gaussian", str(tmp_path / "command_line")).config == run.config
+  extended = gen_jax.train("tiny_gaussian", str(tmp_path / "command_line"), num_steps=30)
+  assert extended.step == 30 and extended.config.target_mean == 1.5
 
 
 # --- An image family on image_training alone: independent Bernoulli pixels, one logit each -----------------
