@@ -296,7 +296,8 @@ def test_a_fused_mean_and_log_variance_layer_of_an_older_checkpoint_restores_int
   config, model, hvae_params = _tiny_hvae("vampprior")
   tx = optim.make_optimizer(dataclasses.replace(config, optimizer="adam_norm_grad"), total_steps=10)
   state = train_state.TrainState.create(apply_fn=None, params=hvae_params, tx=tx)
-  state = state.apply_gradients(grads=jax.tree.map(jnp.cos, hvae_params))  # Adam's moments are not zero.
+  # One step, so that Adam's moments are not zero; jitted: one compilation, not one per eager operation.
+  state = jax.jit(lambda state: state.apply_gradients(grads=jax.tree.map(jnp.cos, state.params)))(state)
   checkpointer = checkpointing.Checkpointer(str(tmp_path / "checkpoints"), keep=1)
   checkpointer.save(1, networks.with_fused_heads(state), {"step": 1})
   checkpointer.wait()
