@@ -53,6 +53,8 @@ def test_workdir_holds_every_output_of_the_contract(tiny_run):
   assert any(name.startswith("events") for name in os.listdir(workdir / "tensorboard"))
   assert sorted(os.listdir(workdir / "checkpoints")) == ["16", "8"]
   assert "step      16" in result.stdout and "examples/s" in result.stdout and "ETA" in result.stdout
+  assert f"step 8 test: elbo={test[0]['elbo']:.4g}" in result.stdout  # Each evaluation on the console too.
+  assert f"step 16 test: elbo={test[1]['elbo']:.4g}" in result.stdout
 
 
 def test_rerunning_a_finished_run_changes_nothing(tiny_run):

@@ -444,6 +444,7 @@ def _train(task, workdir, seed, mesh, where):
           writer.write(base_row(step, split) | split_metrics)
           logging.info("step %d %s %s", step, split, _format_metrics(split_metrics))
           if main:
+            print(f"step {step} {split}: {_format_metrics(split_metrics)}", flush=True)  # What the run is for.
             task.on_evaluation(state, step)
         # With selection every validated state is saved, ranked, so that the best one can be restored.
         if checkpoint_due or received or selection_value is not None:
