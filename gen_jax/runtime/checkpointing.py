@@ -14,10 +14,12 @@ directory and renames it when complete, so a save interrupted half-way never dam
 import errno
 import math
 import os
+import pathlib
 import re
 import sys
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -66,17 +68,27 @@ def _is_orphaned_write_callback(unraisable):
   return traceback.tb_frame.f_code.co_name == "call_soon_threadsafe"
 
 
+def _is_abandoned_read(unraisable):
+  """The Exception that orbax's array read makes of the GeneratorExit closing it (its `except BaseException`
+  re-raises everything): a read still pending when a sibling read failed, which orbax left behind by closing
+  its event loop without cancelling it, closed when the process collects it (at exit, one per array)."""
+  error, coroutine = unraisable.exc_value, unraisable.object
+  return (isinstance(error, Exception) and isinstance(error.__cause__, GeneratorExit)
+          and getattr(getattr(coroutine, "cr_code", None), "co_name", None) == "_read_array_index_and_device_put")
+
+
 def _drop_orphaned_write_callbacks():
   """When a save fails (a full disk, say), TensorStore still completes that save's other writes, and their
   callbacks reach the asyncio loop orbax has closed, some before the failure reaches the loop: each would
-  print a traceback (through sys.unraisablehook) beside the run's one-line error. Those, and only those, are
-  dropped, for the rest of the process."""
+  print a traceback (through sys.unraisablehook) beside the run's one-line error. Likewise when a restore
+  fails on one array (a damaged file), the reads of the others are left pending (`_is_abandoned_read`). Those,
+  and only those, are dropped, for the rest of the process; the failure itself is reported by its caller."""
   previous = sys.unraisablehook
   if getattr(previous, "drops_orphaned_write_callbacks", False):
     return
 
   def hook(unraisable):
-    if not _is_orphaned_write_callback(unraisable):
+    if not (_is_orphaned_write_callback(unraisable) or _is_abandoned_read(unraisable)):
       previous(unraisable)
 
   hook.drops_orphaned_write_callbacks = True
@@ -102,6 +114,89 @@ def saved_steps(directory):
   if not os.path.isdir(directory):
     return []
   return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+class SettingsMismatch(UserError):
+  """The checkpoints hold another model (other array names or shapes) than the one the settings build: the
+  settings differ from the run's (a config.json edited by hand, say), the checkpoints are fine."""
+
+  def __init__(self, directory, difference):
+    super().__init__(f"the settings in {os.path.join(os.path.dirname(directory), 'config.json')} do not build "
+                     f"the model that the checkpoints in {directory} hold ({difference}); allowed: the settings "
+                     "the run was trained with (flags.txt keeps the flags of every start), or a fresh --workdir; "
+                     "the checkpoints are left as they are")
+
+
+def _first_line(error):
+  return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def stored_shapes(checkpoint_directory):
+  """{array name: shape} of the `state` item of a checkpoint (orbax's dotted names, such as
+  params.encoder.Dense_0.kernel), from its metadata alone; None when that cannot be read (damaged files: the
+  restore reports them)."""
+  try:
+    metadata = ocp.StandardCheckpointHandler().metadata(pathlib.Path(checkpoint_directory) / "state")
+    return {leaf.name: tuple(getattr(leaf, "shape", None) or ()) for leaf in jax.tree.leaves(metadata)}
+  except Exception:  # orbax raises many types for damaged or missing metadata.
+    return None
+
+
+def _expected_shapes(abstract_state):
+  names = ocp.tree.get_param_names(abstract_state, include_empty_nodes=False)
+  return {name: np.shape(leaf) for name, leaf in zip(jax.tree.leaves(names), jax.tree.leaves(abstract_state))}
+
+
+def _shape_difference(stored, abstract_state):
+  """None when `stored` (`stored_shapes`) holds exactly the arrays of `abstract_state`, else the first
+  difference in words, the parameters' before the optimizer state's (which only mirrors them)."""
+  expected = _expected_shapes(abstract_state)
+  for name in sorted(set(stored) | set(expected), key=lambda name: (not name.startswith("params."), name)):
+    if name not in expected:
+      return f"they hold {name}, which the settings do not build"
+    if name not in stored:
+      return f"they lack {name}, which the settings build"
+    if stored[name] != expected[name]:
+      return f"{name} has shape {stored[name]} there, {expected[name]} in the model of the settings"
+  return None
+
+
+def _layouts(abstract_state):
+  """(restore target, conversion to `abstract_state`'s layout or None) for the current layout and each of
+  `networks.LEGACY_LAYOUTS` that changes something in this state."""
+  layouts = [(abstract_state, None)]
+  for to_legacy, from_legacy in networks.LEGACY_LAYOUTS.values():
+    legacy_target = to_legacy(abstract_state)
+    if jax.tree.structure(legacy_target) != jax.tree.structure(abstract_state):
+      layouts.append((legacy_target, from_legacy))
+  return layouts
+
+
+def _fitting_layout(stored, abstract_state):
+  """The `_layouts` entry whose arrays are those of `stored`; when there is none, a ValueError whose message is
+  the difference from the current layout (`_shape_difference`)."""
+  for target, convert in _layouts(abstract_state):
+    if _shape_difference(stored, target) is None:
+      return target, convert
+  raise ValueError(_shape_difference(stored, abstract_state))
+
+
+def check_settings_fit(directory, abstract_state):
+  """Raises `SettingsMismatch` when `directory` holds checkpoints and none of them holds the model of
+  `abstract_state` (in its layout or a legacy one); reads metadata only and writes nothing, so that a run
+  refuses before it takes its workdir. A checkpoint whose metadata cannot be read passes: the restore reports it."""
+  differences = []
+  for step in reversed(saved_steps(directory)):
+    stored = stored_shapes(os.path.join(directory, str(step)))
+    if stored is None:
+      return
+    try:
+      _fitting_layout(stored, abstract_state)
+      return
+    except ValueError as difference:
+      differences.append(str(difference))
+  if differences:
+    raise SettingsMismatch(os.path.abspath(directory), differences[0])
 
 
 class Checkpointer:
@@ -157,53 +252,66 @@ class Checkpointer:
     """(state, progress) of checkpoint `step`, or of the newest one that restores when `step` is None
     (None when there is none): the one restore path of training, `load_run` and every script.
 
-    A latest checkpoint that fails to restore is reported in one line and the previous one is tried; with
-    `set_aside` (training, which holds the run lock) the ones that failed are then moved out of the way. A
-    reader (`load_run`, the scripts) leaves them: the run may be training, and deleting the checkpoint the
-    reader tried, at that moment. If some exist but none restores, that is an error; the files are left in
-    place for inspection.
+    A latest checkpoint that fails to restore is passed over for the previous one, and each one passed over is
+    reported in one line once one restores; with `set_aside` (training, which holds the run lock) they are
+    then moved out of the way. A reader (`load_run`, the scripts) leaves them: the run may be training, and
+    deleting the checkpoint the reader tried, at that moment. If some exist but none restores, that is an
+    error (`SettingsMismatch` when every one holds another model than `abstract_state`); the files are left in
+    place.
     """
     steps = self.all_steps()
     if step is not None:
       if step not in steps:
         raise UserError(f"step={step} has no checkpoint in {self.directory}; allowed: one of {steps}")
       return self._restore_step(step, abstract_state)
-    unusable = []
+    failures = {}
     for candidate in reversed(steps):
       try:
         restored = self._restore_step(candidate, abstract_state)
       except Exception as error:  # orbax raises many types for damaged files; all mean "unusable".
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        logging.warning("checkpoint at step %d cannot be restored (%s); trying the previous one", candidate,
-                        first_line)
-        print(f"warning: checkpoint {self.directory}/{candidate} cannot be restored ({first_line}); "
-              "falling back to the previous one", flush=True)
-        unusable.append(candidate)
+        failures[candidate] = error
         continue
-      if unusable and set_aside:
-        self._set_aside(unusable)
+      for failed, error in failures.items():
+        print(f"warning: checkpoint {self.directory}/{failed} cannot be restored ({_first_line(error)}); "
+              f"using the previous one that restores, at step {candidate}", flush=True)
+      if failures and set_aside:
+        self._set_aside(list(failures))
       return restored
-    if steps:
-      raise UserError(f"no checkpoint in {self.directory} can be restored (steps {steps}); the files are "
-                      "left in place: move them away to start afresh")
-    return None
+    if not steps:
+      return None
+    if all(isinstance(error, SettingsMismatch) for error in failures.values()):
+      raise failures[steps[-1]]
+    latest, error = next((step, error) for step, error in failures.items()
+                         if not isinstance(error, SettingsMismatch))
+    raise UserError(f"no checkpoint in {self.directory} can be restored (steps {steps}; step {latest}: "
+                    f"{_first_line(error)}); the files are left in place; allowed: checkpoints that restore "
+                    "(to start afresh, move the damaged ones out of that folder) or a fresh --workdir")
 
   def _restore_step(self, step, abstract_state):
     """(state, progress) of checkpoint `step` in the layout of `abstract_state`, also when it was saved in one
-    of `networks.LEGACY_LAYOUTS`: restored into that layout, then converted."""
-    try:
-      return self._restore_in_layout(step, abstract_state)
-    except Exception as error:
-      for to_legacy, from_legacy in networks.LEGACY_LAYOUTS.values():
-        legacy_target = to_legacy(abstract_state)
-        if jax.tree.structure(legacy_target) == jax.tree.structure(abstract_state):
-          continue  # The state has nothing this layout changes.
-        try:
-          legacy_state, progress = self._restore_in_layout(step, legacy_target)
-        except Exception:
-          continue
-        return from_legacy(abstract_state, legacy_state), progress
-      raise error
+    of `networks.LEGACY_LAYOUTS`: restored into that layout, then converted.
+
+    The layout is chosen from the checkpoint's metadata, before any array is read: a checkpoint of another
+    model raises `SettingsMismatch` without starting reads that would fail (orbax leaves the reads of the
+    other arrays unfinished, and each prints a traceback when the process exits). Without readable metadata
+    each layout is tried in turn and the first error is raised.
+    """
+    layouts = _layouts(abstract_state)
+    stored = stored_shapes(os.path.join(self.directory, str(step)))
+    if stored is not None:
+      try:
+        layouts = [_fitting_layout(stored, abstract_state)]
+      except ValueError as difference:
+        raise SettingsMismatch(self.directory, str(difference)) from None
+    first_error = None
+    for target, convert in layouts:
+      try:
+        state, progress = self._restore_in_layout(step, target)
+      except Exception as error:
+        first_error = first_error or error
+        continue
+      return (state if convert is None else convert(abstract_state, state)), progress
+    raise first_error
 
   def _restore_in_layout(self, step, abstract_state):
     restored = self._manager.restore(step, args=ocp.args.Composite(

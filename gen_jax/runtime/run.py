@@ -46,11 +46,15 @@ def train_and_evaluate(family, config, workdir, flags_text=None):
   mesh = prepared_mesh()
   task = family.make_task(config, workdir, mesh)
   parallel.check_batch_divisible(task.schedule.batch_size, mesh)
-  saved = checkpointing.saved_steps(os.path.join(workdir, "checkpoints"))
+  checkpoints = os.path.join(workdir, "checkpoints")
+  saved = checkpointing.saved_steps(checkpoints)
   if saved and saved[-1] > task.schedule.num_steps:  # Else it would end at once, short of its final evaluation.
     raise UserError(f"--workdir={workdir} holds a checkpoint at step {saved[-1]}, past the last step of this "
                     f"length ({task.schedule.num_steps}); allowed: --num_epochs or --num_steps that reach step "
                     f"{saved[-1]}, or a fresh --workdir")
+  if saved:  # Checkpoints of another model (config.json edited by hand) are refused before the workdir is touched;
+    # from their metadata, so that the loop's restore stays the only one.
+    checkpointing.check_settings_fit(checkpoints, jax.eval_shape(task.init_state, jax.random.key(0)))
   with workdir_lib.run_lock(workdir):
     workdir_lib.record(workdir, settings, may_change, flags_text, defaults)
     return loop.train(task, workdir, config.seed, mesh)
