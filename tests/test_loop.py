@@ -112,6 +112,54 @@ def test_a_checkpoint_between_train_rows_carries_its_pending_steps_and_their_sec
   assert progress["pending_seconds"] > 0.0
 
 
+
+def _finished_run_task(schedule, calls, selection=False, final_iwae_k=5000):
+  """_CountingTask's task recording its evaluations and what `finalize` is handed; with `selection`, a
+  validation value that only gets worse, so that early stopping ends the run at its third evaluation."""
+  def count(name, metrics):
+    calls.append(name)
+    return metrics
+
+  task = _CountingTask().task(schedule)
+  validation = loop.Selection(validate=lambda state: count("validate", {"v": -float(state.step)}), metric="v",
+                              patience=1) if selection else None
+  return loop.Task(**{**vars(task), "evaluate": lambda state: count("evaluate", {"w": float(state.params["w"])}),
+                      "final_evaluate": lambda state: count("final_evaluate", {"iwae_k": final_iwae_k}),
+                      "final_row_identity": {"iwae_k": final_iwae_k}, "identity_keys": ("iwae_k",),
+                      "finalize": lambda state: calls.append(("finalize", int(state.step))), "selection": validation})
+
+
+@pytest.mark.parametrize("selection", [False, True])
+def test_a_finished_run_run_again_writes_nothing_and_says_so(tmp_path, capsys, selection):
+  """Ended at its last step, or stopped early (at 60, the best model at 20): the rerun evaluates nothing, adds
+  no row and no TensorBoard event file, and finalizes the run's model again (idempotent, for a stop during the
+  last run's end). A new final evaluation (another k) is still added, once."""
+  schedule = loop.Schedule(num_steps=100, steps_per_epoch=20, batch_size=16, log_every_steps=10,
+                           eval_every_steps=20, checkpoint_every_steps=20, steps_per_dispatch=8)
+  calls = []
+  loop.train(_finished_run_task(schedule, calls, selection), str(tmp_path), seed=0, mesh=parallel.make_mesh())
+  model_step, end_step = (20, 60) if selection else (100, 100)
+  assert calls[-1] == ("finalize", model_step)
+  rows, event_files = (tmp_path / "metrics.jsonl").read_text(), sorted(tmp_path.joinpath("tensorboard").iterdir())
+  capsys.readouterr()
+
+  calls.clear()
+  loop.train(_finished_run_task(schedule, calls, selection), str(tmp_path), seed=0, mesh=parallel.make_mesh())
+  assert calls == [("finalize", model_step)]
+  assert capsys.readouterr().out.splitlines() == [f"the run in {tmp_path} has finished at step {end_step}"
+                                                  f"{' (stopped early)' if selection else ''}; nothing to train or "
+                                                  "evaluate"]
+  assert (tmp_path / "metrics.jsonl").read_text() == rows
+  assert sorted(tmp_path.joinpath("tensorboard").iterdir()) == event_files
+
+  calls.clear()
+  loop.train(_finished_run_task(schedule, calls, selection, final_iwae_k=10), str(tmp_path), seed=0,
+             mesh=parallel.make_mesh())
+  assert calls == ["evaluate", "final_evaluate", ("finalize", model_step)]
+  added = (tmp_path / "metrics.jsonl").read_text()[len(rows):].splitlines()
+  assert [(row["split"], row["step"], row["iwae_k"]) for row in map(json.loads, added)] == [("test", model_step, 10)]
+
+
 _PAGE_FAULTS_OF_REUSED_BLOCKS = """
 import ctypes, resource, sys, threading
 from gen_jax.runtime import host_memory

@@ -326,7 +326,6 @@ def train(task, workdir, seed, mesh):
 def _train(task, workdir, seed, mesh, where):
   schedule = task.schedule
   main = parallel.is_main_process()
-  writer = metrics_lib.MetricWriter(workdir, enabled=main, identity_keys=task.identity_keys)
   selection = task.selection
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), schedule.keep_checkpoints,
                                             selecting=selection is not None)
@@ -348,9 +347,21 @@ def _train(task, workdir, seed, mesh, where):
     if int(progress["epoch"]) != expected_epoch:
       raise UserError(f"checkpoint at step {step} is from epoch {progress['epoch']} but --batch_size and the "
                       f"data give epoch {expected_epoch}; allowed: the run's own data settings")
+  # A run has ended when it reached its last step or stopped early; with the final evaluation of its model (the
+  # best-validation one, with selection) in metrics.jsonl, a rerun has nothing to add: it opens no writer, which
+  # would start a TensorBoard event file, and only redoes the final files (`finalize`, idempotent), which a stop
+  # during the last run's end may have left undone.
+  ended = restored is not None and (step >= schedule.num_steps or stopped_early)
+  model_step = selection_record.get("best_step", step) if selection is not None else step
+  finished = ended and parallel.main_process_says(main and _has_final_row(workdir, task, model_step))
+  writer = metrics_lib.MetricWriter(workdir, enabled=main and not finished, identity_keys=task.identity_keys)
+  if restored is not None:
     logging.info("resumed from step %d", step)
     if main:
-      print(f"resuming from the checkpoint at step {step}", flush=True)
+      stop_note = " (stopped early)" if stopped_early else ""
+      print(f"the run in {workdir} has finished at step {step}{stop_note}; nothing to train or evaluate" if finished
+            else f"training ended at step {step}{stop_note}; evaluating the model of step {model_step}" if ended
+            else f"resuming from the checkpoint at step {step}", flush=True)
   data = None if task.data is None else parallel.replicate_tree(task.data, mesh)
 
   run_steps = compile_steps(task, train_key)
@@ -475,7 +486,10 @@ def _train(task, workdir, seed, mesh, where):
                   f"{selection_record['best_step']})" if stopped_early else ""
       print(f"trained steps {first_step}-{step} in {total:.1f}s{stop_note}; checkpoint saves held training for "
             f"{save_seconds:.2f}s ({save_seconds / total:.1%})", flush=True)
-    if selection is None:
+    if finished:
+      if model_step != step:
+        state, _ = checkpointer.restore(abstract_state, step=model_step)  # The model finalize writes from.
+    elif selection is None:
       # Written in the loop, unless this rerun of a finished run asks for another final evaluation.
       test_metrics = _write_final_test_row(task, state, step, writer, base_row)
       if test_metrics is not None:
@@ -490,6 +504,14 @@ def _train(task, workdir, seed, mesh, where):
   checkpointer.close()
   writer.close()
   return state
+
+
+def _has_final_row(workdir, task, at_step):
+  """Whether metrics.jsonl holds the test row of the final evaluation at `at_step` (`Task.final_row_identity`),
+  read without a `MetricWriter` (`MetricWriter.has_row` asks the same of an open one)."""
+  return any(row["split"] == "test" and int(row["step"]) == at_step
+             and all(row.get(key) == value for key, value in task.final_row_identity.items())
+             for row in metrics_lib.read_rows(os.path.join(workdir, "metrics.jsonl")))
 
 
 def _write_final_test_row(task, state, at_step, writer, base_row):
