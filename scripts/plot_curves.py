@@ -47,6 +47,25 @@ def _read(workdir):
   return metrics_lib.read_rows(path)
 
 
+# Row keys that are no metric: where and when a row was written, and the k of a bound (a setting of the row).
+_NOT_METRICS = {"step", "examples_seen", "split", "iwae_k", *metrics_lib.TIMING_KEYS}
+
+
+def plotted_metrics(rows):
+  """The metrics `rows` hold values of: their numeric keys that are no row bookkeeping."""
+  return {key for row in rows for key, value in row.items()
+          if key not in _NOT_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def check_metric(metric, runs_rows):
+  """Refuses a `metric` that none of the runs has (a typo, or a bound no run computed), before anything is
+  drawn: otherwise the plot would be empty and nothing would say why."""
+  available = set().union(*(plotted_metrics(rows) for rows in runs_rows))
+  if metric not in available:
+    raise UserError(f"--metric={metric} is in none of the runs' metrics.jsonl; allowed: a metric they have "
+                    f"({', '.join(sorted(available)) or 'none yet'})")
+
+
 def default_label(workdir):
   """The directory's name, and the run's family where its config.json records one."""
   name = os.path.basename(os.path.normpath(workdir))
@@ -80,11 +99,13 @@ def plot(workdirs, output, metric="elbo", labels=None, reference_csv=None, panel
     if not os.path.isfile(reference_csv):
       raise UserError(f"--reference_csv={reference_csv} does not exist; allowed: a CSV file")
     reference = plots.read_reference_curve(reference_csv)
+  runs_rows = [_read(workdir) for workdir in workdirs]
+  check_metric(metric, runs_rows)
   count = len(workdirs) if panels else 1
   figure, axes = plt.subplots(1, count, figsize=(3.2 * count + 1.5, 3.6), sharey=True, squeeze=False)
-  for index, (workdir, label) in enumerate(zip(workdirs, labels)):
+  for index, (rows, label) in enumerate(zip(runs_rows, labels)):
     axis = axes[0, index if panels else 0]
-    _draw(axis, _read(workdir), metric, f"C{0 if panels else index}", label)
+    _draw(axis, rows, metric, f"C{0 if panels else index}", label)
     if panels:
       axis.set_title(label, fontsize=9)
   for axis in axes[0]:

@@ -12,6 +12,7 @@ import optax
 import pytest
 from flax.training import train_state
 
+from conftest import REPO, assert_one_line_error
 from gen_jax.errors import UserError
 from gen_jax import parallel
 from gen_jax.runtime import checkpointing, loop
@@ -159,6 +160,31 @@ def test_a_finished_run_run_again_writes_nothing_and_says_so(tmp_path, capsys, s
   added = (tmp_path / "metrics.jsonl").read_text()[len(rows):].splitlines()
   assert [(row["split"], row["step"], row["iwae_k"]) for row in map(json.loads, added)] == [("test", model_step, 10)]
 
+
+def test_plot_curves_refuses_a_metric_no_run_has_naming_those_they_have(tmp_path):
+  """A typo, or a bound no run computed, would draw an empty plot and exit 0; it is one line and no file."""
+  rows = [{"step": 4, "examples_seen": 64, "split": "train", "wall_time": 1.0, "examples_per_sec": 64.0,
+           "elbo": -300.0, "recon": -290.0, "kl": 10.0},
+          {"step": 4, "examples_seen": 64, "split": "test", "wall_time": 1.5, "elbo": -310.0, "recon": -299.0,
+           "kl": 11.0, "iwae_k": 5000, "log_likelihood": -305.0}]
+  for name, run_rows in (("a", rows[:1]), ("b", rows)):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in run_rows))
+  output = tmp_path / "curves.png"
+
+  def plot_curves(names, metric):
+    workdirs = ",".join(str(tmp_path / name) for name in names)
+    return subprocess.run([sys.executable, "scripts/plot_curves.py", f"--workdirs={workdirs}", f"--metric={metric}",
+                           f"--output={output}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+  for names, metric, available in (("ab", "elbo_typo", "elbo, kl, log_likelihood, recon"),
+                                   ("a", "log_likelihood", "elbo, kl, recon")):
+    result = plot_curves(names, metric)
+    assert result.returncode == 2
+    assert_one_line_error(result, f"--metric={metric} is in none of the runs", f"a metric they have ({available})")
+    assert not output.exists()
+  result = plot_curves("ab", "log_likelihood")  # One run has it: drawn.
+  assert result.returncode == 0 and output.stat().st_size > 0, result.stderr
 
 _PAGE_FAULTS_OF_REUSED_BLOCKS = """
 import ctypes, resource, sys, threading
