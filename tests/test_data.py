@@ -249,6 +249,11 @@ def test_npz_with_test_arrays(tmp_path):
   assert _rows(train.images) == _rows(x) and _rows(test.images) == _rows(x_test)  # Each in a fixed order.
   assert train.num_classes == 6 and list(test.labels) == [5, 5, 5]
   assert data.load_split(dataset, 'train', num_examples=2).images.shape[0] == 2
+  assert data.load_split(dataset, 'test', num_examples=3).images.shape[0] == 3  # All of the split: allowed.
+  # More than a split holds was silently all of it: a run would train or test on fewer than its flags say.
+  assert_user_error(lambda: data.load_split(dataset, 'train', num_examples=8), '--num_train_examples=8',
+                    'the 7 examples of the train split', 'at most 7')
+  assert_user_error(lambda: data.load_split(dataset, 'test', num_examples=4), '--num_test_examples=4', 'at most 3')
 
 
 @pytest.mark.parametrize('arrays, fragments', [

@@ -123,7 +123,8 @@ def load_split(dataset: str, split: str, *, data_dir: str | None = None,
     data_dir: TFDS data dir; None means TFDS's default (TFDS_DATA_DIR or ~/tensorflow_datasets).
     image_size: side of the square images returned. Required in effect for images:DIR (None means
       64 there); elsewhere None keeps the native size and a value resizes (central square, bicubic).
-    num_examples: keep only the first n examples of the split (None: all of them).
+    num_examples: keep only the first n examples of the split (None: all of them); more than the split holds
+      is refused, as `--num_<split>_examples` (a run would otherwise train on fewer than it says).
 
   Returns:
     A `Split` with read-only arrays.
@@ -141,7 +142,11 @@ def load_split(dataset: str, split: str, *, data_dir: str | None = None,
   if key not in _LOADED:
     _LOADED[key] = _load_whole_split(dataset, split, data_dir, image_size)
   whole = _LOADED[key]
-  if num_examples is None or num_examples >= len(whole.images):
+  size = len(whole.images)
+  if num_examples is not None and num_examples > size:
+    raise UserError(f'--num_{split}_examples={num_examples} is more than the {size} examples of the {split} split '
+                    f'of {dataset}; allowed: at most {size} (0: all of them)')
+  if num_examples is None or num_examples == size:
     return whole
   return dataclasses.replace(
       whole, images=whole.images[:num_examples],
