@@ -80,6 +80,10 @@ def define_config_flags(config_class, help_texts, flag_values=FLAGS):
       flags.DEFINE_string(name, default, text, flag_values=flag_values)
 
 
+# The elements of a list setting, in words.
+_LIST_ELEMENTS = {int: "integers", float: "numbers"}
+
+
 def config_from_flags(config_class, flag_values=FLAGS):
   """The frozen config from the parsed flags; list flags become tuples of their element type."""
   hints = typing.get_type_hints(config_class)
@@ -93,7 +97,7 @@ def config_from_flags(config_class, flag_values=FLAGS):
         value = tuple(element(v) for v in value)
       except ValueError:
         raise UserError(f"--{field.name}={','.join(value)} is not allowed; allowed: a comma-separated list "
-                        f"of {element.__name__} values") from None
+                        f"of {_LIST_ELEMENTS.get(element, element.__name__)}") from None
     values[field.name] = value
   return config_class(**values)
 
@@ -124,16 +128,133 @@ def initialize_distributed():
     jax.distributed.initialize()
 
 
-def _flag_error_message(error, family_name):
-  """absl's message, or for a flag that another family has (the VampPrior's --prior given to the GAN, say),
-  which families have it."""
-  message = str(error).splitlines()[0].replace("ERROR:: ", "")
-  flag = getattr(error, "flagname", None)
-  owners = families.families_with_setting(flag, family_name) if family_name and flag else []
-  if isinstance(error, flags.UnrecognizedFlagError) and owners:
-    return (f"--{flag} is not a setting of the {family_name} family; allowed: its own flags (--helpfull); --{flag} "
-            f"belongs to {', '.join(f'experiments.{owner}' for owner in owners)}")
-  return message
+def _flagfile_name(argument):
+  """The file a --flagfile argument or flagfile line names, as absl reads it; None for any other argument."""
+  for prefix in ("--flagfile=", "-flagfile="):
+    if argument.startswith(prefix):
+      return os.path.expanduser(argument[len(prefix):].strip())
+  return None
+
+
+def _arguments_with_origins(argv):
+  """argv[1:] as absl expands it, each argument with where it was written: None on the command line, else
+  "FILE line N". absl's own expansion keeps no such record, so this one mirrors it (blank and comment lines
+  skipped, a nested --flagfile read in place, a file already being read skipped); it is read only to say
+  where a refused argument came from."""
+  arguments = []
+
+  def read(path, reading):
+    if not path or path in reading:
+      return
+    try:
+      with open(path) as f:
+        lines = f.readlines()
+    except (OSError, UnicodeDecodeError):  # absl's own reading has said, or will say, what is wrong.
+      return
+    for number, line in enumerate(lines, 1):
+      if line.isspace() or line.startswith(("#", "//")):
+        continue
+      if _flagfile_name(line) is not None:
+        read(_flagfile_name(line), reading + [path])
+      else:
+        arguments.append((line.strip(), f"{path} line {number}"))
+
+  rest = iter(argv[1:])
+  for argument in rest:
+    if argument in ("--flagfile", "-flagfile"):
+      read(os.path.expanduser(next(rest, "")), [])
+    elif _flagfile_name(argument) is not None:
+      read(_flagfile_name(argument), [])
+    else:
+      arguments.append((argument, None))
+  return arguments
+
+
+def _where(origin):
+  return f" (in {origin})" if origin else ""
+
+
+def _allowed_values(flag):
+  """What a flag's parser accepts, in words, for the line a value it cannot parse gets."""
+  parser = flag.parser
+  if flag.boolean:
+    return f"true or false (--{flag.name} alone is true, --no{flag.name} false)"
+  if isinstance(parser, flags.EnumParser):
+    return ", ".join(parser.enum_values)
+  if isinstance(parser, (flags.IntegerParser, flags.FloatParser)):
+    return parser.syntactic_help  # "an integer", "a non-negative integer", "a number", ...
+  return None
+
+
+def _refused_value(arguments, flag_values):
+  """The first argument, in absl's order, whose value its flag's parser refuses, as the one line it gets; None
+  if there is none (the error was about something else)."""
+  for index, (argument, origin) in enumerate(arguments):
+    if argument == "--":
+      break
+    if not argument.startswith("-"):
+      continue
+    name, equals, value = argument[2 if argument.startswith("--") else 1:].partition("=")
+    if name in flag_values:
+      flag = flag_values[name]
+      allowed = _allowed_values(flag) or "a value"
+      if not equals:
+        if flag.boolean:
+          continue
+        if index + 1 == len(arguments):  # `--flag value` with the value left off.
+          return f"--{name}{_where(origin)} has no value; allowed: --{name}=<{allowed}>"
+        value = arguments[index + 1][0]
+      try:
+        flag.parser.parse(value)
+      except (TypeError, ValueError):
+        return f"--{name}={value}{_where(origin)} is not allowed; allowed: {allowed}"
+    elif equals and name.startswith("no") and name[2:] in flag_values and flag_values[name[2:]].boolean:
+      return (f"--{name}={value}{_where(origin)} is not allowed (--{name} takes no value); allowed: --{name}, or "
+              f"--{name[2:]}=true or false")
+  return None
+
+
+def _unknown_flag_message(error, arguments, family_name):
+  """absl's unknown flag, named where it was written, or for a flag that another family has (the VampPrior's
+  --prior given to the GAN, say), which families have it."""
+  flag = error.flagname
+  origin = next((origin for argument, origin in arguments if argument == error.flagvalue), None)
+  owners = families.families_with_setting(flag, family_name) if family_name else []
+  if owners:
+    return (f"--{flag}{_where(origin)} is not a setting of the {family_name} family; allowed: its own flags "
+            f"(--help); --{flag} belongs to {', '.join(f'experiments.{owner}' for owner in owners)}")
+  suggestion = str(error).splitlines()[0].partition(". Did you mean: ")[2].rstrip(" ?")
+  return (f"--{flag}{_where(origin)} is not a flag of this command; allowed: the flags --help lists"
+          + (f" (did you mean --{suggestion}?)" if suggestion else ""))
+
+
+def parse_command_line(argv, family_name=None, flag_values=FLAGS):
+  """Parses `argv` into `flag_values`; a user's mistake (an unknown flag, a value of the wrong type, a stray
+  argument, an unreadable flagfile) raises UserError with one line naming it and, for a flagfile's line, the
+  file and line. Returns argv[:1]."""
+  try:
+    rest = flag_values(argv)
+  except UnicodeDecodeError as error:  # absl reads flagfiles as UTF-8 text.
+    named = ", ".join(_flagfile_name(arg) for arg in argv if _flagfile_name(arg) is not None)
+    raise UserError(f"a --flagfile{f' ({named})' if named else ''} is not UTF-8 text ({error.reason} at byte "
+                    f"{error.start}); allowed: text files of --flag=value lines") from None
+  except flags.UnrecognizedFlagError as error:
+    raise UserError(_unknown_flag_message(error, _arguments_with_origins(argv), family_name)) from None
+  except (flags.Error, ValueError) as error:
+    # absl raises a plain ValueError for `--noflag=value`, and words a wrong-type value as Python's conversion
+    # does (`invalid literal for int()`): the argument is found again and said in the project's words.
+    message = _refused_value(_arguments_with_origins(argv), flag_values)
+    raise UserError(message or str(error).splitlines()[0].replace("ERROR:: ", "")) from None
+  if len(rest) > 1:
+    # A flagfile line without its dashes (`latent_dim=4`) ends here too: absl takes it for a positional argument.
+    arguments = iter(_arguments_with_origins(argv))
+    stray = []
+    for argument in rest[1:]:
+      origin = next((origin for written, origin in arguments if written == argument), None)
+      stray.append(f"{argument!r}{_where(origin)}")
+    raise UserError(f"unexpected arguments {', '.join(stray)}; allowed: --flag=value pairs only, on the command "
+                    "line and in a flagfile")
+  return rest
 
 
 def run(main, family_name=None, training=False):
@@ -142,10 +263,7 @@ def run(main, family_name=None, training=False):
   product is what it prints keeps failing loudly)."""
   from gen_jax.runtime.loop import Preempted
 
-  def guarded_main(argv):
-    if len(argv) > 1:
-      print(f"error: unexpected arguments {argv[1:]}; allowed: --flag=value pairs only", file=sys.stderr)
-      sys.exit(2)
+  def guarded_main(argv):  # argv: the program's name alone (parse_command_line refuses anything else).
     if not FLAGS["verbosity"].present:
       # Library chatter (TFDS's notes on its own folders, say) would bury the one line a user needs;
       # --verbosity=0 (or -v 0) brings absl's info logging back.
@@ -164,14 +282,9 @@ def run(main, family_name=None, training=False):
 
   def parse_flags(argv):
     try:
-      return FLAGS(argv)
-    except flags.Error as error:
-      print(f"error: {_flag_error_message(error, family_name)}", file=sys.stderr)
-      sys.exit(2)
-    except UnicodeDecodeError as error:  # absl reads flagfiles as UTF-8 text.
-      named = ", ".join(arg.split("=", 1)[1] for arg in argv if arg.startswith("--flagfile="))
-      print(f"error: a --flagfile{f' ({named})' if named else ''} is not UTF-8 text ({error.reason} at byte "
-            f"{error.start}); allowed: text files of --flag=value lines", file=sys.stderr)
+      return parse_command_line(argv, family_name)
+    except UserError as error:
+      print(f"error: {error}", file=sys.stderr)
       sys.exit(2)
 
   app.run(guarded_main, flags_parser=parse_flags)

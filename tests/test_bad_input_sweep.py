@@ -71,10 +71,7 @@ def _refusal(family_name, name, value):
   flag_values = flags.FlagValues()
   experiment_main.define_config_flags(family.Config, family.HELP, flag_values)
   try:
-    flag_values(["experiment", f"--{name}={value}"])
-  except flags.Error as error:
-    return experiment_main._flag_error_message(error, family_name)
-  try:
+    experiment_main.parse_command_line(["experiment", f"--{name}={value}"], family_name, flag_values)
     family.validate(experiment_main.config_from_flags(family.Config, flag_values))
   except UserError as error:
     return str(error)
@@ -98,7 +95,62 @@ def test_every_bad_value_is_refused_in_one_line_naming_the_flag(family_name):
     message = _refusal(family, name, value)  # Any other exception fails the test: it would be a traceback.
     if message is None:
       accepted.append(f"--{name}={value}")
-    elif "\n" in message.strip() or name not in message:
+    elif "\n" in message.strip() or name not in message or "; allowed: " not in message:
       unnamed.append((f"--{name}={value}", message))
   assert not accepted, accepted
   assert not unnamed, unnamed
+
+
+def _parse_error(family_name, *argv):
+  """The one line `experiments.<family_name> argv...` gets from parsing its command line (or validating it)."""
+  family = families.get(family_name)
+  flag_values = flags.FlagValues()
+  experiment_main.define_config_flags(family.Config, family.HELP, flag_values)
+  with pytest.raises(UserError) as refusal:
+    experiment_main.parse_command_line(["experiment", *argv], family_name, flag_values)
+    family.validate(experiment_main.config_from_flags(family.Config, flag_values))
+  assert "\n" not in str(refusal.value)
+  return str(refusal.value)
+
+
+def test_a_flag_mistake_says_what_is_allowed_and_a_flagfiles_says_where_it_is(tmp_path):
+  """absl's own words (a ValueError for `--noflag=value`, `invalid literal for int()`, a tuple for a bad bool,
+  a flagfile's line given as a command-line argument) become the project's: the value, what is allowed, and the
+  flagfile and line it was written on."""
+  for argv, expected in [
+      (["--noconditional=true"], "--noconditional=true is not allowed (--noconditional takes no value); "
+                                 "allowed: --noconditional, or --conditional=true or false"),
+      (["--latent_dim=abc"], "--latent_dim=abc is not allowed; allowed: an integer"),
+      (["--latent_dim=2.5"], "--latent_dim=2.5 is not allowed; allowed: an integer"),
+      (["--beta=x"], "--beta=x is not allowed; allowed: a number"),
+      (["--conditional=maybe"], "--conditional=maybe is not allowed; allowed: true or false (--conditional alone "
+                                "is true, --noconditional false)"),
+      (["--hidden_sizes=64,x"], "--hidden_sizes=64,x is not allowed; allowed: a comma-separated list of integers"),
+      (["--latent_dim"], "--latent_dim has no value; allowed: --latent_dim=<an integer>"),
+      (["--latent_dm=2"], "--latent_dm is not a flag of this command; allowed: the flags --help lists (did you "
+                          "mean --latent_dim?)"),
+      (["stray"], "unexpected arguments 'stray'; allowed: --flag=value pairs only, on the command line and in a "
+                  "flagfile"),
+  ]:
+    assert _parse_error("vae", *argv) == expected
+  assert "--spectral_norm=true or false" in _parse_error("gan", "--nospectral_norm=1")
+
+  outer, inner, undashed = tmp_path / "outer.cfg", tmp_path / "inner.cfg", tmp_path / "undashed.cfg"
+  outer.write_text(f"# The flagfile a user runs.\n--latent_dim=4\n--flagfile={inner}\n")
+  inner.write_text("\n--batch_size=8\n--bogus_flag=1\n")
+  undashed.write_text("--batch_size=8\nlatent_dim=4\n")
+  assert _parse_error("vae", f"--flagfile={outer}") == (
+      f"--bogus_flag (in {inner} line 3) is not a flag of this command; allowed: the flags --help lists")
+  inner.write_text("\n--batch_size=8\n--prior=vampprior\n")
+  assert _parse_error("gan", f"--flagfile={outer}").startswith(
+      f"--prior (in {inner} line 3) is not a setting of the gan family")
+  inner.write_text("\n--batch_size=8\n--prior=vampprior\n--latent_dim=abc\n")
+  assert _parse_error("vae", "--flagfile", str(outer)) == (
+      f"--latent_dim=abc (in {inner} line 4) is not allowed; allowed: an integer")
+  assert _parse_error("vae", f"--flagfile={undashed}") == (
+      f"unexpected arguments 'latent_dim=4' (in {undashed} line 2); allowed: --flag=value pairs only, on the "
+      "command line and in a flagfile")
+  # The same bad value in a flagfile and on the command line: the one absl meets first is named, with its place.
+  assert _parse_error("vae", f"--flagfile={outer}", "--latent_dim=abc").startswith(f"--latent_dim=abc (in {inner}")
+  assert _parse_error("vae", "--latent_dim=abc", f"--flagfile={outer}") == (
+      "--latent_dim=abc is not allowed; allowed: an integer")
