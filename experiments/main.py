@@ -35,11 +35,26 @@ COMMON_HELP = {
                              "seed per split) or vampprior_code (the VampPrior and Exemplar VAE code's: "
                              "np.random.seed(777), validation then test), for the very images its numbers are on.",
     "batch_size": "Global batch size, split over all devices.",
-    "num_epochs": "Training epochs.",
+    "num_epochs": "Training epochs (passes over the training split).",
     "num_steps": "Training steps; > 0 overrides --num_epochs.",
     "optimizer": "adam, adam_norm_grad (Adam on per-parameter normalised gradients), adagrad or sgd.",
-    "learning_rate": "Peak learning rate.",
-    "lr_schedule": "constant, step (x lr_decay_factor every lr_decay_every_steps) or cosine (to 0).",
+    "learning_rate": "Peak learning rate (the schedule's largest).",
+    "lr_schedule": "constant, step (x lr_decay_factor every lr_decay_every_steps) or cosine (to 0 at the last step, "
+                   "which fixes the run's length: a resume keeps it).",
+    "lr_decay_every_steps": "Training steps between two decays of --lr_schedule=step (read by that schedule only).",
+    "lr_decay_factor": "What --lr_schedule=step multiplies the learning rate by every --lr_decay_every_steps (0.1: "
+                       "ten times smaller; read by that schedule only).",
+    "adam_b1": "Adam's beta1: decay rate of its running mean of gradients (its momentum), in [0, 1); 0: no "
+               "momentum. Read by adam and adam_norm_grad.",
+    "adam_b2": "Adam's beta2: decay rate of its running mean of squared gradients, in [0, 1); 0: the latest "
+               "gradient's alone. Read by adam and adam_norm_grad.",
+    "adam_eps": "Adam's epsilon, added to the root of its mean squared gradient before dividing by it: bounds the "
+                "step where gradients are tiny (the IWAE paper: 1e-4). Read by adam and adam_norm_grad.",
+    "momentum": "Momentum of --optimizer=sgd (heavy ball), in [0, 1); 0: plain SGD. Read by sgd only.",
+    "weight_decay": "L2 weight decay: this times each parameter is added to its gradient before the optimizer's "
+                    "update (adam_norm_grad: after the normalisation); 0: none.",
+    "grad_clip_norm": "Largest global L2 norm of the gradient: a larger one is scaled down to it before the "
+                      "optimizer's update; 0: no clipping.",
     "compute_dtype": "float32, or bfloat16 for mixed precision (float32 parameters and loss).",
     "log_every_steps": "Steps between train rows in metrics.jsonl.",
     "eval_every_steps": "Steps between test evaluations (0: every epoch).",
@@ -51,12 +66,16 @@ COMMON_HELP = {
 }
 
 
-def define_run_flags():
+TRAINING_WORKDIR_HELP = ("Directory for everything the run writes (created if needed); re-running the same "
+                         "command in it resumes the run from its latest checkpoint.")
+
+
+def define_run_flags(workdir_help=TRAINING_WORKDIR_HELP):
   """--workdir and the multi-host flags, for the experiments and the scripts that work on one run (a script
-  that works on none does not accept them)."""
+  that works on none does not accept them). `workdir_help`: what --workdir is to this command."""
   if "workdir" in FLAGS:
     return
-  flags.DEFINE_string("workdir", None, "Directory for everything the run writes; re-running resumes.")
+  flags.DEFINE_string("workdir", None, workdir_help)
   flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-host runs.")
   flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-host run.")
   flags.DEFINE_integer("process_id", None, "This process's index in a multi-host run.")
@@ -257,6 +276,40 @@ def parse_command_line(argv, family_name=None, flag_values=FLAGS):
   return rest
 
 
+def _help_flag(absl_flag, full):
+  """absl's help flag `absl_flag` (a class) as this project's: --help lists the command's own flags and --helpfull
+  every flag, and either ends with exit status 0 (asking for help is no failure; absl's exit with 1)."""
+
+  class HelpFlag(absl_flag):
+    def __init__(self):
+      super().__init__()
+      self.allow_override = True  # It replaces absl's flag of the same name.
+
+    def parse(self, argument):
+      if self.parser.parse(argument):
+        app.usage(shorthelp=not full, writeto_stdout=True)
+        if not full:
+          print("\nTry --helpfull for every flag, JAX's and the libraries' too.")
+        sys.exit(0)
+
+  return HelpFlag()
+
+
+def _define_help_flags():
+  """The help flags, and the command's own flags as those that --help lists: absl lists only the flags that
+  the main module itself defines, and an experiment's (`experiments/<family>.py`) are defined here, in
+  experiments.main. A setting the family never reads (`config.NOT_READ_HELP`) is left to --helpfull."""
+  app.define_help_flags()
+  if getattr(FLAGS["help"], "allow_override", False):  # Defined already (a second run() in one process).
+    return
+  for absl_flag, full in ((app.HelpFlag, False), (app.HelpshortFlag, False), (app.HelpfullFlag, True)):
+    flags.DEFINE_flag(_help_flag(absl_flag, full))
+  help_flags = {"help", "helpshort", "helpfull"}
+  for flag in FLAGS.get_flags_for_module(__name__):
+    if flag.name not in help_flags and not flag.help.startswith(config_lib.NOT_READ_HELP):
+      FLAGS.register_key_flag_for_module(sys.argv[0], flag)  # absl's name for the main module.
+
+
 def run(main, family_name=None, training=False):
   """app.run(main), turning a user's mistake into one line on stderr and a non-zero exit. `training`: a
   training command, whose record is its workdir, so that a console gone away does not stop it (a script whose
@@ -287,6 +340,7 @@ def run(main, family_name=None, training=False):
       print(f"error: {error}", file=sys.stderr)
       sys.exit(2)
 
+  _define_help_flags()
   app.run(guarded_main, flags_parser=parse_flags)
 
 

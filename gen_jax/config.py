@@ -28,6 +28,17 @@ def may_change_on_resume(config, may_change):
   return may_change
 
 
+# The help of a setting a family has (every family shares TrainingConfig's fields) but never reads: an
+# experiment's --help leaves it out and --helpfull says so, rather than advertise a flag whose every other value
+# is refused (`check_not_read`).
+NOT_READ_HELP = "Not read by this family"
+
+
+def not_read_help(why):
+  """A family's HELP text for a shared setting it never reads; `why`: the reason, in words."""
+  return f"{NOT_READ_HELP} ({why}); only the default is accepted."
+
+
 COMPUTE_DTYPES = ("float32", "bfloat16")
 # none: intensities in [0, 1]; dynamic: a fresh Bernoulli draw per batch; static: one fixed draw.
 BINARIZATIONS = ("none", "dynamic", "static")
@@ -239,7 +250,7 @@ def from_settings(config_class, settings, family_name, base=None):
   for name, value in settings.items():
     if name not in names:
       raise UserError(f"{name}={value!r} is not a setting of the {family_name} family; allowed: its flags' names "
-                      f"(python -m experiments.{family_name} --helpfull)")
+                      f"(python -m experiments.{family_name} --help)")
     try:
       values[name] = _python_setting(value, hints[name])
     except TypeError:

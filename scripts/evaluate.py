@@ -19,10 +19,15 @@ from absl import flags  # noqa: E402
 
 import gen_jax  # noqa: E402
 from experiments import main as experiment_main  # noqa: E402
+from gen_jax import families  # noqa: E402
 from gen_jax.errors import UserError  # noqa: E402
 from gen_jax.evaluation import likelihood  # noqa: E402
 
-experiment_main.define_run_flags()
+# The runs this script evaluates, in the words of its --workdir help and refusals: those of a family with a likelihood.
+_WITH_LIKELIHOOD = families.families_with("test_log_likelihood")
+LIKELIHOOD_FAMILIES = f"a {', '.join(_WITH_LIKELIHOOD[:-1])} or {_WITH_LIKELIHOOD[-1]} run"
+experiment_main.define_run_flags(f"The run to evaluate (required): the workdir of {LIKELIHOOD_FAMILIES}, finished "
+                                 "or still training; one test row is appended to its metrics.jsonl.")
 flags.DEFINE_integer("iwae_k", likelihood.DEFAULT_IWAE_K, "Importance samples per test image (papers: 5000).")
 flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the best-validation one of a run "
                      "that selects on a validation split, else the newest).")
@@ -32,8 +37,10 @@ def main(argv):
   del argv
   started = time.time()
   workdir, iwae_k = flags.FLAGS.workdir, flags.FLAGS.iwae_k
-  if not workdir or not os.path.isdir(workdir):
-    raise UserError(f"--workdir={workdir} is not a directory; allowed: the workdir of a finished or running run")
+  if not workdir:
+    raise UserError(f"--workdir is missing; allowed: the workdir of {LIKELIHOOD_FAMILIES}")
+  if not os.path.isdir(workdir):
+    raise UserError(f"--workdir={workdir} is not a directory; allowed: the workdir of {LIKELIHOOD_FAMILIES}")
   if iwae_k <= 0:
     raise UserError(f"--iwae_k={iwae_k} is not allowed; allowed: a positive number of importance samples")
   run = gen_jax.load_run(workdir, flags.FLAGS.step)

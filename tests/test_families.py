@@ -506,6 +506,7 @@ def test_refused_runs_leave_every_familys_workdir_byte_for_byte(tmp_path):
       ("gan", ("--loss=wgan", workdir), "--loss='wgan' is unknown"),
       ("gmm", ("--num_components=0", workdir), "--num_components=0"),
       ("gan", ("--prior=vampprior", workdir), "--prior is not a setting of the gan family"),
+      ("vae", ("--noconditional=true", workdir), "--noconditional=true is not allowed"),  # absl's ValueError.
       ("vae", ("--flagfile=experiments/configs/density_vae.cfg", "--num_train_examples=500",
                "--num_validation_examples=500", workdir), "--num_validation_examples=500 leaves no training"),
       ("gan", ("--flagfile=experiments/configs/gan_ring.cfg", "--num_steps=4", workdir), "the 'vae' family"),
@@ -763,3 +764,42 @@ def test_every_flagfile_is_in_the_readme_table_and_makes_a_config_its_family_acc
     with contextlib.chdir(REPO):  # A flagfile names the flagfiles it builds on from the repository root.
       flag_values(["test", f"--flagfile=experiments/configs/{flagfile}"])
     family.validate(experiment_main.config_from_flags(family.Config, flag_values))
+
+
+def test_every_flag_has_help_that_says_more_than_its_name_and_a_family_marks_what_it_never_reads():
+  from experiments import main as experiment_main
+  from gen_jax.families import gmm
+  for name in families.FAMILIES:
+    family = families.get(name)
+    flag_values = absl_flags.FlagValues()
+    experiment_main.define_config_flags(family.Config, family.HELP, flag_values)
+    for field in dataclasses.fields(family.Config):
+      text = flag_values[field.name].help
+      assert set(re.findall(r"[a-z0-9]+", text.lower())) - set(field.name.split("_")), (name, field.name, text)
+      not_read = text.startswith(config_lib.NOT_READ_HELP)
+      assert not_read == (name == "gmm" and field.name in gmm.UNREAD_BY_EM), (name, field.name)
+
+
+def test_help_lists_the_commands_own_flags_and_exits_0():
+  """--help lists the family's settings (not absl's, JAX's, orbax's), leaving out those it never reads, which
+  --helpfull marks; a script's --workdir help is the script's. Both exit 0."""
+  commands = {"gmm": ["-m", "experiments.gmm", "--help"], "gmm_full": ["-m", "experiments.gmm", "--helpfull"],
+              "vae": ["-m", "experiments.vae", "--help"], "evaluate": ["scripts/evaluate.py", "-?"]}
+  processes = {name: subprocess.Popen([sys.executable, *command], cwd=REPO, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for name, command in commands.items()}
+  results = {name: finish(process) for name, process in processes.items()}
+  for name, result in results.items():
+    assert result.returncode == 0 and result.stderr == "", (name, result.stderr)
+  listed = {name: set(re.findall(r"^  --(?:\[no\])?(\w+):", result.stdout, re.MULTILINE))
+            for name, result in results.items()}
+  gmm_settings = {field.name for field in dataclasses.fields(families.get("gmm").Config)}
+  from gen_jax.families import gmm
+  assert listed["gmm"] == (gmm_settings - set(gmm.UNREAD_BY_EM)) | {"workdir", "coordinator_address",
+                                                                   "num_processes", "process_id"}
+  assert "  --num_components: Mixture components K." in results["gmm"].stdout
+  assert listed["gmm"] | {"adam_b1", "alsologtostderr"} <= listed["gmm_full"]
+  assert "--adam_b1: Not read by this family" in results["gmm_full"].stdout
+  assert {"latent_dim", "adam_b1", "grad_clip_norm", "conditional", "workdir"} <= listed["vae"]
+  assert "--workdir: Directory for everything the run writes" in results["vae"].stdout
+  assert listed["evaluate"] == {"workdir", "iwae_k", "step", "coordinator_address", "num_processes", "process_id"}
+  assert "--workdir: The run to evaluate (required): the workdir of a vae, cvae or gmm" in results["evaluate"].stdout

@@ -27,7 +27,14 @@ from gen_jax.runtime import loop
 NAME = "gmm"
 OPERATIONS = ("sample", "log_likelihood", "test_log_likelihood")
 MAY_CHANGE_ON_RESUME = config_lib.MAY_CHANGE_ON_RESUME
+# What EM leaves unread: it has no optimizer, and every iteration sees the whole training split in float32.
+UNREAD_BY_EM = ("optimizer", "learning_rate", "lr_schedule", "lr_decay_every_steps", "lr_decay_factor", "adam_b1",
+                "adam_b2", "adam_eps", "momentum", "weight_decay", "grad_clip_norm", "compute_dtype", "batch_size",
+                "eval_batch_size")
+
 HELP = {
+    **{name: config_lib.not_read_help("EM has no optimizer, and each iteration fits the whole training split in "
+                                      "float32") for name in UNREAD_BY_EM},
     "num_components": "Mixture components K.",
     "likelihood": "bernoulli (binarised data) or gaussian (continuous data), diagonal per component.",
     "pseudo_count": "Strength, in examples, of the conjugate priors that keep EM finite (MAP-EM).",
@@ -51,12 +58,6 @@ class Config(config_lib.TrainingConfig):
 
 
 GMMConfig = Config
-
-
-# What EM leaves unread: it has no optimizer, and every iteration sees the whole training split in float32.
-UNREAD_BY_EM = ("optimizer", "learning_rate", "lr_schedule", "lr_decay_every_steps", "lr_decay_factor", "adam_b1",
-                "adam_b2", "adam_eps", "momentum", "weight_decay", "grad_clip_norm", "compute_dtype", "batch_size",
-                "eval_batch_size")
 
 
 def validate(config):
