@@ -19,7 +19,7 @@ from absl import app, flags, logging
 
 from gen_jax import config as config_lib, errors, families, progress
 from gen_jax.errors import UserError
-from gen_jax.runtime import run as run_lib
+from gen_jax.runtime import run as run_lib, workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 
@@ -365,6 +365,7 @@ def run_family(name):
   def main(argv):
     del argv
     config = config_from_flags(family.Config)
+    workdir_lib.check_stored_config(FLAGS.workdir, family)  # A hand-edited config.json is not the flags' fault.
     # flags.txt as gen_jax.train writes it: the config's values, one writer whichever way a run starts.
     run_lib.train_and_evaluate(family, config, FLAGS.workdir,
                                flags_text=config_lib.as_flags_text(config, FLAGS.workdir))

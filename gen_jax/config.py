@@ -22,10 +22,19 @@ def may_change_on_resume(config, may_change):
   """`may_change` (a family's MAY_CHANGE_ON_RESUME) for a run of `config`: less the run's length when the
   learning-rate schedule is a function of it. Cosine decays to 0 at the last step, so a run resumed with
   another length would follow neither its own schedule nor a fresh run's."""
-  from gen_jax import optim  # Same layer; imported here so that reading a config never loads optax.
-  if config.lr_schedule in optim.LENGTH_DEPENDENT_SCHEDULES:
+  if why_length_is_fixed(config.lr_schedule):
     return may_change - RUN_LENGTH
   return may_change
+
+
+def why_length_is_fixed(lr_schedule):
+  """Why a run of this learning-rate schedule keeps its length (RUN_LENGTH) on resume, in words; None if it
+  need not. The refusal of another length says it: the length alone looks like a setting free to change."""
+  from gen_jax import optim  # Same layer; imported here so that reading a config never loads optax.
+  if lr_schedule in optim.LENGTH_DEPENDENT_SCHEDULES:
+    return (f"--lr_schedule={lr_schedule} decays the learning rate to 0 over the run's whole length, so a resume "
+            "keeps the length it started with")
+  return None
 
 
 # The help of a setting a family has (every family shares TrainingConfig's fields) but never reads: an

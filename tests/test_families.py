@@ -496,6 +496,10 @@ def test_refused_runs_leave_every_familys_workdir_byte_for_byte(tmp_path):
   damaged = tmp_path / "damaged"
   damaged.mkdir()
   (damaged / "config.json").write_text('{"family": "vae", "se')
+  edited = tmp_path / "edited"  # A valid flagfile's run whose config.json was edited by hand.
+  edited.mkdir()
+  (edited / "config.json").write_text(json.dumps(workdir_lib.settings_record("vae", families.get("vae").Config(
+      latent_dim=4)) | {"latent_dim": -1}))
   held = tmp_path / "held"
   workdir = f"--workdir={existing}"
   cases = [
@@ -511,11 +515,14 @@ def test_refused_runs_leave_every_familys_workdir_byte_for_byte(tmp_path):
                "--num_validation_examples=500", workdir), "--num_validation_examples=500 leaves no training"),
       ("gan", ("--flagfile=experiments/configs/gan_ring.cfg", "--num_steps=4", workdir), "the 'vae' family"),
       ("vae", (*TINY_VAE_FLAGS, f"--workdir={damaged}"), "config.json cannot be read"),
+      ("vae", ("--latent_dim=4", f"--workdir={edited}"), f"{edited}/config.json holds settings the vae family "
+       "refuses: latent_dim=-1 is not allowed; allowed: a positive number; it is the run's record, not this "
+       "command's flags"),
       ("vae", (*TINY_VAE_FLAGS, f"--workdir={held}"), f"is in use by pid {os.getpid()}"),
       ("vae", (*TINY_VAE_FLAGS, "--workdir=/proc/gen_jax_no_such_dir/run"),
        "--workdir=/proc/gen_jax_no_such_dir/run cannot be written: No such file or directory"),
   ]
-  digests = {path: _tree_digest(path) for path in (existing, damaged)}
+  digests = {path: _tree_digest(path) for path in (existing, damaged, edited)}
   with workdir_lib.run_lock(str(held)):
     held_digest = _tree_digest(held)
     processes = [(start_experiment(family, *flags), fragment) for family, flags, fragment in cases]
@@ -540,9 +547,31 @@ def test_a_cosine_run_keeps_its_length_on_resume_and_a_constant_one_may_change_i
     may_change = config_lib.may_change_on_resume(longer, gan.MAY_CHANGE_ON_RESUME)
     assert ("num_steps" not in may_change) == refused and "eval_every_steps" in may_change
     if refused:
-      with pytest.raises(UserError, match=r"--num_steps=200 \(run has 100\)"):
+      with pytest.raises(UserError, match=re.escape(
+          "--num_steps=200 (run has 100); --lr_schedule=cosine decays the learning rate to 0 over the run's "
+          "whole length, so a resume keeps the length it started with; allowed: the run's own values")):
         run_lib.train_and_evaluate(families.get(gan.NAME), longer, str(workdir))
       assert sorted(os.listdir(workdir)) == ["config.json"]
+
+
+def test_a_hand_edited_config_json_is_blamed_and_not_the_flags_of_the_command(tmp_path):
+  """The stored record is checked as the family checks flags (types first), and its refusal names the file;
+  a valid record, another family's run (check_resumable names that) or no record pass."""
+  vae = families.get("vae")
+  record = workdir_lib.settings_record("vae", vae.Config())
+  for edit, refusal in [({"latent_dim": -1}, "holds settings the vae family refuses: latent_dim=-1 is not allowed; "
+                                             "allowed: a positive number; it is the run's record"),
+                        ({"latent_dim": "abc"}, "refuses: latent_dim='abc' is not allowed; allowed: an integer"),
+                        ({"hidden_sizes": [8, 0]}, "refuses: hidden_sizes=8,0 is not allowed")]:
+    (tmp_path / "config.json").write_text(json.dumps(record | edit))
+    with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'config.json'} {refusal}"
+                                                  if refusal.startswith("holds") else refusal)):
+      workdir_lib.check_stored_config(str(tmp_path), vae)
+  for stored in (record, record | {"family": "gan", "latent_dim": -1}):
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    workdir_lib.check_stored_config(str(tmp_path), vae)
+  workdir_lib.check_stored_config(str(tmp_path / "new"), vae)
+  workdir_lib.check_stored_config(None, vae)
 
 
 def test_flags_txt_ends_with_the_flags_of_the_latest_start(tmp_path):

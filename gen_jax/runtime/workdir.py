@@ -13,6 +13,7 @@ Every file here is written to a temporary name and renamed (`gen_jax.files`).
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -76,8 +77,28 @@ def check_resumable(workdir, settings, may_change, defaults=None):
     # As flags are written (--hidden_sizes=64,32), so that the run's own values can be pasted back.
     changes = ", ".join(f"--{key}={config_lib.flag_text(settings.get(key))} (run has "
                         f"{config_lib.flag_text(stored.get(key))})" for key in differing)
-    raise UserError(f"workdir {workdir} holds a run with other settings: {changes}; allowed: the run's "
-                    f"own values, or a fresh --workdir")
+    # A setting that may change on other resumes (the run's length) says what fixes it for this one.
+    fixed = config_lib.RUN_LENGTH & set(differing) and config_lib.why_length_is_fixed(settings.get("lr_schedule"))
+    raise UserError(f"workdir {workdir} holds a run with other settings: {changes}"
+                    f"{f'; {fixed}' if fixed else ''}; allowed: the run's own values, or a fresh --workdir")
+
+
+def check_stored_config(workdir, family):
+  """Refuses a config.json of a `family` run that the family itself refuses (a value edited by hand, say) in one
+  line that names the file, not the flags of the command (the resume check would blame those); reads only.
+  A run of another family, or none, is left to `check_resumable`."""
+  stored = read_config(workdir) if workdir and os.path.isdir(workdir) else None
+  if stored is None or stored.get(config_lib.FAMILY_KEY) != family.NAME:
+    return
+  known = {field.name for field in dataclasses.fields(family.Config)}
+  try:  # The type of each value first: validate assumes a config of the right types.
+    config = config_lib.from_settings(family.Config, {k: v for k, v in stored.items() if k in known}, family.NAME)
+    family.validate(config)
+  except UserError as error:
+    refusal = str(error).removeprefix("--")
+    raise UserError(f"{os.path.join(workdir, CONFIG_FILE)} holds settings the {family.NAME} family refuses: "
+                    f"{refusal}; it is the run's record, not this command's flags: restore it (e.g. from the "
+                    "first block of flags.txt) or use a fresh --workdir; nothing was changed") from None
 
 
 @contextlib.contextmanager
