@@ -277,7 +277,8 @@ def test_a_family_defined_in_a_test_trains_through_the_shared_main_resumes_and_o
   # A config.json edited by hand is checked as the command line is: the family's make_task never sees it.
   record = json.loads((straight / "config.json").read_text())
   (straight / "config.json").write_text(json.dumps(record | {"batch_size": 0}))
-  with pytest.raises(UserError, match="--batch_size=0 is not allowed"):
+  with pytest.raises(UserError, match="config.json holds settings the tiny_gaussian family refuses: batch_size=0 "
+                     "is not allowed"):
     gen_jax.load_run(str(straight))
 
 
