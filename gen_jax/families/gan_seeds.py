@@ -15,6 +15,7 @@ from gen_jax.data import toys
 from gen_jax.errors import UserError
 from gen_jax.evaluation import chunked, mode_coverage
 from gen_jax.families import gan, gan_steps
+from gen_jax.runtime import loop
 
 
 def _compile(config, toy, total_steps, steps_per_call):
@@ -24,10 +25,8 @@ def _compile(config, toy, total_steps, steps_per_call):
   make_batch = gan.toy_batch_fn(toy, config.batch_size, config.d_steps_per_g_step)
 
   def one_seed(state, train_key):
-    def body(state, _):  # The loop's step (loop.compile_steps): keys from fold_in(train_key, step).
-      data_key, update_key = jax.random.split(jax.random.fold_in(train_key, state.step))
-      return update(state, make_batch(None, None, data_key), update_key)[0], None
-    return jax.lax.scan(body, state, None, length=steps_per_call)[0]
+    step = loop.training_step(make_batch, update, train_key)  # The loop's own: the same keys at each step.
+    return jax.lax.scan(lambda state, _: (step(state, None, None)[0], None), state, None, length=steps_per_call)[0]
 
   def sample(state, key):
     z = jax.random.normal(key, (config.num_eval_samples, config.latent_dim))
@@ -60,7 +59,7 @@ def train_toy_seeds(config, seeds, on_scores=None):
   total_steps = config.num_steps or config.num_epochs * gan.TOY_STEPS_PER_EPOCH
   steps_per_call = int(np.gcd(every, total_steps))  # Evaluations fall on call boundaries.
   init, advance, sample = _compile(config, toy, total_steps, steps_per_call)
-  keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(np.asarray(seeds)))
+  keys = jax.vmap(loop.run_keys)(np.asarray(seeds))
   states = init(keys[:, 0])
   eval_keys = jax.vmap(lambda seed: salts.key_for(seed, salts.EVALUATION))(np.asarray(seeds))
   scores = None

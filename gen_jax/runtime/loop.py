@@ -261,18 +261,34 @@ def _check_finite(step_metrics, first_step):
                                "(allowed: finite values; try a lower --learning_rate)")
 
 
+def run_keys(seed):
+  """(init_key, train_key) of a run at `seed`: its initial parameters' key, and the key that every step's keys
+  are folded from."""
+  return jax.random.split(jax.random.key(seed))
+
+
+def training_step(make_batch, update, train_key):
+  """step(state, data, step_input) -> (state, metrics): one step as every run takes it, its keys from
+  fold_in(train_key, state.step), so that a resumed run, or a seed of gan_seeds' vmapped ones, draws them alike."""
+
+  def step(state, data, step_input):
+    data_key, update_key = jax.random.split(jax.random.fold_in(train_key, state.step))
+    return update(state, make_batch(data, step_input, data_key), update_key)
+
+  return step
+
+
 def compile_steps(task, train_key):
   """run_steps(state, data, step_inputs) -> (state, per-step metrics): len(step_inputs) steps, one dispatch.
 
   The steps run inside `lax.scan`, so Python dispatch overhead is paid once per dispatch; the state is
   donated so parameters and optimizer state are updated in place.
   """
+  step = training_step(task.make_batch, task.update, train_key)
 
   def run_steps(state, data, step_inputs):
     def body(state, step_input):
-      data_key, update_key = jax.random.split(jax.random.fold_in(train_key, state.step))
-      batch = task.make_batch(data, step_input, data_key)
-      return task.update(state, batch, update_key)
+      return step(state, data, step_input)
     if step_inputs.shape[0] == 1:
       # One step needs no loop, and XLA's CPU convolutions are pathologically slow inside one (a DCGAN
       # step ran ~8x slower in a scan of length 1; JAX issue #12868), so a single step runs as straight-line
@@ -330,7 +346,7 @@ def _train(task, workdir, seed, mesh, where):
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), schedule.keep_checkpoints,
                                             selecting=selection is not None)
   where["checkpointer"] = checkpointer
-  init_key, train_key = jax.random.split(jax.random.key(seed))
+  init_key, train_key = run_keys(seed)
 
   state = parallel.replicate_tree(task.init_state(init_key), mesh)
   abstract_state = checkpointing.abstract_like(state)
