@@ -29,6 +29,7 @@ def train(family, workdir, **settings):
   from gen_jax.families import get
   from gen_jax.runtime import run as run_lib, workdir as workdir_lib
   family_module = get(family)
+  workdir_lib.check_workdir(workdir)
   workdir_lib.check_stored_config(workdir, family_module)  # A hand-edited value is the file's fault: it says so.
   stored = workdir_lib.read_config(workdir) if os.path.isdir(workdir) else None
   own = (config_lib.from_flat_dict(family_module.Config, stored)

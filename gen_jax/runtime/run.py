@@ -127,7 +127,8 @@ class Run:
                                      binary=scored and getattr(self.config, "binarization", "none") != "none")
 
   def _seed(self, seed):
-    return self.config.seed if seed is None else _counted(seed, "seed", minimum=0, what="a seed")
+    return self.config.seed if seed is None else _counted(seed, "seed", minimum=0, maximum=config_lib.MAX_SEED,
+                                                          what="a seed")
 
   def sample(self, n, seed=None, labels=None):
     """n samples in data space; seed None: the run's own seed, which reproduces samples.npy."""
@@ -166,10 +167,12 @@ class Run:
       return row, _append(self.workdir, row, self._task.identity_keys)
 
 
-def _counted(value, name, minimum=1, what="a count"):
-  """`value` as an int when it is a whole number >= minimum; else one line naming it."""
-  if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
-    raise UserError(f"{name}={value!r}; allowed: an integer >= {minimum} ({what})")
+def _counted(value, name, minimum=1, maximum=None, what="a count"):
+  """`value` as an int when it is a whole number in [minimum, maximum]; else one line naming it."""
+  if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum
+      or (maximum is not None and value > maximum)):
+    bounds = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+    raise UserError(f"{name}={value!r}; allowed: an integer {bounds} ({what})")
   return int(value)
 
 

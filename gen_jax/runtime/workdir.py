@@ -147,7 +147,7 @@ def record(workdir, settings, may_change, flags_text=None, defaults=None):
   check_resumable(workdir, settings, may_change, defaults)  # Again, now that no other run can write.
   if parallel.is_main_process():
     with _bookkeeping_writes(workdir):
-      _write_records(workdir, settings, flags_text)
+      _write_records(workdir, settings, flags_text, defaults)
 
 
 def _flag_lines(text):
@@ -170,12 +170,26 @@ def _number_text(text):
     return text
 
 
-def _write_records(workdir, settings, flags_text):
+def _flag_name(line, settings):
+  """The setting a flags.txt line sets (`--noconditional` sets conditional)."""
+  name = line.strip().removeprefix("--").partition("=")[0]
+  return name[2:] if name not in settings and name.startswith("no") else name
+
+
+def _write_records(workdir, settings, flags_text, defaults=None):
   config_path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(config_path):
+  stored = read_config(workdir)
+  if stored is None:
     files.write_json(config_path, settings)
+    stored = settings
   if flags_text is None:
     return
+  # A setting added to the family after the run started, at its default, is what the run always ran with:
+  # not a new flag of this start (an older run's rerun would otherwise record a new set for it alone).
+  added_at_default = {name for name, value in settings.items()
+                      if name not in stored and defaults is not None and defaults.get(name) == value}
+  compared = "".join(line for line in flags_text.splitlines(keepends=True)
+                     if _flag_name(line, settings) not in added_at_default)
   flags_path = os.path.join(workdir, FLAGS_FILE)
   recorded = ""
   if os.path.exists(flags_path):
@@ -184,6 +198,6 @@ def _write_records(workdir, settings, flags_text):
   # New, or resumed with other flags than the latest start's (earlier ones included): keep the history, add
   # the new set, so that the last block is always what the run now runs with. Flags are a set: the same ones
   # in another order (a family's fields reordered) or as an older run wrote them (`_flag_lines`) are the same.
-  if _flag_lines(recorded.split(RESUMED_FLAGS_SEPARATOR)[-1]) != _flag_lines(flags_text):
+  if _flag_lines(recorded.split(RESUMED_FLAGS_SEPARATOR)[-1]) != _flag_lines(compared):
     separator = RESUMED_FLAGS_SEPARATOR if recorded else ""
     files.write_text(flags_path, recorded + separator + flags_text)
