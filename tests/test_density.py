@@ -5,6 +5,8 @@ epochs, the validation split and early stopping with the best checkpoint, and th
 import dataclasses
 import json
 import math
+import os
+import shutil
 
 import flax.linen as nn
 import jax
@@ -14,6 +16,7 @@ import optax
 import pytest
 from flax.training import train_state
 
+import gen_jax
 from gen_jax import objectives, optim, parallel
 from gen_jax.data import image_data
 from gen_jax.errors import UserError
@@ -308,6 +311,19 @@ def test_a_fused_mean_and_log_variance_layer_of_an_older_checkpoint_restores_int
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), restored, state)
 
 
+def test_a_run_saved_before_the_split_heads_opens_and_scores_as_it_did_then(tmp_path):
+  """tests/data/run_before_gaussian_heads: a tiny HVAE with the VampPrior, dense layers and adam_norm_grad,
+  trained 2 steps by the code of ab80135, each Gaussian one fused Dense layer. Its fused layers are (4, 4), as
+  are its hidden layers, so a head looked for under another layer's number would restore without a shape
+  error: the scores, written by that code in expected.json, are what tell."""
+  workdir = shutil.copytree(os.path.join(os.path.dirname(__file__), "data", "run_before_gaussian_heads"),
+                            tmp_path / "run")
+  run = gen_jax.load_run(str(workdir))
+  assert networks.HEAD in run.params["top_encoder"] and networks.HEAD in run.params["bottom_encoder"]
+  expected = json.loads((workdir / "expected.json").read_text())["log_likelihood_k4_seed5_first3"]
+  np.testing.assert_allclose(run.log_likelihood(run.dataset.test_images[:3], k=4, seed=5), expected, rtol=1e-5)
+
+
 @pytest.mark.parametrize("prior", ["standard_normal", "vampprior"])
 def test_hvae_importance_weights_estimate_the_brute_force_likelihood(prior):
   """With one-dimensional z1 and z2, p(x) = ∫∫ p(x|z1,z2) p(z1|z2) p(z2) dz1 dz2 on a fine grid. The mean of
@@ -558,7 +574,6 @@ def test_density_flagfiles_train_select_and_open_on_a_tiny_budget(tmp_path):
   """The VampPrior flagfiles of the three architectures (each includes its Gaussian-prior row's flagfile) on
   80 images (40 of them the validation split), batches of 20: validation rows every epoch, one test row with
   the k-sample bound at the best step, and the run opens through load_run at that checkpoint."""
-  import gen_jax
   from conftest import finish, load_script, start_experiment
   tiny = ("--num_train_examples=80", "--batch_size=20", "--num_validation_examples=40", "--num_test_examples=40",
           "--num_epochs=2", "--kl_warmup_epochs=1", "--early_stopping_patience=1", "--eval_batch_size=40",
