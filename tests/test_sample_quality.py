@@ -228,11 +228,13 @@ def test_evaluate_samples_script_draws_a_runs_own_samples(small_classifier, tmp_
   for name in ("fcd", "precision", "recall", "fcd_floor"):
     assert row[name] == pytest.approx(expected[name], rel=1e-5)
   # Other scores of the same names at the same step: the workdir keeps one such row, and the script says so.
+  event_files = sorted(os.listdir(workdir / "tensorboard"))
   again = run_evaluate_samples(f"--workdir={workdir}", "--num_samples=8",
                                f"--classifier_dir={classifier.checkpoint_dir}")
   assert again.returncode == 0, again.stderr
   assert "[8 samples" in again.stdout and "not appended" in again.stdout
   assert len(open(workdir / "metrics.jsonl").readlines()) == len(rows)
+  assert sorted(os.listdir(workdir / "tensorboard")) == event_files  # Nothing written: no new event file either.
 
 
 @needs_fashion_mnist

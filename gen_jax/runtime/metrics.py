@@ -45,15 +45,23 @@ class MetricWriter:
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._written = set()
     self._tensorboard = None
+    self._tensorboard_dir = os.path.join(workdir, "tensorboard") if enabled else None
     if not enabled:
       return
     self._drop_torn_last_line()
     self._written = {_row_identity(row, self.identity_keys) for row in read_rows(self.path)}
-    try:
-      from tensorboardX import SummaryWriter
-      self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
-    except ImportError:
-      logging.warning("tensorboardX is not installed; no TensorBoard event files")
+
+  def _events(self):
+    """The TensorBoard writer, made at the first row written: a writer that writes nothing (the rerun of a
+    finished run, a score already appended) leaves no new event file in the workdir."""
+    if self._tensorboard is None and self._tensorboard_dir is not None:
+      try:
+        from tensorboardX import SummaryWriter
+        self._tensorboard = SummaryWriter(self._tensorboard_dir)
+      except ImportError:
+        logging.warning("tensorboardX is not installed; no TensorBoard event files")
+        self._tensorboard_dir = None
+    return self._tensorboard
 
   def _drop_torn_last_line(self):
     if not os.path.exists(self.path):
@@ -74,11 +82,12 @@ class MetricWriter:
     self._written.add(identity)
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")  # One write per row: a kill leaves at most one torn line.
-    if self._tensorboard is not None:
+    events = self._events()
+    if events is not None:
       for key, value in row.items():
         if key not in ("step", "split") and isinstance(value, (int, float)):
-          self._tensorboard.add_scalar(f"{row['split']}/{key}", value, row["step"])
-      self._tensorboard.flush()
+          events.add_scalar(f"{row['split']}/{key}", value, row["step"])
+      events.flush()
     return True
 
   def has_row(self, split, step, **identity_values):
