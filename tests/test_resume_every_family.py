@@ -122,6 +122,7 @@ def test_images_counts_and_seeds_a_run_cannot_take_are_refused_in_one_line(runs)
       (lambda: gmm_run.log_likelihood(bits, k=0), r"k=0; allowed: an integer >= 1 \(importance samples per image\)"),
       (lambda: gmm_run.test_log_likelihood(k=2.5), r"k=2.5; allowed: an integer >= 1"),
       (lambda: gmm_run.sample(0), r"n=0; allowed: an integer >= 1 \(the number of samples\)"),
+      (lambda: autoencoder_run.decode(np.zeros((3, 5))), r"codes of shape \(3, 5\); allowed: \(N, 3\) with N >= 1"),
       (lambda: gmm_run.sample(2, seed=-1), r"seed=-1; allowed: an integer in 0\.\.\d+ \(a seed\)"),
       (lambda: gmm_run.sample(2, seed=2**40), r"seed=1099511627776; allowed: an integer in 0\.\."),
   ]

@@ -238,8 +238,12 @@ class CodeFunctions:
                                  self.labels_of_images(labels, len(x)))
 
   def decode(self, params, z, labels=None):
-    return chunked.map_in_chunks(functools.partial(self._decode, params), CHUNK, np.asarray(z, np.float32),
-                                 self.labels_for(labels, len(z)))
+    z = np.asarray(z, np.float32)
+    dim = prior_dim(self.config)
+    if z.ndim != 2 or z.shape[1] != dim or not len(z):
+      raise UserError(f"codes of shape {z.shape}; allowed: (N, {dim}) with N >= 1, codes of the latent the "
+                      "decoder starts from (the top layer's for two stochastic layers)")
+    return chunked.map_in_chunks(functools.partial(self._decode, params), CHUNK, z, self.labels_for(labels, len(z)))
 
   def reconstruct(self, params, x, labels=None):
     labels = self.labels_of_images(labels, len(x))
