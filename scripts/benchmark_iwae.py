@@ -82,6 +82,6 @@ def main(args):
 
 if __name__ == "__main__":
   parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--iwae_k", type=int, default=5000)
-  parser.add_argument("--num_images", type=int, default=100)
+  parser.add_argument("--iwae_k", type=int, default=5000, help="importance samples per image (k of L_k)")
+  parser.add_argument("--num_images", type=int, default=100, help="images scored per timed evaluation")
   exit_on_user_error(main, parser.parse_args())
