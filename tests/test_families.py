@@ -631,6 +631,13 @@ def test_the_flags_txt_of_an_older_run_is_the_flag_set_the_config_writes_and_res
                          config_lib.as_flags_text(config, str(workdir)),
                          defaults=workdir_lib.settings_record(name, family.Config()))
       assert (workdir / "flags.txt").read_text() == text, (name, case)
+      # Nor when the latest block does record it (written by a start with other flags since).
+      latest = text + workdir_lib.RESUMED_FLAGS_SEPARATOR + config_lib.as_flags_text(config, str(workdir))
+      (workdir / "flags.txt").write_text(latest)
+      workdir_lib.record(str(workdir), settings, family.MAY_CHANGE_ON_RESUME,
+                         config_lib.as_flags_text(config, str(workdir)),
+                         defaults=workdir_lib.settings_record(name, family.Config()))
+      assert (workdir / "flags.txt").read_text() == latest, (name, case)
   # Other text than the config's (a blank line for the unset --data_dir, lists as typed), the same flags.
   assert "\n\n" in older["gmm", "defaults"]
   assert {"--hidden_sizes=064,32", "--log_variance_clamp=-6,2e0", "--conditional"} <= set(

@@ -188,8 +188,11 @@ def _write_records(workdir, settings, flags_text, defaults=None):
   # not a new flag of this start (an older run's rerun would otherwise record a new set for it alone).
   added_at_default = {name for name, value in settings.items()
                       if name not in stored and defaults is not None and defaults.get(name) == value}
-  compared = "".join(line for line in flags_text.splitlines(keepends=True)
-                     if _flag_name(line, settings) not in added_at_default)
+
+  def compared(text):  # On both sides: the block that recorded such a setting is no different either.
+    return _flag_lines("".join(line for line in text.splitlines(keepends=True)
+                               if _flag_name(line, settings) not in added_at_default))
+
   flags_path = os.path.join(workdir, FLAGS_FILE)
   recorded = ""
   if os.path.exists(flags_path):
@@ -198,6 +201,6 @@ def _write_records(workdir, settings, flags_text, defaults=None):
   # New, or resumed with other flags than the latest start's (earlier ones included): keep the history, add
   # the new set, so that the last block is always what the run now runs with. Flags are a set: the same ones
   # in another order (a family's fields reordered) or as an older run wrote them (`_flag_lines`) are the same.
-  if _flag_lines(recorded.split(RESUMED_FLAGS_SEPARATOR)[-1]) != _flag_lines(compared):
+  if compared(recorded.split(RESUMED_FLAGS_SEPARATOR)[-1]) != compared(flags_text):
     separator = RESUMED_FLAGS_SEPARATOR if recorded else ""
     files.write_text(flags_path, recorded + separator + flags_text)
