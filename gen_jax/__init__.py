@@ -24,16 +24,12 @@ def train(family, workdir, **settings):
   config.json and flags.txt (a flagfile that starts the same run from the command line), exact resume, and
   SIGINT (a notebook's interrupt) saving a checkpoint before it stops.
   """
-  import os
   from gen_jax import config as config_lib
   from gen_jax.families import get
   from gen_jax.runtime import run as run_lib, workdir as workdir_lib
   family_module = get(family)
   workdir_lib.check_workdir(workdir)
-  workdir_lib.check_stored_config(workdir, family_module)  # A hand-edited value is the file's fault: it says so.
-  stored = workdir_lib.read_config(workdir) if os.path.isdir(workdir) else None
-  own = (config_lib.from_flat_dict(family_module.Config, stored)
-         if stored and stored.get(config_lib.FAMILY_KEY) == family_module.NAME else None)
+  own = workdir_lib.check_stored_config(workdir, family_module)  # A hand-edited value is the file's fault.
   config = config_lib.from_settings(family_module.Config, settings, family, base=own)
   run_lib.train_and_evaluate(family_module, config, workdir, flags_text=config_lib.as_flags_text(config, workdir))
   return load_run(workdir)

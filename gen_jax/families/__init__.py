@@ -90,6 +90,5 @@ def load_run(workdir, step=None):
     raise UserError(f"{workdir}/config.json names no family (written before families were recorded); "
                     "allowed: a run written by this version (re-run its command in a fresh --workdir)")
   family = get(name)
-  workdir_lib.check_stored_config(workdir, family)  # A hand-edited value is the file's fault: it says so.
-  config = config_lib.from_flat_dict(family.Config, stored)
+  config = workdir_lib.check_stored_config(workdir, family)  # A hand-edited value is the file's fault: it says so.
   return run_lib.open_run(family, config, workdir, step, providers=families_with)

@@ -364,13 +364,13 @@ def _train(task, workdir, seed, mesh, where):
       raise UserError(f"checkpoint at step {step} is from epoch {progress['epoch']} but --batch_size and the "
                       f"data give epoch {expected_epoch}; allowed: the run's own data settings")
   # A run has ended when it reached its last step or stopped early; with the final evaluation of its model (the
-  # best-validation one, with selection) in metrics.jsonl, a rerun has nothing to add: it opens no writer, which
-  # would start a TensorBoard event file, and only redoes the final files (`finalize`, idempotent), which a stop
+  # best-validation one, with selection) in metrics.jsonl, a rerun has nothing to add: it writes no row (so the
+  # writer starts no TensorBoard file) and only redoes the final files (`finalize`, idempotent), which a stop
   # during the last run's end may have left undone.
+  writer = metrics_lib.MetricWriter(workdir, enabled=main, identity_keys=task.identity_keys)
   ended = restored is not None and (step >= schedule.num_steps or stopped_early)
   model_step = selection_record.get("best_step", step) if selection is not None else step
-  finished = ended and parallel.main_process_says(main and _has_final_row(workdir, task, model_step))
-  writer = metrics_lib.MetricWriter(workdir, enabled=main and not finished, identity_keys=task.identity_keys)
+  finished = ended and parallel.main_process_says(writer.has_row("test", model_step, **task.final_row_identity))
   if restored is not None:
     logging.info("resumed from step %d", step)
     if main:
@@ -520,14 +520,6 @@ def _train(task, workdir, seed, mesh, where):
   checkpointer.close()
   writer.close()
   return state
-
-
-def _has_final_row(workdir, task, at_step):
-  """Whether metrics.jsonl holds the test row of the final evaluation at `at_step` (`Task.final_row_identity`),
-  read without a `MetricWriter` (`MetricWriter.has_row` asks the same of an open one)."""
-  return any(row["split"] == "test" and int(row["step"]) == at_step
-             and all(row.get(key) == value for key, value in task.final_row_identity.items())
-             for row in metrics_lib.read_rows(os.path.join(workdir, "metrics.jsonl")))
 
 
 def _write_final_test_row(task, state, at_step, writer, base_row):

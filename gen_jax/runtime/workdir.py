@@ -84,12 +84,12 @@ def check_resumable(workdir, settings, may_change, defaults=None):
 
 
 def check_stored_config(workdir, family):
-  """Refuses a config.json of a `family` run that the family itself refuses (a value edited by hand, say) in one
-  line that names the file, not the flags of the command (the resume check would blame those); reads only.
-  A run of another family, or none, is left to `check_resumable`."""
+  """The config of the `family` run in `workdir` (None for none, or a run of another family, which
+  `check_resumable` refuses); reads only. A config.json the family itself refuses (a value edited by hand, say)
+  gets one line that names the file, not the flags of the command (the resume check would blame those)."""
   stored = read_config(workdir) if workdir and os.path.isdir(workdir) else None
   if stored is None or stored.get(config_lib.FAMILY_KEY) != family.NAME:
-    return
+    return None
   known = {field.name for field in dataclasses.fields(family.Config)}
   try:  # The type of each value first: validate assumes a config of the right types.
     config = config_lib.from_settings(family.Config, {k: v for k, v in stored.items() if k in known}, family.NAME)
@@ -99,6 +99,7 @@ def check_stored_config(workdir, family):
     raise UserError(f"{os.path.join(workdir, CONFIG_FILE)} holds settings the {family.NAME} family refuses: "
                     f"{refusal}; it is the run's record, not this command's flags: restore it (e.g. from the "
                     "first block of flags.txt) or use a fresh --workdir; nothing was changed") from None
+  return config
 
 
 @contextlib.contextmanager
