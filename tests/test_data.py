@@ -109,7 +109,7 @@ def test_runs_started_together_prepare_a_dataset_once(tmp_path):
 
   def ask():
     started.wait()
-    return tfds_data.prepared_once(Builder, prepare)
+    return tfds_data.prepared_once(Builder, lambda builder: None, prepare)
 
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
     builders_returned = list(pool.map(lambda _: ask(), range(2)))
@@ -134,6 +134,12 @@ def test_fashion_mnist_without_files_or_prepared_data(tmp_path, monkeypatch):
   assert_user_error(
       lambda: data.load_split('fashion_mnist', 'train', data_dir=str(tmp_path / 'tfds')),
       'fashion_mnist', str(empty), 'apt-get install dataset-fashion-mnist', '--data_dir')
+  assert_data_dir_untouched(tmp_path / 'tfds')
+
+
+def assert_data_dir_untouched(data_dir):
+  """A refused dataset writes nothing in the data dir: no dataset folder, no preparation lock."""
+  assert not data_dir.exists() or not list(data_dir.iterdir()), sorted(map(str, data_dir.rglob('*')))
 
 
 def write_tiny_mnist(directory, rng):
@@ -173,6 +179,7 @@ def test_mnist_offline_without_manual_dir(tmp_path, monkeypatch):
   monkeypatch.setattr(tfds_data, '_host_resolves', lambda url: False)
   assert_user_error(lambda: data.load_split('mnist', 'train', data_dir=str(tmp_path)),
                     'mnist', 'GEN_JAX_MNIST_MANUAL_DIR')
+  assert_data_dir_untouched(tmp_path)
 
 
 def test_unknown_dataset_and_split(tmp_path):
@@ -194,6 +201,7 @@ def test_catalog_dataset_that_cannot_be_prepared_here(tmp_path):
     pass
   assert_user_error(lambda: data.load_split('cifar10', 'train', data_dir=str(tmp_path)),
                     "'cifar10'", 'TensorFlow', '--data_dir')
+  assert_data_dir_untouched(tmp_path)
 
 
 # --- npz:PATH -----------------------------------------------------------------------------------

@@ -55,19 +55,24 @@ def prepare_idx_dataset(name: str, data_dir: str | None = None,
     manual_dir: directory holding the four IDX .gz files; see the module docstring for the default.
   """
   return prepared_once(lambda: _BUILDERS[name](data_dir=data_dir),
+                       lambda builder: _check_idx(builder, name, manual_dir),
                        lambda builder: _prepare_idx(builder, name, manual_dir))
 
 
-def prepared_once(make_builder, prepare):
+def prepared_once(make_builder, check, prepare):
   """`make_builder()`, first prepared by `prepare(builder)` unless it is prepared already.
 
-  Preparing holds a lock beside the dataset's folder, and the builder is made afresh once the lock is held:
-  runs started together on a fresh machine prepare the data once, the others wait for it. TFDS itself does
-  not guard this; the second of two such runs failed renaming its incomplete folder (FileExistsError).
+  `check(builder)` raises the UserError of a preparation that cannot work here (files missing, offline,
+  no TensorFlow) before anything is written: a refused dataset leaves the data dir as it was, without the
+  folder and lock below. Preparing holds a lock beside the dataset's folder, and the builder is made afresh
+  once the lock is held: runs started together on a fresh machine prepare the data once, the others wait for
+  it. TFDS itself does not guard this; the second of two such runs failed renaming its incomplete folder
+  (FileExistsError).
   """
   builder = make_builder()
   if builder.is_prepared():
     return builder
+  check(builder)
   with files.held_lock(os.path.join(os.path.dirname(builder.data_dir), '.gen_jax-prepare.lock')):
     builder = make_builder()
     if not builder.is_prepared():
@@ -75,9 +80,14 @@ def prepared_once(make_builder, prepare):
   return builder
 
 
-def _prepare_idx(builder, name, manual_dir):
+def _idx_manual_dir(name, manual_dir):
+  """The folder the IDX files are read from, and the names of those missing there."""
   manual_dir = manual_dir or os.environ.get(MANUAL_DIR_ENV[name]) or _DEFAULT_MANUAL_DIR[name]
-  missing = builders.missing_idx_files(manual_dir)
+  return manual_dir, builders.missing_idx_files(manual_dir)
+
+
+def _check_idx(builder, name, manual_dir):
+  manual_dir, missing = _idx_manual_dir(name, manual_dir)
   if missing and name == 'fashion_mnist':
     raise UserError(
         f'fashion_mnist is not prepared in {builder.data_dir} and its IDX files are missing from '
@@ -89,6 +99,10 @@ def _prepare_idx(builder, name, manual_dir):
         f'{name} is not prepared in {builder.data_dir}, {MANUAL_DIR_ENV[name]} does not point to '
         f'its four IDX .gz files, and {builders.MNIST_URL} cannot be reached (offline?); set '
         f'{MANUAL_DIR_ENV[name]} to a folder holding them, or pass --data_dir where it is prepared')
+
+
+def _prepare_idx(builder, name, manual_dir):
+  manual_dir, missing = _idx_manual_dir(name, manual_dir)
   config = tfds.download.DownloadConfig(manual_dir=None if missing else manual_dir)
   try:
     builder.download_and_prepare(download_config=config)
@@ -101,7 +115,8 @@ def _prepare_idx(builder, name, manual_dir):
 
 
 def _catalog_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
-  return prepared_once(lambda: _make_catalog_builder(name, data_dir), lambda builder: _prepare_catalog(builder, name))
+  return prepared_once(lambda: _make_catalog_builder(name, data_dir), lambda builder: _check_catalog(builder, name),
+                       lambda builder: _prepare_catalog(builder, name))
 
 
 def _make_catalog_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
@@ -116,7 +131,7 @@ def _make_catalog_builder(name: str, data_dir: str | None) -> tfds.core.DatasetB
                     f'{message[:200]}); use fashion_mnist, mnist, npz:PATH or images:DIR') from None
 
 
-def _prepare_catalog(builder, name):
+def _check_catalog(builder, name):
   # TFDS encodes catalog images with TensorFlow; without it, fail now rather than after a download
   # (whose retries take minutes when offline).
   if importlib.util.find_spec('tensorflow') is None:
@@ -124,6 +139,9 @@ def _prepare_catalog(builder, name):
         f'TFDS dataset {name!r} is not prepared in {builder.data_dir} and preparing it needs '
         'TensorFlow (not installed) and internet; prepare it elsewhere with `tfds build '
         '--file_format=array_record` and pass --data_dir, or use npz:PATH')
+
+
+def _prepare_catalog(builder, name):
   try:
     builder.download_and_prepare(file_format='array_record')
   except Exception as e:  # Offline, most often.
