@@ -15,7 +15,6 @@ import os
 
 import numpy as np
 
-from gen_jax.data import tfds_data
 from gen_jax.data import user_data
 from gen_jax.errors import UserError
 
@@ -102,6 +101,9 @@ def _load_whole_split(dataset: str, split: str, data_dir: str | None,
     images, labels = _user_split(train_and_test, split, dataset)
     num_classes = _num_classes(train_and_test)
   elif dataset and all(c.isalnum() or c in '_/:.' for c in dataset):
+    # Imported here: TFDS costs ~0.3 s at start-up, which a run on toy or user data, or one refused before its
+    # data loads, does not need.
+    from gen_jax.data import tfds_data
     images, labels, num_classes = tfds_data.load_tfds_split(dataset, split, data_dir)
   else:
     raise UserError(f'unknown dataset {dataset!r}; allowed: {DATASET_HELP}')

@@ -40,10 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from absl import logging
 from flax.training import train_state
-from tensorflow_datasets.core import constants as tfds_constants
 
 from gen_jax import config as config_lib, optim
 from gen_jax.data import image_data, load_split, preprocessing, user_data_prefix
@@ -197,6 +195,9 @@ def cache_directory(dataset: str, data_dir: Optional[str] = None, image_size: Op
                     num_train_examples: Optional[int] = None, num_epochs: Optional[int] = None,
                     seed: int = 0, cache_dir: Optional[str] = None) -> str:
   """The folder of the classifier these settings describe (see the module docstring for the layout)."""
+  # TFDS and orbax are imported where they are used: a run that imports this module (every GAN's) may never
+  # need either, and together they cost ~0.4 s at start-up.
+  from tensorflow_datasets.core import constants as tfds_constants
   root = cache_dir or os.path.join(data_dir or tfds_constants.get_default_data_dir(), CACHE_FOLDER)
   variant = []
   if image_size is not None:
@@ -238,6 +239,7 @@ def load_classifier(directory: str) -> Classifier:
   module = ClassifierMLP(HIDDEN_SIZES, int(info["num_classes"]))
   abstract = jax.eval_shape(module.init, jax.random.key(0),
                             jax.ShapeDtypeStruct((1, *info["image_shape"]), jnp.float32))["params"]
+  import orbax.checkpoint as ocp
   with ocp.StandardCheckpointer() as checkpointer:
     params = checkpointer.restore(os.path.join(directory, CHECKPOINT_FOLDER), abstract)
   _LOADED[memo_key] = Classifier(params, info, directory)
@@ -265,6 +267,7 @@ def _publish(directory: str, params, info: dict) -> None:
   staging = tempfile.mkdtemp(dir=root, prefix=f".{os.path.basename(directory)}.tmp-")
   try:
     os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the classifier from others sharing the data dir.
+    import orbax.checkpoint as ocp
     with ocp.StandardCheckpointer() as checkpointer:
       checkpointer.save(os.path.join(staging, CHECKPOINT_FOLDER), params)
       checkpointer.wait_until_finished()

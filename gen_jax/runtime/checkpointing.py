@@ -20,11 +20,22 @@ import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 
 from gen_jax.errors import UserError
 from gen_jax.models import networks
+
+
+class _Orbax:
+  """orbax.checkpoint, imported on its first use: it costs ~0.25 s at start-up, which a command refused before
+  it trains, or one that never checkpoints, does not need."""
+
+  def __getattr__(self, name):
+    import orbax.checkpoint
+    return getattr(orbax.checkpoint, name)
+
+
+ocp = _Orbax()
 
 
 # How an I/O failure reads when orbax's writer (TensorStore, in a background thread) reports it: as a
