@@ -344,7 +344,8 @@ def run(main, family_name=None, training=False):
   _define_help_flags()
   # What is loaded by now (JAX, flax, the family's modules: some 120k objects) lives as long as the process.
   # Frozen, it is no longer traversed by each full collection of the garbage collector, which tracing the first
-  # jitted programs triggers again and again: the tests' tiny VAE run takes ~0.5 s less CPU (median 4.0 -> 3.3 s).
+  # jitted programs triggers again and again: the tests' tiny VAE run takes 0.3-0.7 s less CPU (medians of
+  # alternated runs 4.0 -> 3.3 user CPU-s, and 5.0 -> 4.7 on a busier host).
   gc.freeze()
   app.run(guarded_main, flags_parser=parse_flags)
 
