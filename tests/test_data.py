@@ -366,4 +366,10 @@ def test_binarize_static_is_fixed_per_seed():
   assert first.dtype == np.uint8 and set(np.unique(first)) <= {0, 255}
   np.testing.assert_array_equal(first, preprocessing.binarize_static(7, images))
   assert not np.array_equal(first, preprocessing.binarize_static(8, images))
-  assert abs(first.mean() / 255 - images.mean() / 255) < 0.01
+  # Each pixel is on with probability value / 255: 0 never, 255 always, and each column of one value at its
+  # own rate within 4 standard errors (a draw of p = 1 - value/255, or of value/256, fails here).
+  values = np.array([0, 1, 51, 128, 204, 254, 255], np.uint8)
+  on = preprocessing.binarize_static(3, np.broadcast_to(values, (20000, len(values)))).mean(axis=0) / 255
+  p = values / 255
+  assert on[0] == 0 and on[-1] == 1
+  assert np.all(np.abs(on - p) <= 4 * np.sqrt(p * (1 - p) / 20000) + 1e-12), (on, p)

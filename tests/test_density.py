@@ -3,6 +3,7 @@ two-level HVAE's log-weights and its bound against brute-force integration, gate
 epochs, the validation split and early stopping with the best checkpoint, and their bad input."""
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -70,6 +71,22 @@ def test_vampprior_through_the_model_is_the_mixture_of_the_encoders_posteriors_a
                                 for m, s in zip(means, log_variances)])) for point in z]
   log_prior = model.apply({"params": params}, z, components, method="log_prior")
   np.testing.assert_allclose(np.asarray(log_prior), expected, rtol=1e-5)
+
+
+def test_pseudo_inputs_start_at_their_mean_and_spread_and_get_no_gradient_outside_zero_to_one():
+  """The parameter is N(init_mean, init_std²) (here mean 0.3, std 0.05 over 2,000 entries, within four
+  standard errors), the pseudo-inputs are it clipped to [0, 1], and an entry outside [0, 1] gets no gradient
+  (the reference's hardtanh): why the density flagfiles' N(0, 0.0632²) start leaves about half the pixels dark."""
+  module = priors.PseudoInputs(count=500, image_shape=(2, 2, 1), init_mean=0.3, init_std=0.05)
+  raw = np.asarray(module.init(jax.random.key(0))["params"]["pseudo_inputs"], np.float64)
+  assert raw.shape == (500, 2, 2, 1)
+  assert abs(raw.mean() - 0.3) < 4 * 0.05 / math.sqrt(raw.size)
+  assert abs(raw.std() - 0.05) < 4 * 0.05 / math.sqrt(2 * raw.size)  # The standard error of a sample's std.
+  params = {"pseudo_inputs": jnp.asarray([[[[-0.2], [0.4]], [[1.3], [0.9]]]])}
+  one = priors.PseudoInputs(count=1, image_shape=(2, 2, 1))
+  np.testing.assert_allclose(np.asarray(one.apply({"params": params})).ravel(), [0.0, 0.4, 1.0, 0.9], rtol=1e-6)
+  gradient = jax.grad(lambda p: jnp.sum(one.apply({"params": p})))(params)
+  np.testing.assert_array_equal(np.asarray(gradient["pseudo_inputs"]).ravel(), [0.0, 1.0, 0.0, 1.0])
 
 
 def test_one_component_vampprior_at_the_standard_normal_gives_the_closed_form_kl():
@@ -215,12 +232,13 @@ def test_kl_warmup_in_epochs_follows_the_reference_beta_equals_epoch_over_warmup
   assert weights == [0.25, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0]
 
 
-def _tiny_hvae(prior):
-  config = vae.Config(architecture="hvae", hidden_sizes=(6, 6), latent_dim=1, top_latent_dim=1,
-                      hidden_layer="gated", weight_init="he_normal", log_variance_clamp=(-6.0, 2.0), prior=prior,
-                      num_pseudo_inputs=2, pseudo_input_init_mean=0.5, pseudo_input_init_std=0.3)
-  model = latent_code.build_model(config, (2, 2, 1))
-  params = model.init(jax.random.key(3), jnp.zeros((1, 2, 2, 1)), jax.random.key(4))["params"]
+def _tiny_hvae(prior, architecture="hvae", image_shape=(2, 2, 1), latent_dim=1):
+  config = vae.Config(architecture=architecture, hidden_sizes=(6, 6), latent_dim=latent_dim,
+                      top_latent_dim=latent_dim, hidden_layer="gated", weight_init="he_normal",
+                      log_variance_clamp=(-6.0, 2.0), prior=prior, num_pseudo_inputs=2, pseudo_input_init_mean=0.5,
+                      pseudo_input_init_std=0.3)
+  model = latent_code.build_model(config, image_shape)
+  params = model.init(jax.random.key(3), jnp.zeros((1, *image_shape)), jax.random.key(4))["params"]
   return config, model, params
 
 
@@ -228,27 +246,53 @@ def _bernoulli_log_likelihood(logits, x):
   return np.sum(x * -np.logaddexp(0, -logits) + (1 - x) * -np.logaddexp(0, logits), axis=-1)
 
 
-def test_hvae_log_weights_are_the_direct_sum_of_its_five_densities():
-  config, model, params = _tiny_hvae("standard_normal")
-  x = jnp.asarray([[[[1.0], [0.0]], [[1.0], [1.0]]]])
+@pytest.mark.parametrize("architecture", ["hvae", "conv_hvae"])
+def test_hvae_log_weights_are_the_direct_sum_of_its_five_densities_per_image_and_sample(architecture):
+  """Two images, three samples each: every log-weight against the sum of its five densities, each computed
+  from that image and that sample alone, so a reshape or broadcast that mixed one image's samples with
+  another's (in q(z1|x,z2)'s once-per-image features, say) would show."""
+  config, model, params = _tiny_hvae("standard_normal", architecture, image_shape=(28, 28, 1), latent_dim=2)
+  x = jnp.asarray(np.random.default_rng(0).integers(0, 2, (2, 28, 28, 1)), jnp.float32)
   key = jax.random.key(7)
   log_weights, _, _ = vae.per_example_terms(model, params, x, key, None, config, num_samples=3)
-  apply = lambda method, *args: jax.tree.map(np.asarray, model.apply({"params": params}, *args, method=method))
+  # One compiled program per method and shape (op by op, the ConvHVAE's convolutions would take seconds).
+  jitted = {method: jax.jit(functools.partial(model.apply, method=method))
+            for method in ("encode_image", "bottom_posterior", "bottom_prior_stats", "decode_both")}
+  apply = lambda method, *args: jax.tree.map(np.asarray, jitted[method]({"params": params}, *args))
   # The draws log_weight_terms makes: z2 from q(z2|x) with the first key, z1 from q(z1|x,z2) with the second.
   top_key, bottom_key = jax.random.split(key)
-  (top_mean, top_log_variance), flat_x = apply("encode_image", x)
+  (top_mean, top_log_variance), features = apply("encode_image", x)
   z2 = np.asarray(objectives.reparameterize(top_key, top_mean, top_log_variance, num_samples=3))
-  bottom_mean, bottom_log_variance = apply("bottom_posterior", flat_x, z2)
-  z1 = np.asarray(objectives.reparameterize(bottom_key, bottom_mean, bottom_log_variance))
-  prior_mean, prior_log_variance = apply("bottom_prior_stats", z2)
-  logits = apply("decode_both", z1, z2).reshape(3, 1, -1)
-  for i in range(3):
-    direct = (_bernoulli_log_likelihood(logits[i, 0], np.asarray(x).reshape(-1))
-              + _normal_log_density(z2[i, 0], 0.0, 0.0)
-              + _normal_log_density(z1[i, 0], prior_mean[i, 0], prior_log_variance[i, 0])
-              - _normal_log_density(z2[i, 0], top_mean[0], top_log_variance[0])
-              - _normal_log_density(z1[i, 0], bottom_mean[i, 0], bottom_log_variance[i, 0]))
-    assert float(log_weights[i, 0]) == pytest.approx(direct, abs=1e-4)
+  z1 = np.asarray(objectives.reparameterize(bottom_key, *apply("bottom_posterior", features, z2)))
+  for b in range(2):
+    (image_top_mean, image_top_log_variance), image_features = apply("encode_image", x[b:b + 1])
+    for i in range(3):
+      one_z1, one_z2 = z1[i, b][None], z2[i, b][None]  # (1, d): sample i of image b
+      bottom_mean, bottom_log_variance = apply("bottom_posterior", image_features, one_z2)
+      prior_mean, prior_log_variance = apply("bottom_prior_stats", one_z2)
+      logits = apply("decode_both", one_z1, one_z2).reshape(-1)
+      direct = (_bernoulli_log_likelihood(logits, np.asarray(x[b]).reshape(-1))
+                + _normal_log_density(one_z2[0], 0.0, 0.0)
+                + _normal_log_density(one_z1[0], prior_mean[0], prior_log_variance[0])
+                - _normal_log_density(one_z2[0], image_top_mean[0], image_top_log_variance[0])
+                - _normal_log_density(one_z1[0], bottom_mean[0], bottom_log_variance[0]))
+      assert float(log_weights[i, b]) == pytest.approx(direct, abs=1e-3), (i, b)
+
+
+def test_the_hvae_vampprior_is_the_mixture_of_the_top_encoders_posteriors_at_the_pseudo_inputs():
+  """p(z2) of the HVAE with the VampPrior, heads as initialised: (1/K) Σ_k q(z2 | u_k) with q(z2 | ·) the top
+  encoder and u_k the pseudo-input parameters clipped to [0, 1], in float64."""
+  _, model, params = _tiny_hvae("vampprior", latent_dim=2)
+  pseudo_inputs = np.clip(np.asarray(params["pseudo_inputs"]["pseudo_inputs"]), 0.0, 1.0)
+  means, log_variances = model.apply({"params": params}, jnp.asarray(pseudo_inputs), method="encode")
+  assert np.ptp(np.asarray(means), axis=0).min() > 1e-3  # Two distinct components, not one repeated.
+  z2 = jnp.asarray([[0.3, -0.2], [1.5, 0.7], [-2.0, 0.1]])
+  expected = [math.log(np.mean([math.exp(_normal_log_density(np.asarray(point, np.float64), np.asarray(m, np.float64),
+                                                             np.asarray(v, np.float64)))
+                                for m, v in zip(means, log_variances)])) for point in z2]
+  statistics = model.apply({"params": params}, method="prior_statistics")
+  np.testing.assert_allclose(np.asarray(model.apply({"params": params}, z2, statistics, method="log_prior")),
+                             expected, rtol=1e-5)
 
 
 # The reference's layers (sajadn/Exemplar-VAE models/HVAE_2level.py and convHVAE_2level.py, with AbsHModel.py's

@@ -153,6 +153,47 @@ def test_every_optimizer_and_schedule_in_the_tables_trains():
     optim.make_optimizer(config_lib.TrainingConfig(optimizer="rmsprop"), total_steps=10)
 
 
+def _numpy_adam(gradients, learning_rate, b1, b2, eps):
+  """Kingma & Ba's Algorithm 1 in float64: the updates of Adam for a sequence of gradients."""
+  m = v = 0.0
+  updates = []
+  for t, g in enumerate(gradients, start=1):
+    m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+    updates.append(-learning_rate * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps))
+  return np.array(updates)
+
+
+def _updates(tx, gradients):
+  """The updates `tx` makes for a sequence of gradients of one parameter vector."""
+  params = jnp.zeros(gradients.shape[1:], jnp.float32)
+  state, updates = tx.init(params), []
+  for g in gradients:
+    update, state = tx.update(jnp.asarray(g, jnp.float32), state, params)
+    updates.append(np.asarray(update))
+  return np.array(updates)
+
+
+# Three steps of gradients that change sign and scale: unlike a constant gradient (whose every Adam step is
+# −lr·sign(g) whatever the betas), they make each setting change the updates.
+_GRADIENTS = np.array([[0.5, -2.0, 1e-3], [-0.2, -1.0, 3e-3], [1e-3, 0.5, -2e-3]])
+
+
+def test_the_optimizers_read_their_betas_epsilon_and_momentum():
+  """Adam at the settings the papers' flagfiles use (β1 = 0.5 for the GANs, ε = 1e-4 for the IWAE) against
+  Algorithm 1 in float64, and SGD's momentum against v ← μv + g, update −lr·v. (rtol 1e-4: optax takes
+  1 − β2ᵗ in float32, 3e-5 off at β2 = 0.999, t = 2; a wrong β or ε moves an update by percents.)"""
+  for b1, b2, eps in [(0.9, 0.999, 1e-8), (0.5, 0.9, 1e-4), (0.0, 0.99, 1e-3)]:
+    config = config_lib.TrainingConfig(optimizer="adam", learning_rate=0.1, adam_b1=b1, adam_b2=b2, adam_eps=eps)
+    np.testing.assert_allclose(_updates(optim.make_optimizer(config, total_steps=10), _GRADIENTS),
+                               _numpy_adam(_GRADIENTS, 0.1, b1, b2, eps), rtol=1e-4, err_msg=str((b1, b2, eps)))
+  config = config_lib.TrainingConfig(optimizer="sgd", learning_rate=0.1, momentum=0.9)
+  velocity, expected = 0.0, []
+  for g in _GRADIENTS:
+    velocity = 0.9 * velocity + g
+    expected.append(-0.1 * velocity)
+  np.testing.assert_allclose(_updates(optim.make_optimizer(config, total_steps=10), _GRADIENTS), expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize("family_name, overrides, message", [
     ("vae", dict(momentum=0.9), "--optimizer=adam does not read --momentum=0.9; allowed: --momentum=0.0 (the "
      "defaults) with this optimizer"),

@@ -587,6 +587,50 @@ def test_the_discriminator_steps_at_its_own_learning_rate(tmp_path):
   assert moves.max() == pytest.approx(3e-3, rel=1e-3) and np.median(moves) == pytest.approx(3e-3, rel=1e-2)
 
 
+def test_each_network_steps_with_its_own_adam_betas():
+  """--d_adam_b1/--d_adam_b2 reach D's Adam and --adam_b1/--adam_b2 G's: three steps of gradients that change
+  sign and scale, against Adam's Algorithm 1 in float64 with each network's betas."""
+  from test_families import _GRADIENTS, _numpy_adam
+  config = _tiny_config(adam_b1=0.5, adam_b2=0.99, d_adam_b1=0.0, d_adam_b2=0.9, learning_rate=0.1)
+  d_tx, g_tx = gan_steps.make_optimizers(config, config.num_steps, gan.TOY_STEPS_PER_EPOCH)
+  params = {"discriminator": jnp.zeros(3), "generator": jnp.zeros(3)}
+  for tx, network, (b1, b2) in [(d_tx, "discriminator", (0.0, 0.9)), (g_tx, "generator", (0.5, 0.99))]:
+    state, moved = tx.init(params), []
+    for g in _GRADIENTS:
+      update, state = tx.update({name: jnp.asarray(g, jnp.float32) for name in params}, state, params)
+      moved.append(np.asarray(update[network]))
+      assert not np.any(np.asarray(update[({"discriminator", "generator"} - {network}).pop()]))  # Frozen.
+    np.testing.assert_allclose(moved, _numpy_adam(_GRADIENTS, 0.1, b1, b2, config.adam_eps), rtol=1e-5,
+                               err_msg=network)
+
+
+def test_the_wgan_gp_step_weighs_the_penalty_of_the_packs_it_judges(tmp_path):
+  """With --loss=wasserstein --gradient_penalty_weight=10 and packing 2, D's loss is the critic's plus 10 times
+  the mean penalty (‖∇D(x̂)‖ − 1)² over the packs, x̂ = εx + (1 − ε)x̃ with one ε per pack; recomputed here from
+  the step's own fakes and key through the D the loss judges."""
+  config = _tiny_config(loss="wasserstein", gradient_penalty_weight=10.0, spectral_norm=False)
+  task = gan.make_task(config, str(tmp_path), parallel.make_mesh())
+  networks = gan_steps.build_networks(config, (2,))
+  d_tx, _ = gan_steps.make_optimizers(config, config.num_steps, gan.TOY_STEPS_PER_EPOCH)
+  state = task.init_state(jax.random.key(0))
+  real = toys.load_toy("ring").sample(jax.random.key(1), config.batch_size)
+  key = jax.random.key(2)
+  _, metrics = jax.jit(lambda s: gan_steps.discriminator_step(s, {"x": real}, key, networks, config, d_tx))(state)
+  z_key, penalty_key = jax.random.split(key)  # As the step splits it.
+  z = jax.random.normal(z_key, (config.batch_size, networks.latent_dim), jnp.float32)
+  fake, _ = gan_steps.generate(networks, state.params["generator"], state.model_state["generator"], z, None)
+  packs = lambda x: x.reshape(-1, config.packing, *x.shape[1:])
+  epsilon = np.asarray(jax.random.uniform(penalty_key, (config.batch_size // config.packing, 1, 1)))
+  interpolates = epsilon * np.asarray(packs(real)) + (1 - epsilon) * np.asarray(packs(fake))
+  critic = lambda packed: gan_steps.discriminate(networks, state.params["discriminator"],
+                                                 state.model_state["discriminator"],
+                                                 packed.reshape(-1, *packed.shape[2:]))[0]
+  gradients = np.asarray(jax.grad(lambda x: jnp.sum(critic(x)))(jnp.asarray(interpolates)))
+  expected = np.mean((np.sqrt(np.sum(gradients.reshape(len(gradients), -1)**2, axis=-1)) - 1)**2)
+  assert float(metrics["gradient_penalty"]) == pytest.approx(expected, rel=1e-4)
+  assert float(metrics["loss"]) == pytest.approx(float(metrics["d_loss"]) + 10 * expected, rel=1e-5)
+
+
 def test_the_r1_penalty_differentiates_the_discriminator_the_loss_judges(tmp_path):
   """With spectral norm, D's step first advances the power-iteration vectors on the real batch; the penalty
   must be taken through that same D, as the loss is, not through the one before the step."""

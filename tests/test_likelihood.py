@@ -93,25 +93,38 @@ def test_ppca_exact_posterior_elbo_and_bound_equal_log_likelihood():
   np.testing.assert_allclose(per_image(params, np.asarray(_images(x)), None, seed=0), log_px, atol=2e-4)
 
 
-def test_ppca_bound_increases_towards_log_likelihood_through_the_chunked_evaluator():
+def test_ppca_bound_increases_towards_log_likelihood_and_active_units_count_through_the_chunked_evaluator():
   weights, bias, x, log_px = _ppca()
   model, config, params = _linear_vae(weights, bias, mean_scale=0.6, log_variance_shift=0.8)
   lvm = vae.likelihood_model(model, config)
   images = np.asarray(_images(x))  # The evaluator takes raw data and scales uint8 by 1/255: pass floats.
   mesh = parallel.make_mesh()
-  bounds = {}
+  bounds, evaluators = {}, {}
   for k in (1, 30, 3000):
     # 12 images per chunk, so the last of 40 is padded (its padding masked out), and 240 decoder rows, 20
     # samples a chunk: k = 30 ends in a partial chunk of samples.
-    evaluate = likelihood.make_log_likelihood_evaluator(lvm, images * 255.0, None, k, mesh, seed=0,
-                                                        images_per_chunk=12, rows_per_chunk=240,
-                                                        discrete=False)
-    bounds[k] = evaluate(params)["log_likelihood"]
+    evaluators[k] = likelihood.make_log_likelihood_evaluator(lvm, images * 255.0, None, k, mesh, seed=0,
+                                                             images_per_chunk=12, rows_per_chunk=240,
+                                                             discrete=False)
+    bounds[k] = evaluators[k](params)["log_likelihood"]
   exact = float(np.mean(log_px))
   assert bounds[1] < bounds[30] < bounds[3000]
   assert exact - bounds[1] > 0.5  # The worse encoder leaves a real gap at k = 1 ...
   # ... that k = 3000 closes to within the estimate's noise (±0.01 here: the weights are heavy-tailed).
   assert abs(exact - bounds[3000]) < 0.03
+  # Active units (Burda et al.: Var_x E_q[u|x] > 1e-2) over the 40 images and not the 8 padded ones, with
+  # the variances set a few percent either side of the threshold.
+  head = params["encoder"][networks.HEAD]
+  kernel = np.asarray(head["mean_kernel"], np.float64)
+  spread = ((x - bias) @ kernel).var(axis=0)
+
+  def with_variances(variances):  # The mean map rescaled per unit so that Var_x E_q[u|x] = `variances`.
+    scaled = kernel * np.sqrt(np.asarray(variances) / spread)
+    return params | {"encoder": {networks.HEAD: head | {"mean_kernel": jnp.asarray(scaled, jnp.float32),
+                                                        "mean_bias": jnp.asarray(-bias @ scaled, jnp.float32)}}}
+
+  assert evaluators[1](with_variances([1.05e-2, 0.95e-2]))["active_units"] == 1
+  assert evaluators[1](with_variances([1.05e-2, 1.1e-2]))["active_units"] == 2
 
 
 def test_chunked_log_mean_exp_masks_the_partial_chunk_exactly():

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 
 
-
 def to_unit_interval(images_uint8: jax.Array) -> jax.Array:
   """uint8 pixels in [0, 255] -> float32 in [0, 1]."""
   return jnp.asarray(images_uint8, jnp.float32) / 255.0
