@@ -45,7 +45,7 @@ class MixtureState:
   step: jax.Array
   log_mixing: jax.Array  # (K,) log π
   means: jax.Array  # (K, D) μ (probabilities for bernoulli)
-  variances: jax.Array  # (K, D) σ² (gaussian; ones for bernoulli)
+  variances: jax.Array  # (K, D) σ² (gaussian; bernoulli keeps its start, v, and never reads it)
   prior_means: jax.Array  # (D,) m
   prior_variances: jax.Array  # (D,) v
 
