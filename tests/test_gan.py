@@ -604,6 +604,22 @@ def test_each_network_steps_with_its_own_adam_betas():
                                err_msg=network)
 
 
+def test_the_discriminators_schedule_runs_over_its_own_update_count():
+  """With 5 D steps per G step and a cosine schedule over 4 loop steps, D's rate decays over its 20 updates
+  (half the peak at update 10) and G's over its 4 (half at update 2). Adam's step on a constant gradient is
+  the rate itself."""
+  config = _tiny_config(lr_schedule="cosine", d_steps_per_g_step=5, learning_rate=0.1)
+  d_tx, g_tx = gan_steps.make_optimizers(config, config.num_steps, gan.TOY_STEPS_PER_EPOCH)
+  params = {"discriminator": jnp.zeros(2), "generator": jnp.zeros(2)}
+  gradients = {name: jnp.ones(2) for name in params}
+  for tx, network, half_way in [(d_tx, "discriminator", 10), (g_tx, "generator", 2)]:
+    state = tx.init(params)
+    for _ in range(half_way):
+      _, state = tx.update(gradients, state, params)
+    update, _ = tx.update(gradients, state, params)
+    np.testing.assert_allclose(np.asarray(update[network]), -0.05, rtol=1e-4, err_msg=network)
+
+
 def test_the_wgan_gp_step_weighs_the_penalty_of_the_packs_it_judges(tmp_path):
   """With --loss=wasserstein --gradient_penalty_weight=10 and packing 2, D's loss is the critic's plus 10 times
   the mean penalty (‖∇D(x̂)‖ − 1)² over the packs, x̂ = εx + (1 − ε)x̃ with one ε per pack; recomputed here from
