@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,6 +102,22 @@ def assert_user_error(function, *fragments):
   assert "\n" not in message, message
   for fragment in fragments:
     assert fragment in message, (fragment, message)
+
+
+def numpy_adam(gradients, learning_rate, b1, b2, eps):
+  """Kingma & Ba's Algorithm 1 in float64: Adam's updates for a sequence of gradients (the optimizer tests'
+  reference)."""
+  m = v = 0.0
+  updates = []
+  for t, g in enumerate(gradients, start=1):
+    m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+    updates.append(-learning_rate * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps))
+  return np.array(updates)
+
+
+# Three steps of gradients that change sign and scale: unlike a constant gradient (whose every Adam step is
+# −lr·sign(g) whatever the betas), they make each of Adam's settings change the updates.
+CHANGING_GRADIENTS = np.array([[0.5, -2.0, 1e-3], [-0.2, -1.0, 3e-3], [1e-3, 0.5, -2e-3]])
 
 
 def untimed_rows(workdir):

@@ -360,7 +360,7 @@ def test_binarize_dynamic_mean_matches_p_and_changes_with_key():
   np.testing.assert_array_equal(draws, preprocessing.binarize_dynamic(jax.random.key(0), x01))
 
 
-def test_binarize_static_is_fixed_per_seed():
+def test_binarize_static_is_fixed_per_seed_and_on_with_probability_value_over_255():
   images = np.random.default_rng(4).integers(0, 256, (200, 28, 28), dtype=np.uint8)
   first = preprocessing.binarize_static(7, images)
   assert first.dtype == np.uint8 and set(np.unique(first)) <= {0, 255}

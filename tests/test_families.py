@@ -30,7 +30,8 @@ from gen_jax.errors import UserError
 from gen_jax.families import gan, image_training
 from gen_jax.runtime import checkpointing, loop, run as run_lib, workdir as workdir_lib
 
-from conftest import REPO, TINY_VAE_FLAGS, assert_one_line_error, finish, start_experiment
+from conftest import (CHANGING_GRADIENTS, REPO, TINY_VAE_FLAGS, assert_one_line_error, finish, numpy_adam,
+                      start_experiment)
 
 # Bottom to top; a module may import from its own layer or below (README, "Layout").
 LAYERS = [
@@ -153,16 +154,6 @@ def test_every_optimizer_and_schedule_in_the_tables_trains():
     optim.make_optimizer(config_lib.TrainingConfig(optimizer="rmsprop"), total_steps=10)
 
 
-def _numpy_adam(gradients, learning_rate, b1, b2, eps):
-  """Kingma & Ba's Algorithm 1 in float64: the updates of Adam for a sequence of gradients."""
-  m = v = 0.0
-  updates = []
-  for t, g in enumerate(gradients, start=1):
-    m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
-    updates.append(-learning_rate * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps))
-  return np.array(updates)
-
-
 def _updates(tx, gradients):
   """The updates `tx` makes for a sequence of gradients of one parameter vector."""
   params = jnp.zeros(gradients.shape[1:], jnp.float32)
@@ -173,25 +164,23 @@ def _updates(tx, gradients):
   return np.array(updates)
 
 
-# Three steps of gradients that change sign and scale: unlike a constant gradient (whose every Adam step is
-# −lr·sign(g) whatever the betas), they make each setting change the updates.
-_GRADIENTS = np.array([[0.5, -2.0, 1e-3], [-0.2, -1.0, 3e-3], [1e-3, 0.5, -2e-3]])
-
-
 def test_the_optimizers_read_their_betas_epsilon_and_momentum():
-  """Adam at the settings the papers' flagfiles use (β1 = 0.5 for the GANs, ε = 1e-4 for the IWAE) against
-  Algorithm 1 in float64, and SGD's momentum against v ← μv + g, update −lr·v. (rtol 1e-4: optax takes
-  1 − β2ᵗ in float32, 3e-5 off at β2 = 0.999, t = 2; a wrong β or ε moves an update by percents.)"""
-  for b1, b2, eps in [(0.9, 0.999, 1e-8), (0.5, 0.9, 1e-4), (0.0, 0.99, 1e-3)]:
+  """Adam at the defaults, the GAN flagfiles' β1 = 0.5, the IWAE flagfile's ε = 1e-4 and WGAN-GP's paper
+  setting (β1 = 0, β2 = 0.9) against Algorithm 1 in float64, and SGD's momentum against v ← μv + g, update
+  −lr·v. (rtol 1e-4: optax takes 1 − β2ᵗ in float32, 3e-5 off at β2 = 0.999, t = 2; a wrong β or ε moves an
+  update by percents.)"""
+  for b1, b2, eps in [(0.9, 0.999, 1e-8), (0.5, 0.999, 1e-8), (0.9, 0.999, 1e-4), (0.0, 0.9, 1e-8)]:
     config = config_lib.TrainingConfig(optimizer="adam", learning_rate=0.1, adam_b1=b1, adam_b2=b2, adam_eps=eps)
-    np.testing.assert_allclose(_updates(optim.make_optimizer(config, total_steps=10), _GRADIENTS),
-                               _numpy_adam(_GRADIENTS, 0.1, b1, b2, eps), rtol=1e-4, err_msg=str((b1, b2, eps)))
+    np.testing.assert_allclose(_updates(optim.make_optimizer(config, total_steps=10), CHANGING_GRADIENTS),
+                               numpy_adam(CHANGING_GRADIENTS, 0.1, b1, b2, eps), rtol=1e-4,
+                               err_msg=str((b1, b2, eps)))
   config = config_lib.TrainingConfig(optimizer="sgd", learning_rate=0.1, momentum=0.9)
   velocity, expected = 0.0, []
-  for g in _GRADIENTS:
+  for g in CHANGING_GRADIENTS:
     velocity = 0.9 * velocity + g
     expected.append(-0.1 * velocity)
-  np.testing.assert_allclose(_updates(optim.make_optimizer(config, total_steps=10), _GRADIENTS), expected, rtol=1e-6)
+  np.testing.assert_allclose(_updates(optim.make_optimizer(config, total_steps=10), CHANGING_GRADIENTS), expected,
+                             rtol=1e-6)
 
 
 @pytest.mark.parametrize("family_name, overrides, message", [

@@ -56,28 +56,40 @@ def test_em_objective_never_decreases(likelihood):
 
 
 @pytest.mark.parametrize("likelihood", list(gmm.LIKELIHOODS))
-def test_one_em_step_is_the_map_update_of_the_module_docstring(likelihood):
-  """The initial state, then responsibilities and the MAP formulas written out in float64 on the 100 real rows,
-  against em_step on the padded chunks: π, μ, σ² and the reported log-likelihood."""
-  x, chunks, weights = _data(likelihood)
+def test_the_start_is_the_datas_prior_and_distinct_data_points(likelihood):
+  """From the data alone: the prior's centre m ((Σx + 1)/(N + 2) for Bernoulli pixels, the mean for Gaussian
+  ones) and spread v = Var x + 1e-3, π uniform, σ² = v, and each μ_k one of K distinct data points, pulled
+  half-way to clip(m, 0.05, 0.95) for Bernoulli pixels (a pixel never on and one always on exercise the clip)."""
+  x, _, _ = _data(likelihood)
+  if likelihood == "bernoulli":
+    x = np.concatenate([x, np.zeros((100, 1), np.float32), np.ones((100, 1), np.float32)], axis=1)
   state = gmm.initialize(jax.random.key(2), jnp.asarray(x), 4, likelihood)
-  # The start, from the data alone: the prior's centre m ((Σx + 1)/(N + 2) for Bernoulli pixels, the mean for
-  # Gaussian ones) and spread v = Var x + 1e-3, π uniform, σ² = v, and each μ_k a data point (pulled
-  # half-way to clip(m, 0.05, 0.95) for Bernoulli pixels).
   xd = x.astype(np.float64)
-  prior_centre = {"bernoulli": (xd.sum(0) + 1) / (len(x) + 2), "gaussian": xd.mean(0)}[likelihood]
-  np.testing.assert_allclose(np.asarray(state.prior_means), prior_centre, rtol=1e-5)
+  centre = {"bernoulli": (xd.sum(0) + 1) / (len(x) + 2), "gaussian": xd.mean(0)}[likelihood]
+  np.testing.assert_allclose(np.asarray(state.prior_means), centre, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(state.prior_variances), xd.var(0) + 1e-3, rtol=1e-4)
   np.testing.assert_allclose(np.exp(np.asarray(state.log_mixing, np.float64)), 0.25, rtol=1e-6)
-  np.testing.assert_allclose(np.asarray(state.variances), np.broadcast_to(xd.var(0) + 1e-3, (4, 12)), rtol=1e-4)
-  starts = {"bernoulli": 0.5 * xd + 0.5 * np.clip(prior_centre, 0.05, 0.95), "gaussian": xd}[likelihood]
+  np.testing.assert_allclose(np.asarray(state.variances), np.broadcast_to(xd.var(0) + 1e-3, (4, x.shape[1])),
+                             rtol=1e-4)
+  starts = {"bernoulli": 0.5 * xd + 0.5 * np.clip(centre, 0.05, 0.95), "gaussian": xd}[likelihood]
   picked = [int(np.argmin(np.abs(starts - mean).max(axis=1))) for mean in np.asarray(state.means, np.float64)]
   np.testing.assert_allclose(np.asarray(state.means), starts[picked], atol=1e-6)
+  if likelihood == "gaussian":  # Continuous rows are all different, so the picks' indices show.
+    assert len(set(picked)) == 4
+
+
+@pytest.mark.parametrize("likelihood", list(gmm.LIKELIHOODS))
+def test_one_em_step_is_the_map_update_of_the_module_docstring(likelihood):
+  """Responsibilities and the MAP formulas written out in float64 on the 100 real rows, against em_step on
+  the padded chunks: π, μ, σ² and the reported log-likelihood."""
+  x, chunks, weights = _data(likelihood)
+  state = gmm.initialize(jax.random.key(2), jnp.asarray(x), 4, likelihood)
   c = 0.5
   new, metrics = gmm.em_step(state, chunks, weights, c, likelihood)
   log_pi = np.asarray(state.log_mixing, np.float64)
   mu, var = np.asarray(state.means, np.float64), np.asarray(state.variances, np.float64)
   m, v = np.asarray(state.prior_means, np.float64), np.asarray(state.prior_variances, np.float64)
+  xd = x.astype(np.float64)
   if likelihood == "bernoulli":
     log_px_k = xd @ np.log(mu).T + (1 - xd) @ np.log1p(-mu).T
   else:

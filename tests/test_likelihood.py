@@ -93,7 +93,7 @@ def test_ppca_exact_posterior_elbo_and_bound_equal_log_likelihood():
   np.testing.assert_allclose(per_image(params, np.asarray(_images(x)), None, seed=0), log_px, atol=2e-4)
 
 
-def test_ppca_bound_increases_towards_log_likelihood_and_active_units_count_through_the_chunked_evaluator():
+def test_the_chunked_evaluators_bound_rises_towards_log_likelihood_and_it_counts_active_units():
   weights, bias, x, log_px = _ppca()
   model, config, params = _linear_vae(weights, bias, mean_scale=0.6, log_variance_shift=0.8)
   lvm = vae.likelihood_model(model, config)

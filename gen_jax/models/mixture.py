@@ -150,8 +150,8 @@ LIKELIHOODS = {"bernoulli": _Bernoulli, "gaussian": _Gaussian}
 
 
 def initialize(key, x, num_components, likelihood):
-  """π uniform; μ at K distinct random data points (pulled half-way to the data mean for bernoulli, so
-  no probability starts at 0 or 1); σ² at the prior variance."""
+  """π uniform; μ at K distinct random data points (for bernoulli pulled half-way to the prior centre m,
+  clipped to [0.05, 0.95], so that no probability starts at 0 or 1); σ² at the prior variance."""
   parts = LIKELIHOODS[likelihood]
   prior_means = parts.prior_means(x)
   prior_variances = jnp.var(x, axis=0) + MIN_PRIOR_VARIANCE
