@@ -279,6 +279,25 @@ def test_hvae_log_weights_are_the_direct_sum_of_its_five_densities_per_image_and
       assert float(log_weights[i, b]) == pytest.approx(direct, abs=1e-3), (i, b)
 
 
+def test_hvae_posterior_means_are_each_images_own_and_in_layer_order():
+  """The codes active units are counted on: E_q[z1|x], the mean over z2 ~ q(z2|x) of q(z1|x,z2)'s mean, then
+  E_q[z2|x]. With q(z1|x,z2)'s z2 branch zeroed q(z1|x,z2) is q(z1|x), so the average is its mean exactly: an
+  average over the images instead of the samples, or the layers swapped, would show on three different images."""
+  config, model, params = _tiny_hvae("standard_normal", latent_dim=2)
+  branch = params["bottom_encoder"]["GatedDense_0"]  # z2 -> the features' width, before the concatenation.
+  silent = branch | {"linear_kernel": jnp.zeros_like(branch["linear_kernel"]),
+                     "linear_bias": jnp.zeros_like(branch["linear_bias"])}
+  params = params | {"bottom_encoder": params["bottom_encoder"] | {"GatedDense_0": silent}}
+  x = jnp.asarray([[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]]).reshape(3, 2, 2, 1)
+  model_fns = vae.likelihood_model(model, config)
+  z1_means, z2_means = model_fns.posterior_means(params, model_fns.encode(params, x, None), jax.random.key(0))
+  (top_mean, _), features = model.apply({"params": params}, x, method="encode_image")
+  bottom_mean, _ = model.apply({"params": params}, features, jnp.zeros((3, 2)), method="bottom_posterior")
+  assert np.ptp(np.asarray(bottom_mean), axis=0).min() > 1e-3 and np.ptp(np.asarray(top_mean), axis=0).min() > 1e-3
+  np.testing.assert_allclose(np.asarray(z1_means), np.asarray(bottom_mean), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(z2_means), np.asarray(top_mean), rtol=1e-6)
+
+
 def test_the_hvae_vampprior_is_the_mixture_of_the_top_encoders_posteriors_at_the_pseudo_inputs():
   """p(z2) of the HVAE with the VampPrior, heads as initialised: (1/K) Σ_k q(z2 | u_k) with q(z2 | ·) the top
   encoder and u_k the pseudo-input parameters clipped to [0, 1], in float64."""
