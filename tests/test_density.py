@@ -34,6 +34,13 @@ def _normal_log_density(z, mean, log_variance):
   return float(np.sum(-0.5 * (math.log(2 * math.pi) + log_variance + (z - mean)**2 / np.exp(log_variance))))
 
 
+def _mixture_log_density(points, means, log_variances):
+  """log (1/K) Σ_k N(z; mean_k, diag exp(log_variance_k)) for each point, by brute force in float64."""
+  means, log_variances = np.asarray(means, np.float64), np.asarray(log_variances, np.float64)
+  return [np.logaddexp.reduce([_normal_log_density(np.asarray(point, np.float64), m, v)
+                               for m, v in zip(means, log_variances)]) - math.log(len(means)) for point in points]
+
+
 def _vampprior_log_density(z, components):
   """The VampPrior's log p(z) from its components (the q(z | u_k)); the density needs nothing else."""
   return priors.VampPrior(pseudo_inputs=None).log_density(z, components)
@@ -43,8 +50,7 @@ def test_vampprior_log_density_is_the_brute_force_mixture_density():
   rng = np.random.default_rng(0)
   means, log_variances = rng.normal(size=(5, 3)), rng.normal(size=(5, 3)) - 1.0
   z = rng.normal(size=(4, 3)) * 2.0
-  expected = [math.log(sum(math.exp(_normal_log_density(point, m, s)) for m, s in zip(means, log_variances)) / 5)
-              for point in z]
+  expected = _mixture_log_density(z, means, log_variances)
   got = _vampprior_log_density(jnp.asarray(z, jnp.float32), (jnp.asarray(means, jnp.float32),
                                                              jnp.asarray(log_variances, jnp.float32)))
   np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5)
@@ -67,8 +73,7 @@ def test_vampprior_through_the_model_is_the_mixture_of_the_encoders_posteriors_a
   means, log_variances = model.apply({"params": params}, jnp.asarray(pseudo_inputs), method="encode")
   z = jnp.asarray([[0.3, -0.2], [2.0, 1.0]])
   components = model.apply({"params": params}, method="prior_statistics")
-  expected = [math.log(np.mean([math.exp(_normal_log_density(np.asarray(point), np.asarray(m), np.asarray(s)))
-                                for m, s in zip(means, log_variances)])) for point in z]
+  expected = _mixture_log_density(z, means, log_variances)
   log_prior = model.apply({"params": params}, z, components, method="log_prior")
   np.testing.assert_allclose(np.asarray(log_prior), expected, rtol=1e-5)
 
@@ -307,9 +312,7 @@ def test_the_hvae_vampprior_is_the_mixture_of_the_top_encoders_posteriors_at_the
   means, log_variances = model.apply({"params": params}, jnp.asarray(np.clip(raw, 0.0, 1.0)), method="encode")
   assert np.ptp(np.asarray(means), axis=0).min() > 1e-3  # Two distinct components, not one repeated.
   z2 = jnp.asarray([[0.3, -0.2], [1.5, 0.7], [-2.0, 0.1]])
-  expected = [np.logaddexp.reduce([_normal_log_density(np.asarray(point, np.float64), np.asarray(m, np.float64),
-                                                       np.asarray(v, np.float64))
-                                   for m, v in zip(means, log_variances)]) - math.log(2) for point in z2]
+  expected = _mixture_log_density(z2, means, log_variances)
   statistics = model.apply({"params": params}, method="prior_statistics")
   np.testing.assert_allclose(np.asarray(model.apply({"params": params}, z2, statistics, method="log_prior")),
                              expected, rtol=1e-5, atol=1e-6)
