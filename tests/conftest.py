@@ -140,11 +140,21 @@ SMALL_CLASSIFIER = dict(num_train_examples=5000, num_epochs=2)
 
 
 @pytest.fixture(scope="session")
-def small_classifier(tmp_path_factory):
-  """(classifier, the cache folder it was trained into)."""
+def small_classifier(tmp_path_factory, worker_id):
+  """(classifier, the cache folder it was trained into). Under pytest-xdist the workers share one cache folder
+  in this run's temporary root: the first worker to need the classifier trains it while holding a lock, and
+  the others wait, then load it (training it costs ~12 s of both cores, loading it well under one)."""
+  import fcntl
   from gen_jax.evaluation import classifier as classifier_lib
-  cache_dir = str(tmp_path_factory.mktemp("classifiers"))
-  return classifier_lib.load_or_train_classifier("fashion_mnist", cache_dir=cache_dir, **SMALL_CLASSIFIER), cache_dir
+  if worker_id == "master":  # One process (`-n 0`): nobody to share with.
+    cache_dir = tmp_path_factory.mktemp("classifiers")
+  else:  # Each worker's base folder sits in the run's own root, which no other pytest run uses.
+    cache_dir = tmp_path_factory.getbasetemp().parent / "classifiers"
+    cache_dir.mkdir(exist_ok=True)
+  with open(cache_dir / ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # Released when the file closes.
+    classifier = classifier_lib.load_or_train_classifier("fashion_mnist", cache_dir=str(cache_dir), **SMALL_CLASSIFIER)
+  return classifier, str(cache_dir)
 
 
 # scripts/test.sh runs the suite on two pytest-xdist workers, a file at a time (--dist loadfile keeps each
