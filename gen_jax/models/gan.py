@@ -184,7 +184,7 @@ class DCGANGenerator(nn.Module):
   28×28 (base 64) dense -> 7×7×128 -> 14×14×64 -> 28×28×C. Normalisation and ReLU after every layer but
   the last; after the dense layer the batch norm is per unit, before the reshape (the TensorFlow DCGAN
   tutorial's choice; PyTorch's example starts with a 1×1 -> 4×4 transposed convolution normalised per channel).
-  Kept so: every DCGAN figure in the README was measured with it.
+  Kept so: every DCGAN figure in the README and docs/gan_runs.md was measured with it.
   """
   image_shape: Sequence[int]
   base_features: int = 64
