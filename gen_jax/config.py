@@ -13,7 +13,7 @@ from gen_jax.errors import UserError
 # Settings that may change when a run is resumed: they change when or how long, never what is computed.
 MAY_CHANGE_ON_RESUME = frozenset({
     "num_epochs", "num_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
-    "keep_checkpoints", "steps_per_dispatch", "data_dir", "eval_batch_size"})
+    "keep_checkpoints", "steps_per_dispatch", "data_dir", "eval_batch_size", "profile_start_step", "profile_steps"})
 
 RUN_LENGTH = frozenset({"num_epochs", "num_steps"})
 
@@ -92,6 +92,9 @@ class TrainingConfig:
   steps_per_dispatch: int = 32
   eval_batch_size: int = 1000
   num_samples: int = 10000  # Size of samples.npy at the end.
+  # A jax.profiler trace of the training steps from profile_start_step on, in the workdir's tensorboard/.
+  profile_start_step: int = 0
+  profile_steps: int = 0  # 0: no trace.
 
 
 def check_positive(config, names):
@@ -154,7 +157,9 @@ def validate_common(config):
                           "lr_decay_every_steps", "lr_decay_factor"))
   check_non_negative(config, ("num_epochs", "num_steps", "num_train_examples", "num_test_examples", "image_size",
                               "eval_every_steps", "checkpoint_every_steps", "weight_decay", "grad_clip_norm",
-                              "momentum"))
+                              "momentum", "profile_start_step", "profile_steps"))
+  if config.profile_steps == 0:
+    check_not_read(config, ("profile_start_step",), "--profile_steps=0 (no trace)")
   if config.num_epochs == 0 and config.num_steps == 0:
     raise UserError("--num_epochs=0 with --num_steps=0 trains nothing; allowed: a positive value for one")
   check_choice(config, "compute_dtype", COMPUTE_DTYPES)

@@ -24,6 +24,7 @@ ZERO_MEANS = {
     "gradient_penalty_weight": "none", "r1_weight": "none", "d_learning_rate": "the generator's",
     "d_adam_b1": "0", "d_adam_b2": "0", "ema_decay": "raw weights", "num_eval_samples": "only at the end",
     "adam_b1": "no momentum", "adam_b2": "no second-moment memory", "seed": "seed 0",
+    "profile_steps": "no trace", "profile_start_step": "the first step",
 }
 NEGATIVE_MEANS = {"pseudo_input_init_mean": "any finite mean", "d_adam_b1": "the generator's",
                   "d_adam_b2": "the generator's"}

@@ -12,9 +12,9 @@ import optax
 import pytest
 from flax.training import train_state
 
-from conftest import REPO, assert_one_line_error
+from conftest import REPO, assert_one_line_error, assert_user_error, untimed_rows
 from gen_jax.errors import UserError
-from gen_jax import parallel
+from gen_jax import config as config_lib, parallel
 from gen_jax.runtime import checkpointing, loop
 
 
@@ -97,6 +97,35 @@ def test_loop_compiles_each_dispatch_length_once_and_writes_the_rows(tmp_path):
       ("train", 60), ("test", 60)]
   assert rows[-1]["w"] == pytest.approx(3.0, abs=1e-3)
   assert rows[0]["loss"] > rows[-2]["loss"]
+
+
+def test_a_profile_traces_the_dispatches_of_its_window_and_changes_nothing(tmp_path, capsys):
+  """--profile_start_step=5 --profile_steps=4 with dispatches of 4 steps: one trace, over the dispatches that train
+  steps 5-9 (from step 4 to step 12), where TensorBoard's profile plugin looks; the run writes the rows and
+  ends at the state of the run without it. A window the run never reaches traces nothing and says so, and a
+  start without a length is refused as an unread setting."""
+  steps = dict(num_steps=16, steps_per_epoch=8, batch_size=16, log_every_steps=8, eval_every_steps=8,
+               checkpoint_every_steps=8, steps_per_dispatch=4)
+
+  def train(name, **profile):
+    return loop.train(_CountingTask().task(loop.Schedule(**steps, **profile)), str(tmp_path / name), seed=0,
+                      mesh=parallel.make_mesh())
+
+  plain, profiled = train("plain"), train("profiled", profile_start_step=5, profile_steps=4)
+  profile_dir = tmp_path / "profiled" / "tensorboard" / "plugins" / "profile"
+  assert f"traced the training steps from step 4 to step 12 into {profile_dir}\n" in capsys.readouterr().out
+  traces = list(profile_dir.glob("*/*.xplane.pb"))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0
+  assert float(profiled.params["w"]) == float(plain.params["w"])
+  assert untimed_rows(tmp_path / "profiled") == untimed_rows(tmp_path / "plain")
+
+  train("late", profile_start_step=16, profile_steps=4)
+  assert ("no trace: this run trained no step in --profile_start_step=16 --profile_steps=4 (it trained up to "
+          "step 16)") in capsys.readouterr().err
+  assert not (tmp_path / "late" / "tensorboard" / "plugins").exists()
+  assert_user_error(lambda: config_lib.validate_common(config_lib.TrainingConfig(profile_start_step=5)),
+                    "--profile_steps=0 (no trace) does not read --profile_start_step=5; allowed: "
+                    "--profile_start_step=0")
 
 
 def test_a_checkpoint_between_train_rows_carries_its_pending_steps_and_their_seconds(tmp_path):

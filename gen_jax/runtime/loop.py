@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import sys
 import time
 from typing import Any, Callable, Mapping, Optional
 
@@ -38,6 +39,8 @@ class Schedule:
   checkpoint_every_steps: int
   keep_checkpoints: int = 3
   steps_per_dispatch: int = 32
+  profile_start_step: int = 0
+  profile_steps: int = 0  # 0: no trace.
 
   @classmethod
   def from_config(cls, config, steps_per_epoch, examples_per_step=None):
@@ -49,7 +52,8 @@ class Schedule:
                batch_size=examples_per_step or config.batch_size, log_every_steps=config.log_every_steps,
                eval_every_steps=config.eval_every_steps or steps_per_epoch,
                checkpoint_every_steps=config.checkpoint_every_steps or steps_per_epoch,
-               keep_checkpoints=config.keep_checkpoints, steps_per_dispatch=config.steps_per_dispatch)
+               keep_checkpoints=config.keep_checkpoints, steps_per_dispatch=config.steps_per_dispatch,
+               profile_start_step=config.profile_start_step, profile_steps=config.profile_steps)
 
 
 def no_operations(state):
@@ -151,6 +155,54 @@ class _SignalArrived(BaseException):
 
 class TrainingDiverged(UserError):
   """A loss or metric became NaN or infinite; the run stops before saving the bad state."""
+
+
+class _StepProfiler:
+  """A jax.profiler trace of the training steps in [profile_start_step, + profile_steps), widened to whole
+  dispatches (the trace starts and stops between them), by process 0 (which alone writes the workdir) into
+  `log_dir`, where TensorBoard's profile plugin looks (<log_dir>/plugins/profile/<time>/). A resumed run traces
+  what is left of the window; a run that trains no step of it says so on stderr."""
+
+  def __init__(self, schedule, log_dir, enabled):
+    self.start, self.end = schedule.profile_start_step, schedule.profile_start_step + schedule.profile_steps
+    self.enabled = enabled and schedule.profile_steps > 0
+    self.log_dir = log_dir
+    self.traced_from = None  # The step the running trace started at.
+    self.traced = False
+
+  def before_dispatch(self, step, count):
+    if self.enabled and self.traced_from is None and step < self.end and step + count > self.start:
+      jax.profiler.start_trace(self.log_dir)
+      self.traced_from = step
+
+  def after_dispatch(self, step, state):
+    if self.traced_from is not None and step >= self.end:
+      self._stop(step, state)
+
+  def _stop(self, step, state):
+    jax.block_until_ready(state)  # Dispatch is asynchronous: the traced steps must have run.
+    jax.profiler.stop_trace()
+    print(f"traced the training steps from step {self.traced_from} to step {step} into "
+          f"{os.path.join(self.log_dir, 'plugins', 'profile')}", flush=True)
+    self.traced_from, self.traced = None, True
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, error_type, *exc):
+    """Training failed (its exception says how): a trace still running ends without a word."""
+    if error_type is not None and self.traced_from is not None:
+      self.traced_from = None
+      with contextlib.suppress(Exception):
+        jax.profiler.stop_trace()
+
+  def finish(self, step, state):
+    """At the end of training (the run's last step, or a stop): ends a trace still running."""
+    if self.traced_from is not None:
+      self._stop(step, state)
+    elif self.enabled and not self.traced:
+      print(f"no trace: this run trained no step in --profile_start_step={self.start} "
+            f"--profile_steps={self.end - self.start} (it trained up to step {step})", file=sys.stderr, flush=True)
 
 
 class _StopSignals:
@@ -416,14 +468,17 @@ def _train(task, workdir, seed, mesh, where):
   inputs_sharding = parallel.batch_sharded(mesh, 1) if sample_input.ndim > 1 else parallel.replicated(mesh)
 
   agreement = parallel.SignalAgreement(mesh)
-  with _StopSignals() as stop:
+  profiler = _StepProfiler(schedule, os.path.join(workdir, "tensorboard"), enabled=main)
+  with _StopSignals() as stop, profiler:
     while step < schedule.num_steps and not stopped_early:
       count = _dispatch_plan(step, schedule, event_steps)
       step_inputs = parallel.global_array(task.step_inputs(step, count), inputs_sharding)
+      profiler.before_dispatch(step, count)
       state, step_metrics = run_steps(state, data, step_inputs)
       pending.append(step_metrics)
       step += count
       where["step"] = step
+      profiler.after_dispatch(step, state)
       _inject_fault("step", step)
       _inject_fault("sigterm", step)
       _inject_fault("sighup", step)
@@ -482,11 +537,13 @@ def _train(task, workdir, seed, mesh, where):
           last_saved = step
         interval_start = time.time()
       if received:
+        profiler.finish(step, state)
         checkpointer.close()
         writer.close()
         raise Preempted(received, f"at step {step}; checkpoint saved; resume by re-running the same "
                         "command with the same --workdir")
 
+  profiler.finish(step, state)
   # Training is over: a signal from here on stops at once, and the same command redoes what is left (the
   # best checkpoint's evaluation, the final files) without training.
   with _stopping_at_once(checkpointer, writer, f"after training ended at step {step}, which is saved; "
