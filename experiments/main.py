@@ -65,8 +65,8 @@ COMMON_HELP = {
     "eval_batch_size": "Test examples per evaluation chunk.",
     "num_samples": "Number of samples written to samples.npy at the end.",
     "profile_steps": "Training steps to trace with jax.profiler (0: none), into <workdir>/tensorboard/plugins/"
-                     "profile/: TensorBoard's profile tab, or its trace.json.gz in Perfetto. Whole dispatches are "
-                     "traced, so --steps_per_dispatch=1 makes the window exact.",
+                     "profile/: TensorBoard's profile tab, or its perfetto_trace.json.gz in ui.perfetto.dev. "
+                     "Whole dispatches are traced, so --steps_per_dispatch=1 makes the window exact.",
     "profile_start_step": "The step the --profile_steps trace starts at (0: the first, whose dispatch also "
                           "compiles: start later for the steady state).",
 }

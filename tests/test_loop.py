@@ -114,8 +114,8 @@ def test_a_profile_traces_the_dispatches_of_its_window_and_changes_nothing(tmp_p
   plain, profiled = train("plain"), train("profiled", profile_start_step=5, profile_steps=4)
   profile_dir = tmp_path / "profiled" / "tensorboard" / "plugins" / "profile"
   assert f"traced the training steps from step 4 to step 12 into {profile_dir}\n" in capsys.readouterr().out
-  traces = list(profile_dir.glob("*/*.xplane.pb"))
-  assert len(traces) == 1 and traces[0].stat().st_size > 0
+  traces = list(profile_dir.glob("*/*.xplane.pb")) + list(profile_dir.glob("*/perfetto_trace.json.gz"))
+  assert len(traces) == 2 and all(trace.stat().st_size > 0 for trace in traces)
   assert float(profiled.params["w"]) == float(plain.params["w"])
   assert untimed_rows(tmp_path / "profiled") == untimed_rows(tmp_path / "plain")
 

@@ -160,7 +160,8 @@ class TrainingDiverged(UserError):
 class _StepProfiler:
   """A jax.profiler trace of the training steps in [profile_start_step, + profile_steps), widened to whole
   dispatches (the trace starts and stops between them), by process 0 (which alone writes the workdir) into
-  `log_dir`, where TensorBoard's profile plugin looks (<log_dir>/plugins/profile/<time>/). A resumed run traces
+  `log_dir`, where TensorBoard's profile plugin looks (<log_dir>/plugins/profile/<time>/: its .xplane.pb, and a
+  perfetto_trace.json.gz for ui.perfetto.dev). A resumed run traces
   what is left of the window; a run that trains no step of it says so on stderr."""
 
   def __init__(self, schedule, log_dir, enabled):
@@ -172,7 +173,7 @@ class _StepProfiler:
 
   def before_dispatch(self, step, count):
     if self.enabled and self.traced_from is None and step < self.end and step + count > self.start:
-      jax.profiler.start_trace(self.log_dir)
+      jax.profiler.start_trace(self.log_dir, create_perfetto_trace=True)  # Also a file Perfetto's UI opens.
       self.traced_from = step
 
   def after_dispatch(self, step, state):
