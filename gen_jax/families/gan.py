@@ -3,6 +3,12 @@ toy mixtures of the mode-coverage papers and on images.
 
 The maths (networks, state, the alternating step under two partitioned optimizers) is `gan_steps.py`; the
 evaluation and figures `gan_evaluation.py`; this module holds the family's settings and assembles its task.
+
+It builds on the shared loop but not on `image_training`, whose pieces assume one model, one optimizer and
+one batch a step: a GAN step consumes --d_steps_per_g_step real batches (its epoch order is drawn in groups
+of that many), keeps two optimizer states in its own TrainState, has no validation split or model
+selection, and also trains on toy mixtures that have no image data at all. What the two would share is the
+image loading (`image_data.load_image_data`), which both call.
 """
 
 import dataclasses
