@@ -100,8 +100,8 @@ def test_loop_compiles_each_dispatch_length_once_and_writes_the_rows(tmp_path):
 
 
 def test_a_profile_traces_the_dispatches_of_its_window_and_changes_nothing(tmp_path, capsys):
-  """--profile_start_step=5 --profile_steps=4 with dispatches of 4 steps: one trace, over the dispatches that train
-  steps 5-9 (from step 4 to step 12), where TensorBoard's profile plugin looks; the run writes the rows and
+  """--profile_start_step=5 --profile_steps=4 with dispatches of 4 steps: one trace, over the two dispatches that
+  overlap the window [5, 9) (from step 4 to step 12), where TensorBoard's profile plugin looks; the run writes the rows and
   ends at the state of the run without it. A window the run never reaches traces nothing and says so, and a
   start without a length is refused as an unread setting."""
   steps = dict(num_steps=16, steps_per_epoch=8, batch_size=16, log_every_steps=8, eval_every_steps=8,

@@ -473,8 +473,8 @@ def _train(task, workdir, seed, mesh, where):
   with _StopSignals() as stop, profiler:
     while step < schedule.num_steps and not stopped_early:
       count = _dispatch_plan(step, schedule, event_steps)
+      profiler.before_dispatch(step, count)  # Before the inputs: a traced dispatch includes their transfer.
       step_inputs = parallel.global_array(task.step_inputs(step, count), inputs_sharding)
-      profiler.before_dispatch(step, count)
       state, step_metrics = run_steps(state, data, step_inputs)
       pending.append(step_metrics)
       step += count
